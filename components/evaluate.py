@@ -1,0 +1,16 @@
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
+
+from wsseg.image import WSSEG_IMAGE
+
+
+@dsl.component(base_image=WSSEG_IMAGE)
+def evaluate(data: str, run_store: str, config_yaml: str, segmenter: Input[Model], evaluation: Output[Dataset],
+             metrics: Output[Metrics], report: Output[HTML], summary: Output[Markdown],
+             cams: Input[Dataset] = None, pseudo_masks: Input[Dataset] = None, s3_endpoint: str = ""):
+    """mIoU of the CAMs, the pseudo masks and the segmenter, with the per-class report and overlays."""
+    from wsseg.pipeline_io import publish_evaluation, run_step
+
+    inputs = {"cams": cams, "pseudo_masks": pseudo_masks, "segmenter": segmenter}
+    run_step("evaluate", data, run_store, config_yaml, inputs, evaluation, s3_endpoint)
+    publish_evaluation(evaluation, metrics, report, summary)

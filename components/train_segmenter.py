@@ -1,0 +1,13 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from wsseg.image import WSSEG_IMAGE
+
+
+@dsl.component(base_image=WSSEG_IMAGE)
+def train_segmenter(data: str, run_store: str, config_yaml: str, segmenter: Output[Model],
+                    pseudo_masks: Input[Dataset] = None, s3_endpoint: str = ""):
+    """An mmsegmentation model trained on the pseudo masks, or on the ground truth when none are given."""
+    from wsseg.pipeline_io import run_step
+
+    run_step("train-segmenter", data, run_store, config_yaml, {"masks": pseudo_masks}, segmenter, s3_endpoint)

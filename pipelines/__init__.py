@@ -1,0 +1,5 @@
+"""KFP pipelines: each module defines one `@dsl.pipeline`, listed in PIPELINES for compiling and running."""
+from pipelines.supervised import supervised
+from pipelines.wsss import wsss
+
+PIPELINES = {"wsss": wsss, "supervised": supervised}

@@ -1,0 +1,1 @@
+"""wsseg: semantic segmentation from cheap labels."""

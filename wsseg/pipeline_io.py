@@ -1,0 +1,106 @@
+"""What a KFP component does around its one library call: open stores, run the step, publish the artifact.
+
+A KFP artifact produced by a wsseg step is a pointer: its file holds the URI of the store prefix where the
+step wrote its outputs. The outputs live in the run's store (not the KFP artifact folder) so that a retried
+pod finds what an earlier attempt finished and resumes, on the local backend and on S3 alike.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from wsseg.classes import ClassList
+from wsseg.config import dump_config, load_config_text
+from wsseg.errors import WssegError
+from wsseg.steps.commands import STEPS
+from wsseg.store import ArtifactStore, open_store
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEY = "config.yaml"
+
+
+def open_run(store_uri: str, run_name: str, config_yaml: str, s3_endpoint: str = "") -> str:
+    """Create the run's store prefix, keep a copy of the config there, and return the prefix's URI."""
+    use_endpoint(s3_endpoint)
+    if not run_name:
+        raise WssegError("the run needs a name: pass run_name (the pipeline's job id by default)")
+    run_store = open_store(store_uri).child(run_name)
+    run_store.put_bytes(CONFIG_KEY, dump_config(load_config_text(config_yaml)).encode())
+    log.info("run store %s", run_store.uri)
+    return run_store.uri
+
+
+def run_step(command: str, data: str, run_store_uri: str, config_yaml: str,
+             inputs: dict, output, s3_endpoint: str = "") -> dict:
+    """Run one step of STEPS with its inputs taken from upstream pointer artifacts; publish `output`."""
+    use_endpoint(s3_endpoint)
+    module, function, input_names = STEPS[command]
+    config = load_config_text(config_yaml)
+    stores = [store_of(inputs[name]) if inputs.get(name) is not None else None for name in input_names]
+    out = open_store(run_store_uri).child(command)
+    step = getattr(importlib.import_module(module), function)
+    summary = step(local_dataset(data), *stores, out, config, ClassList(config["classes"]), strict=config["strict"])
+    publish(output, out, summary)
+    return summary
+
+
+def use_endpoint(s3_endpoint: str) -> None:
+    """On a cluster the pipeline names the S3 endpoint; locally the environment's AWS_ENDPOINT_URL stands."""
+    if s3_endpoint:
+        os.environ["AWS_ENDPOINT_URL"] = s3_endpoint
+
+
+def publish(artifact, store: ArtifactStore, summary: dict) -> None:
+    """Write the pointer into the artifact and its one-line summary into the artifact's metadata."""
+    Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(artifact.path).write_text(json.dumps({"store": store.uri}))
+    artifact.metadata["store"] = store.uri
+    for key, value in summary.items():
+        if isinstance(value, (int, float, str, bool)):
+            artifact.metadata[key] = value
+
+
+def store_of(artifact) -> ArtifactStore:
+    """The store a pointer artifact names; reads the pointer file, falling back on its metadata."""
+    path = Path(artifact.path)
+    if path.is_file():
+        return open_store(json.loads(path.read_text())["store"])
+    if "store" in artifact.metadata:
+        return open_store(artifact.metadata["store"])
+    raise WssegError(f"{path}: not a wsseg artifact pointer (no store URI in the file or metadata)")
+
+
+def local_dataset(data: str, cache_root: str | None = None) -> str:
+    """A local folder or manifest holding the dataset: the path itself, or a cached copy of an s3:// prefix.
+
+    Files already in the cache are not fetched again, so a retried pod starts quickly.
+    """
+    if not data.startswith("s3://"):
+        return data
+    source = open_store(data)
+    cache = Path(cache_root or os.environ.get("WSSEG_DATA_CACHE", "/tmp/wsseg-data"))
+    target = cache / data.removeprefix("s3://").rstrip("/")
+    fetched = 0
+    for key in source.list():
+        destination = target / key
+        if not destination.exists():
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            source.get_file(key, destination)
+            fetched += 1
+    log.info("dataset %s: %d files fetched into %s", data, fetched, target)
+    return str(target)
+
+
+def publish_evaluation(evaluation, metrics, report, summary) -> None:
+    """Copy the evaluate step's figures and reports into KFP's Metrics, HTML and Markdown artifacts."""
+    store = store_of(evaluation)
+    for name, value in json.loads(store.get_bytes("metrics.json"))["headline"].items():
+        if isinstance(value, (int, float)):
+            metrics.log_metric(name, value)
+    for artifact, key in ((report, "report.html"), (summary, "report.md")):
+        Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(artifact.path).write_bytes(store.get_bytes(key))

@@ -1,0 +1,57 @@
+"""One subcommand per pipeline step, each runnable alone (as IRN's step/ files are).
+
+Every step reads the dataset at --data, its inputs from artifact stores, and writes its output to the
+store at --out. The step module is imported only when its command runs.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+
+# command -> (module, function, input stores the function takes before `out`)
+STEPS = {
+    "train-classifier": ("wsseg.steps.train_classifier", "train_classifier", ()),
+    "mine-cams": ("wsseg.steps.mine_cams", "mine_cams", ("classifier",)),
+    "refine": ("wsseg.steps.refine", "refine_with_crf", ("cams",)),
+    "train-segmenter": ("wsseg.steps.train_segmenter", "train_segmenter", ("masks",)),
+    "evaluate": ("wsseg.steps.evaluate", "evaluate", ("cams", "pseudo_masks", "segmenter")),
+}
+
+OPTIONAL_INPUTS = {
+    "masks": "pseudo masks to train on; without it the ground-truth masks are used (the supervised upper bound)",
+    "cams": "store holding the mined CAMs",
+    "pseudo_masks": "store holding the pseudo masks",
+    "segmenter": "store holding the trained segmenter",
+}
+
+
+def register(subparsers) -> None:
+    for command, (module, function, inputs) in STEPS.items():
+        parser = subparsers.add_parser(command, help=f"run the {command} step alone")
+        parser.add_argument("--data", required=True, help="dataset root (VOC folder or manifest file)")
+        for name in inputs:
+            required = command in ("mine-cams", "refine")
+            parser.add_argument(f"--{name.replace('_', '-')}", required=required, metavar="URI",
+                                help=OPTIONAL_INPUTS.get(name, f"store of the {name} step"))
+        parser.add_argument("--out", required=True, metavar="URI", help="store to write this step's output to")
+        parser.add_argument("--config", help="YAML config (merged over the preset)")
+        parser.add_argument("--preset", help="cpu-tiny, cpu or gpu (default: the config's, else cpu)")
+        parser.add_argument("--strict", action="store_true", help="fail on the first bad input instead of skipping it")
+        parser.set_defaults(func=_runner(module, function, inputs))
+
+
+def _runner(module: str, function: str, inputs: tuple[str, ...]):
+    def run(args) -> int:
+        from wsseg.classes import ClassList
+        from wsseg.config import load_config
+        from wsseg.store import open_store
+
+        config = load_config(args.config, args.preset)
+        stores = [open_store(uri) if (uri := getattr(args, name)) else None for name in inputs]
+        step = getattr(importlib.import_module(module), function)
+        summary = step(args.data, *stores, open_store(args.out), config, ClassList(config["classes"]),
+                       strict=args.strict or config["strict"])
+        print(json.dumps(summary))
+        return 0
+
+    return run
