@@ -23,6 +23,19 @@ $(VENV)/.ready: pyproject.toml Makefile
 test: venv
 	$(PY) -m pytest -q
 
+# Each component alone, then whole DAGs, under kfp.local on a tiny synthetic dataset.
+test-components: venv
+	$(PY) -m pytest -q tests/test_components.py
+
+demo: venv
+	$(VENV)/bin/wsseg demo --out runs/demo
+
+compile: venv
+	$(VENV)/bin/wsseg compile --out build/pipelines
+
+bench: venv
+	$(PY) -m wsseg.bench --out build/bench.json
+
 lint: venv
 	$(PY) -m ruff check wsseg components pipelines tests
 

@@ -8,7 +8,7 @@ from pipelines.cluster import DEFAULT_S3_SECRET, gpu_step, light_step, uncached,
 
 
 @dsl.pipeline(name="supervised", description="Segmenter trained on ground-truth masks (the upper bound)")
-def supervised(data: str, store_uri: str, config_yaml: str = "preset: gpu\n", run_name: str = "",
+def supervised(data: str, store_uri: str, config_yaml: str = "preset: gpu", run_name: str = "",
                s3_endpoint: str = "", s3_secret: str = DEFAULT_S3_SECRET):
     common = {"data": data, "config_yaml": config_yaml, "s3_endpoint": s3_endpoint}
     run = open_run(store_uri=store_uri, run_name=run_name, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,

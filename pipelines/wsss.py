@@ -12,7 +12,7 @@ from pipelines.cluster import DEFAULT_S3_SECRET, cpu_step, gpu_step, light_step,
 
 
 @dsl.pipeline(name="wsss", description="Weakly supervised semantic segmentation from image-level labels")
-def wsss(data: str, store_uri: str, config_yaml: str = "preset: gpu\n", run_name: str = "",
+def wsss(data: str, store_uri: str, config_yaml: str = "preset: gpu", run_name: str = "",
          s3_endpoint: str = "", s3_secret: str = DEFAULT_S3_SECRET):
     common = {"data": data, "config_yaml": config_yaml, "s3_endpoint": s3_endpoint}
     run = open_run(store_uri=store_uri, run_name=run_name, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,

@@ -16,6 +16,8 @@ COMMAND_MODULES = (
     "wsseg.data.commands",
     "wsseg.steps.commands",
     "wsseg.runner",
+    "wsseg.demo",
+    "wsseg.compile_pipelines",
     "wsseg.kube.commands",
 )
 

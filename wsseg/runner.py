@@ -1,0 +1,59 @@
+"""`wsseg run PIPELINE`: a pipeline run locally through `kfp.local`, with the components a cluster runs.
+
+Each task runs as a subprocess in this environment (`SubprocessRunner(use_venv=False)`). The run's outputs
+go to the store (`--store`, default: the `--out` folder); a run re-started with the same `--out` and
+`--run-name` resumes, since every step skips the outputs it finds finished.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PIPELINE_NAMES = ("wsss", "supervised")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("run", help="run a pipeline locally through kfp.local")
+    pipelines = parser.add_subparsers(dest="pipeline", required=True)
+    for name in PIPELINE_NAMES:
+        sub = pipelines.add_parser(name, help=f"the {name} pipeline")
+        sub.add_argument("--data", required=True, help="dataset root (VOC folder, manifest file or s3:// prefix)")
+        sub.add_argument("--out", required=True, help="local folder for this run (KFP's local root and default store)")
+        sub.add_argument("--config", help="YAML config merged over the preset")
+        sub.add_argument("--preset", help="cpu-tiny, cpu or gpu (default: the config's, else cpu)")
+        sub.add_argument("--store", help="artifact store URI (default: the --out folder)")
+        sub.add_argument("--run-name", help=f"name of the run inside the store (default: {name})")
+        sub.set_defaults(func=_run_command)
+
+
+def _run_command(args) -> int:
+    from wsseg.config import load_config
+    from wsseg.report import render_summary_table
+
+    config = load_config(args.config, args.preset)
+    metrics = run_pipeline(args.pipeline, args.data, args.out, config, args.store, args.run_name)
+    print(render_summary_table([(args.pipeline, metrics["headline"])]))
+    return 0
+
+
+def run_pipeline(name: str, data: str, out: str | Path, config: dict, store_uri: str | None = None,
+                 run_name: str | None = None) -> dict:
+    """Run pipeline `name` under kfp.local and return the metrics its evaluate step stored."""
+    import kfp.local
+
+    from pipelines import PIPELINES
+    from wsseg.config import dump_config
+    from wsseg.store import open_store
+
+    out = Path(out).resolve()
+    store_uri = store_uri or str(out / "store")
+    run_name = run_name or name
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp-local"))
+    data = data if data.startswith("s3://") else str(Path(data).resolve())
+    PIPELINES[name](data=data, store_uri=store_uri, config_yaml=dump_config(config), run_name=run_name)
+    evaluation = open_store(store_uri).child(run_name).child("evaluate")
+    log.info("%s finished; report: %s", name, evaluation.uri)
+    return json.loads(evaluation.get_bytes("metrics.json"))
