@@ -1,0 +1,70 @@
+"""`ArtifactStore`: the one interface steps use to read and write their artifacts, wherever they live."""
+from __future__ import annotations
+
+import os
+import shutil
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import BinaryIO
+
+from wsseg.store.atomic import atomic_write
+
+COPY_CHUNK_BYTES = 1024 * 1024
+
+
+class ArtifactStore(ABC):
+    """A flat namespace of `/`-separated keys holding bytes.
+
+    Writes are atomic: an artifact appears under its key whole, or not at all. Backends implement the
+    streaming primitives; the byte and file helpers here are built on them.
+    """
+
+    @property
+    @abstractmethod
+    def uri(self) -> str:
+        """Where the store lives (`file://...` or `s3://bucket/prefix`); never holds credentials."""
+
+    @abstractmethod
+    def open_write(self, key: str) -> AbstractContextManager[BinaryIO]:
+        """A binary file whose contents appear under `key` only when the `with` block exits cleanly."""
+
+    @abstractmethod
+    def open_read(self, key: str) -> BinaryIO:
+        """A binary file streaming the artifact at `key`; raises `StoreNotFound` if there is none."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether an artifact is stored under `key`."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Sorted keys (relative to this store) that start with `prefix`, at any depth."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the artifact at `key`; removing a missing key is not an error."""
+
+    @abstractmethod
+    def child(self, prefix: str) -> ArtifactStore:
+        """A store over the keys under `prefix/`, e.g. one step's output folder."""
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self.open_write(key) as file:
+            file.write(data)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open_read(key) as file:
+            return file.read()
+
+    def put_file(self, key: str, path: str | os.PathLike) -> None:
+        with open(path, "rb") as source, self.open_write(key) as target:
+            shutil.copyfileobj(source, target, COPY_CHUNK_BYTES)
+
+    def get_file(self, key: str, path: str | os.PathLike) -> None:
+        """Copy the artifact to a local `path`, which is replaced atomically."""
+        with self.open_read(key) as source, atomic_write(Path(path)) as target:
+            shutil.copyfileobj(source, target, COPY_CHUNK_BYTES)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r})"
