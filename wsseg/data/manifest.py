@@ -1,0 +1,104 @@
+"""Reading a manifest for data not laid out as VOC: a `.csv` (header `image,labels[,mask][,split][,id]`,
+labels separated by `;` or spaces) or
+a `.jsonl` file (one `{"image": ..., "labels": [...], "mask": ..., "split": ...}` object per line).
+
+Relative paths resolve against the manifest's folder. Rows without a split belong to `train`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from wsseg.classes import ClassList
+from wsseg.data.samples import Problem, Sample, class_indices
+from wsseg.errors import DataError
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl")
+DEFAULT_SPLIT = "train"
+REQUIRED_COLUMNS = ("image", "labels")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    where: str  # "<manifest>:<line>", what a problem names
+    image: str
+    labels: tuple[str, ...]
+    mask: str | None
+    split: str
+    image_id: str | None
+
+
+def is_manifest(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES
+
+
+def manifest_splits(path: Path) -> list[str]:
+    return sorted({row.split for row in read_manifest(path)})
+
+
+def read_manifest(path: Path) -> list[ManifestRow]:
+    reader = _csv_rows if path.suffix.lower() == ".csv" else _jsonl_rows
+    return list(reader(path))
+
+
+def scan_manifest(path: Path, split: str, classes: ClassList) -> tuple[list[Sample], list[Problem]]:
+    """Every usable row of `split` as a sample, and a problem for each missing file or unknown class name."""
+    samples, problems, seen = [], [], {}
+    for row in read_manifest(path):
+        if row.split != split:
+            continue
+        image_path = path.parent / row.image
+        if not image_path.is_file():
+            problems.append(Problem(row.where, f"image {image_path} does not exist"))
+            continue
+        mask_path = path.parent / row.mask if row.mask else None
+        if mask_path is not None and not mask_path.is_file():
+            problems.append(Problem(row.where, f"mask {mask_path} does not exist"))
+            mask_path = None
+        image_id = row.image_id or image_path.stem
+        if image_id in seen:
+            problems.append(Problem(row.where, f"image id {image_id!r} repeats {seen[image_id]}; "
+                                               "give rows an 'id' to tell them apart"))
+            continue
+        seen[image_id] = row.where
+        labels, unknown = class_indices(row.labels, classes)
+        problems.extend(Problem(row.where, message) for message in unknown)
+        samples.append(Sample(image_id, image_path, labels, mask_path))
+    return samples, problems
+
+
+def _split_labels(text: str) -> tuple[str, ...]:
+    return tuple(name for name in re.split(r"[;,\s]+", text.strip()) if name)
+
+
+def _csv_rows(path: Path):
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or ())]
+        if missing:
+            raise DataError(path, f"the CSV header lacks {', '.join(missing)}; expected image,labels[,mask][,split]")
+        for line, record in enumerate(reader, start=2):
+            yield ManifestRow(f"{path}:{line}", record["image"].strip(), _split_labels(record["labels"] or ""),
+                              (record.get("mask") or "").strip() or None,
+                              (record.get("split") or "").strip() or DEFAULT_SPLIT,
+                              (record.get("id") or "").strip() or None)
+
+
+def _jsonl_rows(path: Path):
+    for line, text in enumerate(path.read_text().splitlines(), start=1):
+        if not text.strip():
+            continue
+        where = f"{path}:{line}"
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DataError(where, f"not valid JSON: {error}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("image"), str):
+            raise DataError(where, 'each line must be an object with an "image" path')
+        labels = record.get("labels") or []
+        yield ManifestRow(where, record["image"],
+                          _split_labels(labels) if isinstance(labels, str) else tuple(map(str, labels)),
+                          record.get("mask") or None, record.get("split") or DEFAULT_SPLIT, record.get("id"))

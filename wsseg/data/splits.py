@@ -1,0 +1,73 @@
+"""Class-incremental task splits as WILSON and MiB define them (METHODS.md §2), on any labelled dataset.
+
+A task "<old>-<new>" orders the foreground classes by index: step 0 learns the first `old`, each later step
+the next `new`. VOC 15-5 has 2 steps, 15-1 has 6, 10-10 has 2.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+from wsseg.classes import ClassList
+from wsseg.data.samples import Sample
+from wsseg.errors import ConfigError
+
+MODES = ("disjoint", "overlap")
+TASK_PATTERN = re.compile(r"(\d+)-(\d+)")
+
+
+@dataclass(frozen=True)
+class IncrementalTask:
+    old: int
+    new: int
+    num_foreground: int
+
+    @property
+    def num_steps(self) -> int:
+        return 1 + (self.num_foreground - self.old) // self.new
+
+    def step_classes(self, step: int) -> tuple[int, ...]:
+        """The class indices a step learns."""
+        if not 0 <= step < self.num_steps:
+            raise ConfigError(f"step {step} is outside task {self.old}-{self.new}, "
+                              f"which has steps 0..{self.num_steps - 1}")
+        first = 1 if step == 0 else 1 + self.old + (step - 1) * self.new
+        last = self.old if step == 0 else self.old + step * self.new
+        return tuple(range(first, last + 1))
+
+    def seen_classes(self, step: int) -> tuple[int, ...]:
+        """The classes of steps 0..step: old and current."""
+        return tuple(range(1, self.step_classes(step)[-1] + 1))
+
+
+def parse_task(task: str, num_foreground: int) -> IncrementalTask:
+    match = TASK_PATTERN.fullmatch(task.strip())
+    if not match:
+        raise ConfigError(f"task {task!r} is not of the form <old>-<new>, e.g. 15-5, 15-1, 10-10")
+    old, new = int(match[1]), int(match[2])
+    if old < 1 or new < 1 or old >= num_foreground or (num_foreground - old) % new:
+        raise ConfigError(f"task {task!r} does not fit {num_foreground} classes: need old >= 1 and the "
+                          f"{num_foreground - old} remaining classes in whole steps of {new}")
+    return IncrementalTask(old, new, num_foreground)
+
+
+def incremental_split(samples: list[Sample], task: str, step: int, mode: str = "disjoint",
+                      classes: ClassList | None = None) -> list[Sample]:
+    """The samples step `step` trains on, with labels cut down to that step's classes.
+
+    Every kept image shows at least one current class. Disjoint: it shows no future class (old ones may
+    appear). Overlap: future classes may appear too. Old and future classes stay in the image unlabelled,
+    as in WILSON; masks are left as they are, so a trainer maps classes outside `seen_classes` itself.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"unknown incremental mode {mode!r}; choose one of {', '.join(MODES)}")
+    plan = parse_task(task, len(classes or ClassList()) - 1)
+    current, seen = set(plan.step_classes(step)), set(plan.seen_classes(step))
+    kept = []
+    for sample in samples:
+        labels = set(sample.labels)
+        if not labels & current or (mode == "disjoint" and not labels <= seen):
+            continue
+        kept.append(dataclasses.replace(sample, labels=tuple(sorted(labels & current))))
+    return kept
