@@ -13,6 +13,10 @@ class DataError(WssegError):
         self.problem = problem
         super().__init__(f"{path}: {problem}")
 
+    def __reduce__(self):
+        # Rebuilt from (path, problem) so the error survives the trip back from a worker process.
+        return type(self), (self.path, self.problem)
+
 
 class ConfigError(WssegError):
     """A configuration key or value is wrong."""

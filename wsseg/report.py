@@ -1,0 +1,171 @@
+"""The evaluation report: overlays of the pipeline's stages and Markdown/HTML renderings of `metrics.json`.
+
+`render_markdown` and `render_html` take the metrics dict that `wsseg.steps.evaluate` writes; figures are
+percentages as `ConfusionMatrix.summary` gives them. `render_summary_table` is the one-line-per-run table
+(CAM, pseudo mask, segmenter, fully supervised upper bound) that a demo can print across several runs.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from wsseg.classes import voc_palette
+
+OVERLAY_GAP_PX = 4
+HEATMAP_OPACITY = 0.5
+SUMMARY_COLUMNS = ("run", "CAM mIoU", "pseudo-mask mIoU", "segmentation mIoU", "upper bound mIoU",
+                   "% of upper bound")
+
+
+@dataclass(frozen=True)
+class Overlay:
+    image_id: str
+    panels: tuple[str, ...]  # titles, left to right
+    png: bytes
+
+
+def colorize(mask: np.ndarray) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) VOC colours (255, "uncertain", is VOC's cream border colour)."""
+    return np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)[mask]
+
+
+def cam_heatmap(image: np.ndarray, activation: np.ndarray) -> np.ndarray:
+    """A jet-coloured activation in 0..1, blended over the image."""
+    value = np.clip(activation, 0.0, 1.0)[..., None]
+    # Piecewise-linear jet: blue -> cyan -> yellow -> red as the activation rises.
+    jet = np.clip(np.concatenate([1.5 - np.abs(4 * value - 3), 1.5 - np.abs(4 * value - 2),
+                                  1.5 - np.abs(4 * value - 1)], axis=-1), 0.0, 1.0) * 255
+    return (HEATMAP_OPACITY * jet + (1 - HEATMAP_OPACITY) * image).astype(np.uint8)
+
+
+def overlay_strip(panels: list[np.ndarray]) -> bytes:
+    """Same-sized RGB panels side by side with white gaps, as PNG bytes."""
+    height = panels[0].shape[0]
+    gap = np.full((height, OVERLAY_GAP_PX, 3), 255, dtype=np.uint8)
+    pieces = [piece for panel in panels for piece in (gap, panel)][1:]
+    buffer = io.BytesIO()
+    Image.fromarray(np.concatenate(pieces, axis=1)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def render_summary_table(rows: list[tuple[str, dict]], upper_bound: dict | None = None) -> str:
+    """Markdown table, one row per run: (name, the run's headline dict from evaluate's metrics.json).
+
+    `upper_bound` is the fully supervised run's headline; its segmenter mIoU is the upper bound, and the ratio
+    segmenter / upper bound is the figure WSSS papers quote (the best reach about 85-90 % of it on VOC).
+    """
+    upper = upper_bound.get("segmenter_miou") if upper_bound else None
+    return _markdown_table(SUMMARY_COLUMNS, [_summary_cells(name, headline, upper) for name, headline in rows])
+
+
+def render_markdown(metrics: dict, overlays: list[Overlay]) -> str:
+    lines = ["# wsseg evaluation", ""]
+    for title, note, header, rows in _sections(metrics):
+        lines += [f"## {title}", ""] + ([note, ""] if note else []) + [_markdown_table(header, rows), ""]
+    if overlays:
+        lines += ["## Overlays", ""]
+        for overlay in overlays:
+            lines += [f"![{overlay.image_id}](overlays/{overlay.image_id}.png)", "",
+                      f"{overlay.image_id}: {' | '.join(overlay.panels)}", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def render_html(metrics: dict, overlays: list[Overlay]) -> str:
+    """A self-contained page: overlays are embedded as base64 data URIs so the file travels alone."""
+    body = []
+    for title, note, header, rows in _sections(metrics):
+        body += [f"<h2>{html.escape(title)}</h2>"] + ([f"<p>{html.escape(note)}</p>"] if note else [])
+        body.append(_html_table(header, rows))
+    if overlays:
+        body.append("<h2>Overlays</h2>")
+    for overlay in overlays:
+        data = base64.b64encode(overlay.png).decode("ascii")
+        caption = html.escape(f"{overlay.image_id}: {' | '.join(overlay.panels)}")
+        body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(overlay.image_id)}">'
+                    f"<figcaption>{caption}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{max-width:100%}")
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>wsseg evaluation</title>"
+            f"<style>{style}</style></head><body><h1>wsseg evaluation</h1>\n" + "\n".join(body)
+            + "\n</body></html>\n")
+
+
+def _sections(metrics: dict) -> list[tuple[str, str, tuple[str, ...], list[list[str]]]]:
+    """(title, note, header, rows) of each table, in report order."""
+    sections = [("Headline", _headline_note(metrics), ("figure", "value"), _headline_rows(metrics))]
+    cam = metrics.get("cam")
+    if cam:
+        sections.append(("CAM background threshold sweep (train)", "", ("threshold", "mIoU"),
+                         [[_number(row["threshold"]), _number(row["miou"])] for row in cam["threshold_sweep"]]))
+        sections.append(_per_class(f"CAMs at threshold {_number(cam['best_threshold'])}, per class (train)",
+                                   cam["at_best_threshold"]))
+    masks = metrics.get("pseudo_masks")
+    if masks:
+        sections.append(_per_class("Pseudo masks, uncertain pixels as background, per class (train)",
+                                   masks["uncertain_as_background"]))
+        sections.append(_per_class("Pseudo masks, confident pixels only, per class (train)",
+                                   masks["confident_only"]))
+    segmenter = metrics.get("segmenter")
+    if segmenter:
+        sections.append(_per_class("Segmenter, per class (val)", segmenter))
+    return sections
+
+
+def _headline_note(metrics: dict) -> str:
+    return ("Headline pseudo-mask figure: uncertain (255) pixels counted as background, so missed coverage "
+            "costs as it does for the CAMs; the confident-only figure scores the labelled pixels alone. "
+            f"Images: {', '.join(f'{k} {v}' for k, v in metrics.get('counts', {}).items())}.")
+
+
+def _headline_rows(metrics: dict) -> list[list[str]]:
+    head = metrics["headline"]
+    rows = [["CAM mIoU (train)", _number(head["cam_miou"])],
+            ["CAM best background threshold", _number(head["cam_best_threshold"])],
+            ["pseudo-mask mIoU (train, headline)", _number(head["pseudo_mask_miou"])],
+            ["pseudo-mask mIoU on confident pixels", _number(head["pseudo_mask_confident_miou"])],
+            ["uncertain pixels (%)", _number(None if head["uncertain_fraction"] is None
+                                             else 100 * head["uncertain_fraction"])],
+            ["segmenter mIoU (val)", _number(head["segmenter_miou"])]]
+    upper = metrics.get("upper_bound_miou")
+    if upper is not None:
+        rows += [["fully supervised upper bound mIoU", _number(upper)],
+                 ["segmenter as % of upper bound", _number(_ratio(head["segmenter_miou"], upper))]]
+    return rows
+
+
+def _per_class(title: str, summary: dict) -> tuple[str, str, tuple[str, ...], list[list[str]]]:
+    rows = [[name, _number(v["iou"]), _number(v["precision"]), _number(v["recall"])]
+            for name, v in summary["per_class"].items()]
+    rows.append(["mean", _number(summary["miou"]), "", ""])
+    note = f"mIoU {_number(summary['miou'])}, pixel accuracy {_number(summary['pixel_accuracy'])} (%)."
+    return title, note, ("class", "IoU", "precision", "recall"), rows
+
+
+def _summary_cells(name: str, headline: dict, upper: float | None) -> list[str]:
+    segmenter = headline.get("segmenter_miou")
+    return [name, _number(headline.get("cam_miou")), _number(headline.get("pseudo_mask_miou")),
+            _number(segmenter), _number(upper), _number(_ratio(segmenter, upper))]
+
+
+def _ratio(value: float | None, upper: float | None) -> float | None:
+    return None if value is None or not upper else 100 * value / upper
+
+
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _markdown_table(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _html_table(header, rows) -> str:
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

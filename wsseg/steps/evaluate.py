@@ -1,0 +1,246 @@
+"""evaluate: mIoU of each stage of the pipeline, and a report a person can read.
+
+(a) the CAMs on train, at the background threshold that scores best (swept in one pass over the images, as
+IRN's eval_cam does); (b) the pseudo masks on train; (c) the segmenter on val. Pseudo masks and final models
+are scored on different splits on purpose: the papers report pseudo-mask quality on train, models on val.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from wsseg.classes import IGNORE_INDEX, ClassList
+from wsseg.errors import DataError
+from wsseg.metrics import ConfusionMatrix
+from wsseg.pseudo_masks import CamThresholdSweep, decode_mask_png, read_cam_file
+from wsseg.report import Overlay, cam_heatmap, colorize, overlay_strip, render_html, render_markdown
+
+
+def default_config(preset: str) -> dict:
+    return {
+        "cam_thresholds": [round(0.05 * step, 2) for step in range(1, 13)],  # 0.05 .. 0.60
+        "multi_scale": preset == "gpu",
+        "flip": preset != "cpu-tiny",
+        "overlays": 6,
+        "upper_bound_miou": None,  # the fully supervised model's val mIoU, to show the ratio
+    }
+
+
+def evaluate(data_root, cams, pseudo_masks, segmenter, out, config: dict, classes: ClassList,
+             strict: bool = False) -> dict:
+    """Score the stages whose stores are given (`cams` is required) and write metrics and report to `out`."""
+    from wsseg.data import load_samples
+
+    settings = config["evaluate"]
+    model = _load_model(segmenter)
+    scores = TrainScores(len(classes), settings["cam_thresholds"], pseudo_masks is not None)
+    counts, overlays = _score_train(load_samples(data_root, "train", classes), cams, pseudo_masks, model, scores,
+                                    out, settings, strict)
+    segmenter_summary = None
+    if model is not None:
+        segmenter_summary, counts["val_scored"], counts["val_skipped"] = _score_segmenter(
+            model, load_samples(data_root, "val", classes), classes, settings, strict)
+    metrics = scores.metrics(classes, segmenter_summary, settings["upper_bound_miou"], counts)
+    out.put_bytes("metrics.json", json.dumps(metrics, indent=2).encode())
+    out.put_bytes("report.md", render_markdown(metrics, overlays).encode())
+    out.put_bytes("report.html", render_html(metrics, overlays).encode())
+    return metrics["headline"]
+
+
+def _score_train(samples, cams, pseudo_masks, model, scores, out, settings, strict):
+    """One pass over train: every CAM threshold and the pseudo masks; overlays of the first few images."""
+    from wsseg.data import read_image
+
+    counts = dict.fromkeys(("train_scored", "train_skipped", "without_cam", "without_pseudo_mask",
+                            "without_ground_truth"), 0)
+    cam_ids = _ids(cams, ".npz")
+    mask_ids = _ids(pseudo_masks, ".png") if pseudo_masks is not None else set()
+    overlays: list[Overlay] = []
+    for sample in tqdm(samples, desc="evaluate train", unit="img"):
+        if sample.mask_path is None or sample.image_id not in cam_ids:
+            counts["without_ground_truth" if sample.mask_path is None else "without_cam"] += 1
+            continue
+        has_pseudo_mask = sample.image_id in mask_ids
+        if pseudo_masks is not None and not has_pseudo_mask:
+            counts["without_pseudo_mask"] += 1
+        want_overlay = len(overlays) < settings["overlays"]
+        try:
+            ground_truth = read_ground_truth(sample)
+            cam_scores, labels = _read_cams(cams, sample.image_id, ground_truth.shape)
+            pseudo_mask = _read_pseudo_mask(pseudo_masks, sample.image_id, ground_truth.shape) \
+                if has_pseudo_mask else None
+            image = read_image(sample.image_path) if want_overlay else None
+        except GroundTruthSizeError:
+            raise
+        except DataError:
+            if strict:
+                raise
+            counts["train_skipped"] += 1
+            continue
+        scores.add(ground_truth, cam_scores, labels, pseudo_mask)
+        counts["train_scored"] += 1
+        if want_overlay:
+            overlays.append(_overlay(out, sample.image_id, image, ground_truth, cam_scores, pseudo_mask, model,
+                                     settings))
+    return counts, overlays
+
+
+class TrainScores:
+    """Confusion matrices of the train pass: one per CAM threshold, two for the pseudo masks."""
+
+    def __init__(self, num_classes: int, thresholds: list[float], with_pseudo_masks: bool):
+        self.thresholds = list(thresholds)
+        self.cam = [ConfusionMatrix(num_classes) for _ in self.thresholds]
+        self.with_pseudo_masks = with_pseudo_masks
+        self.pseudo_as_background = ConfusionMatrix(num_classes)
+        self.pseudo_confident = ConfusionMatrix(num_classes)
+        self.uncertain_pixels = self.pseudo_pixels = 0
+
+    def add(self, ground_truth, cams, labels, pseudo_mask) -> None:
+        sweep = CamThresholdSweep(cams, labels)
+        for threshold, matrix in zip(self.thresholds, self.cam):
+            matrix.update(sweep.at(threshold), ground_truth)
+        if pseudo_mask is None:
+            return
+        uncertain = pseudo_mask == IGNORE_INDEX
+        as_background = np.where(uncertain, 0, pseudo_mask)
+        self.pseudo_as_background.update(as_background, ground_truth)
+        self.pseudo_confident.update(as_background, np.where(uncertain, IGNORE_INDEX, ground_truth))
+        self.uncertain_pixels += int(uncertain.sum())
+        self.pseudo_pixels += uncertain.size
+
+    def cam_metrics(self, names) -> dict | None:
+        """The sweep, and per-class figures at the best threshold (the lowest one on a tie)."""
+        mious = [matrix.miou() for matrix in self.cam]
+        if not any(np.isfinite(mious)):
+            return None
+        best = int(np.nanargmax(mious))
+        return {"best_threshold": self.thresholds[best],
+                "threshold_sweep": [{"threshold": t, "miou": m.summary(names)["miou"]}
+                                    for t, m in zip(self.thresholds, self.cam)],
+                "at_best_threshold": self.cam[best].summary(names)}
+
+    def pseudo_mask_metrics(self, names) -> dict | None:
+        if not (self.with_pseudo_masks and self.pseudo_pixels):
+            return None
+        return {"uncertain_as_background": self.pseudo_as_background.summary(names),
+                "confident_only": self.pseudo_confident.summary(names),
+                "uncertain_fraction": round(self.uncertain_pixels / self.pseudo_pixels, 4)}
+
+    def metrics(self, classes: ClassList, segmenter: dict | None, upper_bound, counts: dict) -> dict:
+        cam, masks = self.cam_metrics(classes.names), self.pseudo_mask_metrics(classes.names)
+        headline = {
+            "cam_miou": _field(cam, "at_best_threshold", "miou"),
+            "cam_best_threshold": _field(cam, "best_threshold"),
+            "pseudo_mask_miou": _field(masks, "uncertain_as_background", "miou"),
+            "pseudo_mask_confident_miou": _field(masks, "confident_only", "miou"),
+            "uncertain_fraction": _field(masks, "uncertain_fraction"),
+            "segmenter_miou": _field(segmenter, "miou"),
+        }
+        return {"headline": headline, "cam": cam, "pseudo_masks": masks, "segmenter": segmenter,
+                "upper_bound_miou": upper_bound, "counts": counts}
+
+
+def _field(section: dict | None, *keys: str):
+    for key in keys:
+        if section is None:
+            return None
+        section = section[key]
+    return section
+
+
+class GroundTruthSizeError(DataError):
+    """A mask whose size differs from its image's: a broken dataset that stops evaluation, even when lenient."""
+
+
+def read_ground_truth(sample) -> np.ndarray:
+    """The sample's mask, checked against its image's size."""
+    from wsseg.data import read_mask
+
+    mask = read_mask(sample.mask_path)
+    try:
+        with Image.open(sample.image_path) as image:  # reads the header only
+            width, height = image.size
+    except OSError as error:
+        raise DataError(sample.image_path, f"cannot read image: {error}") from None
+    if mask.shape != (height, width):
+        raise GroundTruthSizeError(sample.mask_path, f"mask is {mask.shape[1]}x{mask.shape[0]} but image "
+                                          f"{sample.image_path} is {width}x{height}")
+    return mask
+
+
+def _read_cams(cams, image_id: str, shape: tuple[int, int]):
+    key = f"{image_id}.npz"
+    try:
+        cam_scores, labels = read_cam_file(cams.get_bytes(key))
+    except ValueError as error:
+        raise DataError(f"{cams.uri}/{key}", str(error)) from None
+    if cam_scores.shape[1:] != shape:
+        raise DataError(f"{cams.uri}/{key}", f"CAMs are {cam_scores.shape[1:]} but the ground truth is {shape}")
+    return cam_scores, labels
+
+
+def _read_pseudo_mask(pseudo_masks, image_id: str, shape: tuple[int, int]) -> np.ndarray:
+    key = f"{image_id}.png"
+    try:
+        mask = decode_mask_png(pseudo_masks.get_bytes(key))
+    except (OSError, ValueError) as error:
+        raise DataError(f"{pseudo_masks.uri}/{key}", str(error)) from None
+    if mask.shape != shape:
+        raise DataError(f"{pseudo_masks.uri}/{key}", f"pseudo mask is {mask.shape} but the ground truth is {shape}")
+    return mask
+
+
+def _load_model(segmenter):
+    if segmenter is None:
+        return None
+    from wsseg.segmenter.inference import load_segmenter
+
+    return load_segmenter(segmenter)
+
+
+def _predict(model, image: np.ndarray, settings: dict) -> np.ndarray:
+    from wsseg.segmenter.inference import predict
+
+    return predict(model, image, multi_scale=settings["multi_scale"], flip=settings["flip"])
+
+
+def _score_segmenter(model, samples, classes: ClassList, settings: dict, strict: bool):
+    from wsseg.data import read_image
+
+    matrix, scored, skipped = ConfusionMatrix(len(classes)), 0, 0
+    for sample in tqdm([s for s in samples if s.mask_path is not None], desc="evaluate val", unit="img"):
+        try:
+            ground_truth = read_ground_truth(sample)
+            matrix.update(_predict(model, read_image(sample.image_path), settings), ground_truth)
+            scored += 1
+        except GroundTruthSizeError:
+            raise
+        except DataError:
+            if strict:
+                raise
+            skipped += 1
+    summary = {"split": "val", "multi_scale": settings["multi_scale"], "flip": settings["flip"],
+               **matrix.summary(classes.names)}
+    return summary, scored, skipped
+
+
+def _overlay(out, image_id, image, ground_truth, cams, pseudo_mask, model, settings) -> Overlay:
+    """image | CAM heat map | pseudo mask | prediction | ground truth, written to `out/overlays/`."""
+    peak = cams.max(axis=0) if len(cams) else np.zeros(ground_truth.shape, np.float32)
+    panels = [("image", image), ("CAM", cam_heatmap(image, peak))]
+    if pseudo_mask is not None:
+        panels.append(("pseudo mask", colorize(pseudo_mask)))
+    if model is not None:
+        panels.append(("prediction", colorize(_predict(model, image, settings))))
+    panels.append(("ground truth", colorize(ground_truth)))
+    png = overlay_strip([panel for _, panel in panels])
+    out.put_bytes(f"overlays/{image_id}.png", png)
+    return Overlay(image_id, tuple(title for title, _ in panels), png)
+
+
+def _ids(store, suffix: str) -> set[str]:
+    return {key[: -len(suffix)] for key in store.list() if key.endswith(suffix) and "/" not in key}
