@@ -11,7 +11,7 @@ export PIP_FIND_LINKS := $(strip $(WHEEL_CACHE) $(PIP_FIND_LINKS))
 
 venv: $(VENV)/.ready
 
-$(VENV)/.ready: pyproject.toml Makefile
+$(VENV)/.ready: pyproject.toml
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip "setuptools<70" wheel
 	$(PIP) install -q $(TORCH_PIN)
@@ -41,3 +41,18 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The image tag has one source, wsseg/image.py (the WSSEG_IMAGE environment variable overrides it there);
+# exporting it makes `make compile IMAGE=...` write pipelines that run the image `make image` built.
+IMAGE ?= $(shell PYTHONPATH=. $(firstword $(wildcard $(PY)) $(PYTHON_BASE)) -c 'from wsseg.image import WSSEG_IMAGE; print(WSSEG_IMAGE)')
+export WSSEG_IMAGE := $(IMAGE)
+
+image:
+	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine answers (docker info failed); run it where Docker runs, or set DOCKER_HOST" >&2; exit 1; }
+	docker build -f components/Dockerfile -t $(IMAGE) .
+
+# make submit PIPELINE=wsss HOST=http://localhost:8080 PARAMS="data=s3://wsseg/datasets/voc store_uri=s3://wsseg/runs"
+PIPELINE ?= wsss
+submit: compile
+	@test -n "$(HOST)" || { echo "make submit: set HOST, the Kubeflow Pipelines address (e.g. HOST=http://localhost:8080)" >&2; exit 1; }
+	$(VENV)/bin/wsseg submit $(PIPELINE) --host $(HOST) $(foreach param,$(PARAMS),--param $(param))

@@ -4,7 +4,8 @@ from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 from wsseg.image import WSSEG_IMAGE
 
 
-@dsl.component(base_image=WSSEG_IMAGE)
+# kfp is in the image already: pods need not reach PyPI.
+@dsl.component(base_image=WSSEG_IMAGE, install_kfp_package=False)
 def evaluate(data: str, run_store: str, config_yaml: str, segmenter: Input[Model], evaluation: Output[Dataset],
              metrics: Output[Metrics], report: Output[HTML], summary: Output[Markdown],
              cams: Input[Dataset] = None, pseudo_masks: Input[Dataset] = None, s3_endpoint: str = ""):

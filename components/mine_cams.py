@@ -4,7 +4,8 @@ from kfp.dsl import Dataset, Input, Model, Output
 from wsseg.image import WSSEG_IMAGE
 
 
-@dsl.component(base_image=WSSEG_IMAGE)
+# kfp is in the image already: pods need not reach PyPI.
+@dsl.component(base_image=WSSEG_IMAGE, install_kfp_package=False)
 def mine_cams(data: str, run_store: str, config_yaml: str, classifier: Input[Model], cams: Output[Dataset],
               s3_endpoint: str = ""):
     """Class activation maps of the labelled classes, multi-scale and flipped, one float16 file per image."""

@@ -4,7 +4,8 @@ from kfp.dsl import Dataset, Input, Output
 from wsseg.image import WSSEG_IMAGE
 
 
-@dsl.component(base_image=WSSEG_IMAGE)
+# kfp is in the image already: pods need not reach PyPI.
+@dsl.component(base_image=WSSEG_IMAGE, install_kfp_package=False)
 def refine(data: str, run_store: str, config_yaml: str, cams: Input[Dataset], pseudo_masks: Output[Dataset],
            s3_endpoint: str = ""):
     """Dense-CRF pseudo masks from the CAMs, uncertain pixels marked 255."""

@@ -4,7 +4,8 @@ from kfp.dsl import Dataset, Input, Model, Output
 from wsseg.image import WSSEG_IMAGE
 
 
-@dsl.component(base_image=WSSEG_IMAGE)
+# kfp is in the image already: pods need not reach PyPI.
+@dsl.component(base_image=WSSEG_IMAGE, install_kfp_package=False)
 def train_segmenter(data: str, run_store: str, config_yaml: str, segmenter: Output[Model],
                     pseudo_masks: Input[Dataset] = None, s3_endpoint: str = ""):
     """An mmsegmentation model trained on the pseudo masks, or on the ground truth when none are given."""
