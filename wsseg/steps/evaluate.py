@@ -31,14 +31,19 @@ def default_config(preset: str) -> dict:
 
 def evaluate(data_root, cams, pseudo_masks, segmenter, out, config: dict, classes: ClassList,
              strict: bool = False) -> dict:
-    """Score the stages whose stores are given (`cams` is required) and write metrics and report to `out`."""
+    """Score the stages whose stores are given and write metrics and report to `out`.
+
+    Without CAMs (the supervised upper bound) only the segmenter is scored.
+    """
     from wsseg.data import load_samples
 
     settings = config["evaluate"]
     model = _load_model(segmenter)
     scores = TrainScores(len(classes), settings["cam_thresholds"], pseudo_masks is not None)
-    counts, overlays = _score_train(load_samples(data_root, "train", classes), cams, pseudo_masks, model, scores,
-                                    out, settings, strict)
+    counts, overlays = {}, []
+    if cams is not None:
+        counts, overlays = _score_train(load_samples(data_root, "train", classes), cams, pseudo_masks, model,
+                                        scores, out, settings, strict)
     segmenter_summary = None
     if model is not None:
         segmenter_summary, counts["val_scored"], counts["val_skipped"] = _score_segmenter(
