@@ -1,0 +1,29 @@
+"""Test-time augmentation for mining: maps summed over scales and horizontal flips at image resolution.
+
+PSA and IRN sum the CAMs of scales {1.0, 0.5, 1.5, 2.0} and their flips before normalising: small scales see
+whole objects, large ones their parts, and the sum covers more of each object than any one scale.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from wsseg.cams.base import CAMMethod, max_normalise
+
+
+def multiscale_maps(method: CAMMethod, images: torch.Tensor, targets: torch.Tensor,
+                    scales: list[float], flip: bool) -> torch.Tensor:
+    """(N, L, H, W) maps in [0, 1] for (N, 3, H, W) images, each with its peak at 1 (or all zero)."""
+    size = tuple(images.shape[-2:])
+    total = torch.zeros(*targets.shape, *size, device=images.device)
+    for scale in scales:
+        scaled = images if scale == 1 else F.interpolate(images, scale_factor=scale, mode="bilinear",
+                                                         align_corners=False)
+        if flip:
+            # The flipped copies ride in the same batch; their maps are flipped back before summing.
+            maps = method.upsampled_maps(torch.cat([scaled, scaled.flip(-1)]), targets.repeat(2, 1), size)
+            unflipped, flipped = maps.chunk(2)
+            total += unflipped + flipped.flip(-1)
+        else:
+            total += method.upsampled_maps(scaled, targets, size)
+    return max_normalise(total)

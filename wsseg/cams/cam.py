@@ -1,0 +1,11 @@
+"""CAM (Zhou et al., CVPR'16): the classifier's weights applied to the features, CAM_c = Σ_d w_{c,d} F_d."""
+from __future__ import annotations
+
+import torch
+
+from wsseg.cams.base import CAMMethod, select_targets
+
+
+class CAM(CAMMethod):
+    def class_maps(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return select_targets(self.model.class_activation(features), targets)

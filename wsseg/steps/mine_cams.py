@@ -1,0 +1,137 @@
+"""mine-cams: per-class localisation maps of each labelled image from the trained classifier (METHODS.md §1, step 2).
+
+Writes `<image_id>.npz` holding `cams` float16 (L, H, W) in [0, 1], one max-normalised map per image label at
+image resolution, and `labels` int16 (L,); then `summary.json`. Images already in the store are skipped, so a
+retried step finishes what an earlier attempt started. Images stream through: only a few batches are in memory.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from wsseg.cams import CAM_METHODS, NO_TARGET
+from wsseg.cams.augment import multiscale_maps
+from wsseg.classes import ClassList
+from wsseg.data import load_samples, read_image
+from wsseg.data.samples import Sample
+from wsseg.errors import ConfigError, DataError
+from wsseg.steps.train_classifier import load_classifier
+from wsseg.store import ArtifactStore
+from wsseg.training import autocast, pick_device
+
+log = logging.getLogger(__name__)
+
+# Images of different sizes wait in per-size buckets; past this many batches' worth, the fullest goes out as is.
+PENDING_BATCHES = 4
+
+
+def default_config(preset: str) -> dict:
+    config = {"method": "cam", "scales": [1.0, 0.5, 1.5, 2.0], "flip": True, "batch_size": 16,
+              "device": "auto", "precision": "bf16"}
+    if preset == "cpu":
+        config.update(batch_size=8)
+    elif preset == "cpu-tiny":
+        config.update(scales=[1.0, 0.5], batch_size=4)
+    return config
+
+
+def mine_cams(data_root, classifier: ArtifactStore, out: ArtifactStore, config: dict, classes: ClassList,
+              strict: bool = False, split: str = "train") -> dict:
+    settings = config["cams"]
+    if settings["method"] not in CAM_METHODS:
+        raise ConfigError(f"cams.method: {settings['method']!r}; choose one of {', '.join(CAM_METHODS)}")
+    device = pick_device(settings["device"])
+    method = CAM_METHODS[settings["method"]](load_classifier(classifier, classes, device))
+    samples = load_samples(data_root, split, classes)
+    mined = {key.removesuffix(".npz") for key in out.list() if key.endswith(".npz")}
+    counts = Counter(images=0, existing=0, skipped_unlabelled=0, skipped_corrupt=0)
+
+    started = time.perf_counter()
+    with tqdm(total=len(samples), desc=f"mining {settings['method']}", unit="img") as progress:
+        images = _images_to_mine(samples, mined, counts, strict, progress)
+        for batch in size_batches(images, settings["batch_size"], PENDING_BATCHES * settings["batch_size"]):
+            for (sample, _), cams in zip(batch, _mine_batch(method, batch, settings, device)):
+                _store_cams(out, sample, cams)
+            counts["images"] += len(batch)
+            progress.update(len(batch))
+    seconds = time.perf_counter() - started
+
+    summary = dict(counts, skipped=counts["skipped_unlabelled"] + counts["skipped_corrupt"],
+                   seconds=round(seconds, 2), images_per_second=round(counts["images"] / seconds, 2))
+    out.put_bytes("summary.json", json.dumps(summary, indent=2).encode())
+    log.info("mine-cams: %s", " ".join(f"{key}={value}" for key, value in summary.items()))
+    return summary
+
+
+def size_batches(items: Iterable[tuple[Sample, np.ndarray]], batch_size: int,
+                 max_pending: int) -> Iterator[list[tuple[Sample, np.ndarray]]]:
+    """Batches of equal-sized images, pulled lazily from `items`; never more than `max_pending` wait.
+
+    Real VOC images come in a few dozen sizes, so grouping beats padding (which would shift the maps near borders).
+    """
+    buckets: dict[tuple, list] = {}
+    waiting = 0
+    for sample, image in items:
+        bucket = buckets.setdefault(image.shape, [])
+        bucket.append((sample, image))
+        waiting += 1
+        if len(bucket) == batch_size or waiting >= max_pending:
+            fullest = max(buckets, key=lambda shape: len(buckets[shape]))
+            batch = buckets.pop(fullest)
+            waiting -= len(batch)
+            yield batch
+    yield from buckets.values()
+
+
+def _images_to_mine(samples: list[Sample], mined: set[str], counts: Counter, strict: bool,
+                    progress: tqdm) -> Iterator[tuple[Sample, np.ndarray]]:
+    """(sample, image) for each labelled, readable image not mined yet; the others are counted and passed over."""
+    for sample in samples:
+        if sample.image_id in mined:
+            reason = "existing"
+        elif not sample.labels:
+            reason = "skipped_unlabelled"
+        elif (image := _read_image(sample, strict)) is not None:
+            yield sample, image
+            continue
+        else:
+            reason = "skipped_corrupt"
+        counts[reason] += 1
+        progress.update(1)
+
+
+def _read_image(sample: Sample, strict: bool) -> np.ndarray | None:
+    try:
+        return read_image(sample.image_path)
+    except DataError as error:
+        if strict:
+            raise
+        log.warning("skipping corrupt image %s: %s", sample.image_id, error.problem)
+        return None
+
+
+def _mine_batch(method, batch: list[tuple[Sample, np.ndarray]], settings: dict, device) -> list[np.ndarray]:
+    """Each image's (L, H, W) maps for its own labels."""
+    images = torch.from_numpy(np.stack([image for _, image in batch])).to(device).permute(0, 3, 1, 2).float()
+    labels = [sample.labels for sample, _ in batch]
+    targets = torch.full((len(batch), max(map(len, labels))), NO_TARGET, dtype=torch.long)
+    for row, image_labels in enumerate(labels):
+        targets[row, :len(image_labels)] = torch.tensor(image_labels) - 1  # logits are foreground-only
+    with torch.no_grad(), autocast(device, settings["precision"]):
+        maps = multiscale_maps(method, images, targets.to(device), settings["scales"], settings["flip"])
+    maps = maps.cpu().numpy()
+    return [maps[row, :len(image_labels)] for row, image_labels in enumerate(labels)]
+
+
+def _store_cams(out: ArtifactStore, sample: Sample, cams: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, cams=cams.astype(np.float16), labels=np.asarray(sample.labels, dtype=np.int16))
+    out.put_bytes(f"{sample.image_id}.npz", buffer.getvalue())
