@@ -1,0 +1,233 @@
+"""train-segmenter and segmenter inference on the tiny synthetic VOC set: real mmseg, real Runner, stores on
+tmp dirs (and a moto S3 server for the dataset). Torch runs on one thread: the test box is shared, and
+OpenMP threads spinning against other processes make a step several times slower than one thread."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from wsseg.classes import IGNORE_INDEX, ClassList, voc_palette
+from wsseg.config import default_config
+from wsseg.data import load_samples, read_image, read_mask
+from wsseg.errors import DataError
+from wsseg.store import open_store
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def classes() -> ClassList:
+    return ClassList()
+
+
+def tiny_config(**segmenter) -> dict:
+    config = default_config("cpu-tiny")
+    config["segmenter"].update(segmenter)
+    return config
+
+
+def write_pseudo_masks(store, data_root, classes, uncertain_rows: int = 8) -> dict[str, np.ndarray]:
+    """Ground truth with the top rows marked uncertain, stored as palette PNGs the way refine writes them."""
+    written = {}
+    for sample in load_samples(data_root, "train", classes):
+        mask = read_mask(sample.mask_path).copy()
+        mask[:uncertain_rows] = IGNORE_INDEX
+        image = Image.fromarray(mask, mode="P")
+        image.putpalette(voc_palette())
+        with store.open_write(f"{sample.image_id}.png") as file:
+            image.save(file, format="PNG")
+        written[sample.image_id] = mask
+    return written
+
+
+@pytest.fixture(scope="module")
+def pseudo_masks(tiny_voc, classes, tmp_path_factory):
+    store = open_store(tmp_path_factory.mktemp("pseudo_masks"))
+    write_pseudo_masks(store, tiny_voc, classes)
+    return store
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_voc, pseudo_masks, classes, tmp_path_factory):
+    """A cpu-tiny segmenter trained on the pseudo masks: (out store, summary)."""
+    from wsseg.steps.train_segmenter import train_segmenter
+
+    out = open_store(tmp_path_factory.mktemp("segmenter"))
+    return out, train_segmenter(tiny_voc, pseudo_masks, out, tiny_config(), classes)
+
+
+def build_dataset(data_root, classes, mask_store, cache, strict=False):
+    from mmseg.registry import DATASETS
+    from mmseg.utils import register_all_modules
+
+    import wsseg.segmenter.dataset  # noqa: F401
+    from wsseg.segmenter.configs import metainfo
+
+    register_all_modules()
+    pipeline = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations"), dict(type="PackSegInputs")]
+    return DATASETS.build(dict(type="WssegDataset", dataset_root=str(data_root), split="train",
+                               mask_store=mask_store, mask_cache=str(cache), strict=strict,
+                               metainfo=metainfo(classes), pipeline=pipeline))
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_dataset_reads_pseudo_masks_from_the_store_with_255_where_uncertain(
+        backend, tiny_voc, classes, tmp_path, request):
+    uri = request.getfixturevalue("s3_env") if backend == "s3" else str(tmp_path / "masks")
+    written = write_pseudo_masks(open_store(uri), tiny_voc, classes)
+    dataset = build_dataset(tiny_voc, classes, uri, tmp_path / "cache")
+    assert len(dataset) == len(written)
+    for index in (0, len(dataset) - 1):
+        item = dataset[index]
+        image_id = item["data_samples"].img_path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        labels = item["data_samples"].gt_sem_seg.data[0].numpy()
+        np.testing.assert_array_equal(labels, written[image_id])
+        assert (labels[:8] == IGNORE_INDEX).all()
+    assert dataset.metainfo["classes"] == classes.names
+
+
+def test_dataset_without_a_store_yields_the_ground_truth(tiny_voc, classes, tmp_path):
+    dataset = build_dataset(tiny_voc, classes, None, tmp_path / "cache")
+    sample = load_samples(tiny_voc, "train", classes)[0]
+    labels = dataset[0]["data_samples"].gt_sem_seg.data[0].numpy()
+    np.testing.assert_array_equal(labels, read_mask(sample.mask_path))
+
+
+def test_dataset_skips_and_counts_missing_masks_and_corrupt_images_or_raises_when_strict(
+        tiny_voc, classes, pseudo_masks, tmp_path):
+    data_root = shutil.copytree(tiny_voc, tmp_path / "voc")
+    samples = load_samples(data_root, "train", classes)
+    samples[0].image_path.write_bytes(samples[0].image_path.read_bytes()[:100])
+    masks = open_store(tmp_path / "masks")
+    for key in pseudo_masks.list():
+        masks.put_bytes(key, pseudo_masks.get_bytes(key))
+    masks.delete(f"{samples[1].image_id}.png")
+
+    dataset = build_dataset(data_root, classes, masks.uri, tmp_path / "cache")
+    assert sorted(dataset.skipped) == sorted([samples[0].image_id, samples[1].image_id])
+    assert len(dataset) == len(samples) - 2
+    with pytest.raises(DataError, match=samples[0].image_id):
+        build_dataset(data_root, classes, masks.uri, tmp_path / "cache2", strict=True)
+
+
+def test_dataset_rejects_a_mask_of_the_wrong_size(tiny_voc, classes, tmp_path):
+    sample = load_samples(tiny_voc, "train", classes)[0]
+    masks = open_store(tmp_path / "masks")
+    with masks.open_write(f"{sample.image_id}.png") as file:
+        Image.fromarray(np.zeros((10, 10), np.uint8), mode="L").save(file, format="PNG")
+    with pytest.raises(DataError, match="mask is 10x10"):
+        build_dataset(tiny_voc, classes, masks.uri, tmp_path / "cache", strict=True)
+
+
+def test_training_writes_checkpoint_config_and_metrics_to_the_store(trained):
+    out, summary = trained
+    assert {"checkpoint.pth", "mmseg_config.py", "metrics.json", "last.pth"} <= set(out.list())
+    metrics = json.loads(out.get_bytes("metrics.json"))
+    assert metrics["iterations"] == 4 and metrics["resumed_from_iteration"] == 0
+    assert metrics["supervised"] is False and metrics["skipped_images"] == 0
+    assert metrics["training_time_s"] > 0 and metrics["images_per_s"] > 0
+    assert 0 <= metrics["val_miou"] <= 100
+    assert summary["iterations"] == 4
+    checkpoint = torch.load(out.open_read("checkpoint.pth"), map_location="cpu", weights_only=False)
+    assert "optimizer" not in checkpoint and checkpoint["meta"]["iter"] == 4
+    assert "WssegDataset" in out.get_bytes("mmseg_config.py").decode()
+
+
+def test_rerun_resumes_from_the_stored_checkpoint_not_from_zero(trained, tiny_voc, pseudo_masks, classes,
+                                                                 tmp_path):
+    from wsseg.steps.train_segmenter import train_segmenter
+
+    # A fresh store holding only what the first run left there; its work dir (a temp dir) is long gone,
+    # so the stored `last.pth` is the only state a resumed run can pick up.
+    first, _ = trained
+    out = open_store(tmp_path / "out")
+    out.put_bytes("last.pth", first.get_bytes("last.pth"))
+    summary = train_segmenter(tiny_voc, pseudo_masks, out, tiny_config(iterations=6), classes)
+    assert summary["resumed_from_iteration"] == 4
+    assert summary["iterations"] == 6
+    checkpoint = torch.load(out.open_read("checkpoint.pth"), map_location="cpu", weights_only=False)
+    assert checkpoint["meta"]["iter"] == 6
+
+
+def test_a_finished_run_is_not_trained_again(trained, tiny_voc, pseudo_masks, classes):
+    from wsseg.steps.train_segmenter import train_segmenter
+
+    out, _ = trained
+    before = out.get_bytes("checkpoint.pth")
+    summary = train_segmenter(tiny_voc, pseudo_masks, out, tiny_config(), classes)
+    assert summary["iterations"] == 4
+    assert out.get_bytes("checkpoint.pth") == before
+
+
+def test_supervised_mode_trains_on_the_ground_truth(tiny_voc, classes, tmp_path):
+    from wsseg.steps.train_segmenter import train_segmenter
+
+    out = open_store(tmp_path / "out")
+    summary = train_segmenter(tiny_voc, None, out, tiny_config(iterations=2, validate=False), classes)
+    assert summary["supervised"] is True and summary["iterations"] == 2
+    assert "val_miou" not in summary
+    assert "mask_store=None" in out.get_bytes("mmseg_config.py").decode()
+
+
+def test_prediction_labels_every_pixel_at_the_image_size(trained, tiny_voc, classes):
+    from wsseg.segmenter.inference import load_segmenter, predict
+
+    model = load_segmenter(trained[0], device="cpu")
+    image = read_image(load_samples(tiny_voc, "val", classes)[0].image_path)[:50, :37]
+    labels = predict(model, image)
+    assert labels.shape == (50, 37) and labels.dtype == np.uint8
+    assert labels.max() < len(classes)
+
+
+def test_multi_scale_and_flip_prediction_runs_and_keeps_the_image_size(trained, tiny_voc, classes):
+    from wsseg.segmenter.inference import load_segmenter, predict
+
+    model = load_segmenter(trained[0], device="cpu")
+    image = read_image(load_samples(tiny_voc, "val", classes)[0].image_path)
+    labels = predict(model, image, multi_scale=True, flip=True)
+    assert labels.shape == image.shape[:2]
+    assert labels.max() < len(classes)
+
+
+@pytest.mark.parametrize("preset", ["gpu", "cpu"])
+def test_preset_models_build_and_label_every_pixel(preset, classes):
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    from wsseg.segmenter.configs import deeplabv3plus
+
+    register_all_modules()
+    settings = dict(default_config(preset)["segmenter"], pretrained=None)
+    model = MODELS.build(deeplabv3plus(settings, len(classes), (64, 64), norm="BN")).eval()
+    with torch.no_grad():
+        meta = dict(img_shape=(64, 64), pad_shape=(64, 64))
+        logits = model.encode_decode(torch.zeros(1, 3, 64, 64), [meta])
+    assert logits.shape == (1, len(classes), 64, 64)
+
+
+@pytest.mark.parametrize(("distributed", "cuda", "norm", "wrapper"), [
+    (True, True, "SyncBN", "AmpOptimWrapper"), (False, True, "BN", "AmpOptimWrapper"),
+    (True, False, "BN", "OptimWrapper"), (False, False, "BN", "OptimWrapper")])
+def test_gpu_preset_uses_syncbn_when_distributed_and_bf16_only_on_cuda(distributed, cuda, norm, wrapper,
+                                                                       classes):
+    from wsseg.segmenter.configs import build_mmseg_config
+
+    datasets = dict(train=dict(type="WssegDataset", dataset_root="voc"))
+    config = build_mmseg_config(default_config("gpu")["segmenter"], classes, datasets, "work", "out",
+                                distributed=distributed, cuda=cuda, seed=0)
+    assert config.model.backbone.norm_cfg.type == norm
+    assert config.optim_wrapper.type == wrapper
+    assert config.optim_wrapper.get("dtype") == ("bfloat16" if cuda else None)
+    # DDP on CPU must not be handed a device id.
+    assert ("model_wrapper_cfg" in config) == (distributed and not cuda)

@@ -1,0 +1,157 @@
+"""mmsegmentation configs for the segmenter, one set of knobs per preset.
+
+The YAML section (`default_config`) holds what a user tunes; `build_mmseg_config` turns it into a full mmseg
+config: DeepLabV3+ (Chen et al., ECCV'18) with a ResNetV1c backbone, mmseg's `deeplabv3plus_r50-d8` head
+settings, its VOC augmentation (random resize 0.5-2x, crop, flip, photometric distortion), SGD (AdamW when
+training from scratch) with a poly schedule, ignore index 255.
+"""
+from __future__ import annotations
+
+from mmengine.config import Config
+
+from wsseg.classes import IGNORE_INDEX, ClassList, voc_palette
+
+MEAN_RGB = [123.675, 116.28, 103.53]
+STD_RGB = [58.395, 57.12, 57.375]
+# mmseg's schedule for an ImageNet-initialised backbone.
+SGD = dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=0.0005)
+# From scratch (no pretrained weights on the CPU presets), the setting the classifier trains with too.
+ADAMW = dict(type="AdamW", lr=0.002, weight_decay=0.0001)
+
+
+def default_config(preset: str) -> dict:
+    """The `segmenter` section of a run's config for `preset`."""
+    if preset == "gpu":
+        # mmseg's deeplabv3plus_r50-d8 on VOC: output stride 8, 512 crops, 20k iterations.
+        return dict(depth=50, width=64, output_stride=8, pretrained="open-mmlab://resnet50_v1c",
+                    crop_size=512, batch_size=8, iterations=20000, optimizer=dict(SGD),
+                    checkpoint_interval=2000, log_interval=50, num_workers=4, bf16=True, validate=True)
+    if preset == "cpu":
+        # Measured on a shared 2-core CPU (one torch thread): a half-width ResNet-18 at output stride 16 (the
+        # stride DeepLabV3+ trains at) takes 0.35-0.7 s per batch of 8 at 128 px; stride 8 or full width
+        # costs 2-3x that.
+        return dict(depth=18, width=32, output_stride=16, pretrained=None,
+                    crop_size=128, batch_size=8, iterations=800, optimizer=dict(ADAMW),
+                    checkpoint_interval=200, log_interval=50, num_workers=2, bf16=False, validate=True)
+    return dict(depth=18, width=16, output_stride=16, pretrained=None,
+                crop_size=64, batch_size=2, iterations=4, optimizer=dict(ADAMW), checkpoint_interval=2,
+                log_interval=1, num_workers=0, bf16=False, validate=True)
+
+
+def build_mmseg_config(settings: dict, classes: ClassList, datasets: dict, work_dir: str, out_uri: str, *,
+                       distributed: bool, cuda: bool, seed: int) -> Config:
+    """The full mmseg config; `datasets` maps "train" (and "val" when validating) to dataset dicts, and
+    checkpoints go to `work_dir` and, for resuming, to the store at `out_uri`."""
+    crop = (settings["crop_size"], settings["crop_size"])
+    iterations = settings["iterations"]
+    config = dict(
+        default_scope="mmseg",
+        work_dir=work_dir,
+        randomness=dict(seed=seed),
+        model=deeplabv3plus(settings, len(classes), crop, norm="SyncBN" if distributed and cuda else "BN"),
+        train_dataloader=_dataloader(datasets["train"], train_pipeline(crop), settings, train=True),
+        optim_wrapper=_optim_wrapper(settings, bf16=settings["bf16"] and cuda),
+        param_scheduler=[dict(type="PolyLR", eta_min=settings["optimizer"]["lr"] / 100, power=0.9, begin=0,
+                              end=iterations, by_epoch=False)],
+        # Validation runs once, after training and outside its timing (the step calls `runner.val()`).
+        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iterations, val_begin=iterations + 1),
+        default_hooks=dict(
+            timer=dict(type="IterTimerHook"),
+            logger=dict(type="LoggerHook", interval=settings["log_interval"], log_metric_by_epoch=False),
+            param_scheduler=dict(type="ParamSchedulerHook"),
+            checkpoint=dict(type="StoreCheckpointHook", store_uri=out_uri, by_epoch=False,
+                            interval=settings["checkpoint_interval"], max_keep_ckpts=1, save_last=True),
+            sampler_seed=dict(type="DistSamplerSeedHook")),
+        log_processor=dict(by_epoch=False),
+        log_level="INFO",
+        env_cfg=dict(cudnn_benchmark=cuda, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+                     dist_cfg=dict(backend="nccl" if cuda else "gloo")),
+        load_from=None,
+        resume=False,
+    )
+    if distributed and not cuda:
+        # DDP on CPU takes no device ids; mmengine would otherwise pass [LOCAL_RANK].
+        config["model_wrapper_cfg"] = dict(type="MMDistributedDataParallel", device_ids=None)
+    if "val" in datasets:
+        config.update(val_dataloader=_dataloader(datasets["val"], test_pipeline(crop), settings, train=False),
+                      val_cfg=dict(type="ValLoop"),
+                      val_evaluator=dict(type="IoUMetric", iou_metrics=["mIoU"]))
+    return Config(config)
+
+
+def deeplabv3plus(settings: dict, num_classes: int, crop: tuple[int, int], norm: str) -> dict:
+    """mmseg's deeplabv3plus_r50-d8 model, scaled by depth and width (as its r18 variant scales the heads)."""
+    width = settings["width"]
+    expansion = 4 if settings["depth"] >= 50 else 1
+    stage_channels = [width * expansion * 2 ** stage for stage in range(4)]
+    head_channels = 512 * width // 64 if expansion == 4 else 128 * width // 64
+    norm_cfg = dict(type=norm, requires_grad=True)
+    # Output stride 8 dilates the last two stages; 16 only the last (DeepLabV3, Table 1 of Chen et al.).
+    strides, dilations = ((1, 2, 1, 1), (1, 1, 2, 4)) if settings["output_stride"] == 8 else \
+        ((1, 2, 2, 1), (1, 1, 1, 2))
+    aspp_rates = (1, 12, 24, 36) if settings["output_stride"] == 8 else (1, 6, 12, 18)
+    # Averaged over labelled pixels only: pseudo masks leave many pixels at 255, which must not dilute it.
+    loss = dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0, avg_non_ignore=True)
+    return dict(
+        type="EncoderDecoder",
+        data_preprocessor=dict(type="SegDataPreProcessor", mean=MEAN_RGB, std=STD_RGB, bgr_to_rgb=True,
+                               pad_val=0, seg_pad_val=IGNORE_INDEX, size=crop),
+        pretrained=settings["pretrained"],
+        backbone=dict(type="ResNetV1c", depth=settings["depth"], stem_channels=width, base_channels=width,
+                      num_stages=4, out_indices=(0, 1, 2, 3), dilations=dilations, strides=strides,
+                      norm_cfg=norm_cfg, norm_eval=False, style="pytorch", contract_dilation=True),
+        decode_head=dict(type="DepthwiseSeparableASPPHead", in_channels=stage_channels[3], in_index=3,
+                         channels=head_channels, dilations=aspp_rates, c1_in_channels=stage_channels[0],
+                         c1_channels=max(12, stage_channels[0] * 48 // 256), dropout_ratio=0.1,
+                         num_classes=num_classes, norm_cfg=norm_cfg, align_corners=False,
+                         ignore_index=IGNORE_INDEX, loss_decode=loss),
+        auxiliary_head=dict(type="FCNHead", in_channels=stage_channels[2], in_index=2,
+                            channels=head_channels // 2, num_convs=1, concat_input=False, dropout_ratio=0.1,
+                            num_classes=num_classes, norm_cfg=norm_cfg, align_corners=False,
+                            ignore_index=IGNORE_INDEX, loss_decode=dict(loss, loss_weight=0.4)),
+        train_cfg=dict(),
+        test_cfg=dict(mode="whole"),
+    )
+
+
+def train_pipeline(crop: tuple[int, int]) -> list[dict]:
+    return [
+        dict(type="LoadImageFromFile"),
+        dict(type="LoadAnnotations"),
+        dict(type="RandomResize", scale=resize_scale(crop), ratio_range=(0.5, 2.0), keep_ratio=True),
+        dict(type="RandomCrop", crop_size=crop, cat_max_ratio=0.75),
+        dict(type="RandomFlip", prob=0.5),
+        dict(type="PhotoMetricDistortion"),
+        dict(type="PackSegInputs"),
+    ]
+
+
+def test_pipeline(crop: tuple[int, int]) -> list[dict]:
+    # Masks are loaded after the resize: predictions are scored at the image's own resolution.
+    return [dict(type="LoadImageFromFile"), dict(type="Resize", scale=resize_scale(crop), keep_ratio=True),
+            dict(type="LoadAnnotations"), dict(type="PackSegInputs")]
+
+
+def resize_scale(crop: tuple[int, int]) -> tuple[int, int]:
+    """mmseg's VOC scale (2048, 512) for a 512 crop: short side at the crop size, long side capped at 4x."""
+    return (4 * crop[0], crop[0])
+
+
+def metainfo(classes: ClassList) -> dict:
+    palette = voc_palette()
+    return dict(classes=tuple(classes.names), palette=[palette[3 * i:3 * i + 3] for i in range(len(classes))])
+
+
+def _dataloader(dataset: dict, pipeline: list[dict], settings: dict, train: bool) -> dict:
+    workers = settings["num_workers"] if train else 0
+    return dict(batch_size=settings["batch_size"] if train else 1, num_workers=workers,
+                persistent_workers=workers > 0,
+                sampler=dict(type="InfiniteSampler" if train else "DefaultSampler", shuffle=train),
+                dataset=dict(dataset, pipeline=pipeline))
+
+
+def _optim_wrapper(settings: dict, bf16: bool) -> dict:
+    optimizer = dict(settings["optimizer"])
+    if bf16:
+        return dict(type="AmpOptimWrapper", dtype="bfloat16", optimizer=optimizer, clip_grad=None)
+    return dict(type="OptimWrapper", optimizer=optimizer, clip_grad=None)

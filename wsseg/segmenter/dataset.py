@@ -1,0 +1,110 @@
+"""An mmseg dataset over one split of a wsseg dataset, with masks from an artifact store or the ground truth.
+
+Pseudo masks (`<image_id>.png`, values 0..K and 255 = uncertain) are fetched from the store once, when the
+data list is built, and written to a local cache folder; mmseg's stock `LoadAnnotations` then reads them
+like any segmentation map. Fetching once rather than in a loading transform means one request per mask
+instead of one per mask per epoch (which on S3 would dominate a CPU-sized run), keeps mmseg's pipelines,
+TTA and visualisation working unchanged, and lets every image and mask be decoded and checked up front, so
+that a corrupt file is skipped and counted here instead of killing a dataloader worker mid-training.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from mmseg.datasets import BaseSegDataset
+from mmseg.registry import DATASETS
+
+from wsseg.classes import IGNORE_INDEX, ClassList
+from wsseg.data import Sample, load_samples, read_image, read_mask
+from wsseg.errors import DataError
+from wsseg.store import ArtifactStore, StoreNotFound, open_store
+
+log = logging.getLogger(__name__)
+
+
+@DATASETS.register_module()
+class WssegDataset(BaseSegDataset):
+    """The images of `split` of the dataset at `dataset_root` (VOC folder or manifest).
+
+    Masks come from the store at `mask_store` (a URI; reopened here, so S3 works in any process that has the
+    credentials in its environment), cached under `mask_cache`, or from the dataset's own ground truth when
+    `mask_store` is None. Class names come from `metainfo["classes"]`. Images whose image or mask is
+    unreadable or inconsistent are left out and listed in `skipped` (image id -> problem); with `strict` the
+    first one raises `DataError`.
+    """
+
+    def __init__(self, dataset_root: str, split: str = "train", mask_store: str | None = None,
+                 mask_cache: str | None = None, strict: bool = False, **kwargs):
+        if mask_store and not mask_cache:
+            raise ValueError("a mask_store needs a mask_cache folder to fetch the masks into")
+        self.dataset_root = str(dataset_root)
+        self.split = split
+        self.mask_store = mask_store
+        self.mask_cache = mask_cache
+        self.strict = strict
+        self.skipped: dict[str, str] = {}
+        super().__init__(img_suffix="", seg_map_suffix=".png", reduce_zero_label=False,
+                         ignore_index=IGNORE_INDEX, **kwargs)
+
+    def load_data_list(self) -> list[dict]:
+        classes = ClassList(self.metainfo["classes"])
+        store = open_store(self.mask_store) if self.mask_store else None
+        data_list = []
+        for sample in load_samples(self.dataset_root, self.split, classes):
+            try:
+                mask_path = self._checked_mask_path(sample, store, len(classes))
+            except DataError as error:
+                if self.strict:
+                    raise
+                log.warning("skipping %s: %s", sample.image_id, error)
+                self.skipped[sample.image_id] = str(error)
+                continue
+            data_list.append(dict(img_path=str(sample.image_path), seg_map_path=mask_path,
+                                  label_map=self.label_map, reduce_zero_label=False, seg_fields=[]))
+        if not data_list:
+            raise DataError(self.dataset_root, f"no usable image with a mask in split {self.split!r}"
+                                               f"{f' (masks from {store.uri})' if store else ''}")
+        return data_list
+
+    def _checked_mask_path(self, sample: Sample, store: ArtifactStore | None, num_classes: int) -> str:
+        image = read_image(sample.image_path)
+        mask_path = self._fetch_mask(sample.image_id, store) if store else sample.mask_path
+        if mask_path is None:
+            raise DataError(sample.image_path, "no ground-truth mask for this image")
+        check_mask(read_mask(mask_path), image.shape[:2], num_classes, mask_path)
+        return str(mask_path)
+
+    def _fetch_mask(self, image_id: str, store: ArtifactStore) -> Path:
+        key = f"{image_id}.png"
+        try:
+            data = store.get_bytes(key)
+        except StoreNotFound:
+            raise DataError(f"{store.uri}/{key}", "no pseudo mask for this image") from None
+        path = Path(self.mask_cache, key)
+        _write_atomically(path, data)
+        return path
+
+
+def check_mask(mask: np.ndarray, image_size: tuple[int, int], num_classes: int, path) -> None:
+    """Raise `DataError` unless `mask` covers the image and holds only class indices or the ignore value."""
+    if mask.shape != tuple(image_size):
+        raise DataError(path, f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                              f"{image_size[1]}x{image_size[0]}")
+    values = np.unique(mask)
+    stray = values[(values >= num_classes) & (values != IGNORE_INDEX)]
+    if stray.size:
+        raise DataError(path, f"mask holds values {stray.tolist()} outside the {num_classes} classes "
+                              f"and the ignore value {IGNORE_INDEX}")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    # Ranks on one node may share a cache folder; a reader must never see a half-written mask.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+    os.replace(temporary, path)

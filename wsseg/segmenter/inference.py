@@ -1,0 +1,60 @@
+"""Predicting with a trained segmenter: load it from its store, label an image, optionally with test-time
+augmentation (multi-scale inputs and horizontal flips, softmax averaged as mmseg's `SegTTAModel` merges them).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wsseg.store import ArtifactStore
+
+CHECKPOINT = "checkpoint.pth"
+MMSEG_CONFIG = "mmseg_config.py"
+# DeepLab's multi-scale inference uses 0.5-1.75; three scales around 1 keep most of the gain at half the cost.
+TTA_SCALES = (0.75, 1.0, 1.25)
+
+
+def load_segmenter(store: ArtifactStore, device: str | torch.device | None = None) -> torch.nn.Module:
+    """The model train-segmenter stored in `store`, in eval mode on `device` (CUDA when there is one)."""
+    from mmseg.apis import init_model  # mmseg's inferencer stack is slow to import
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    with tempfile.TemporaryDirectory(prefix="wsseg-segmenter-") as folder:
+        config_path, checkpoint_path = Path(folder, MMSEG_CONFIG), Path(folder, CHECKPOINT)
+        store.get_file(MMSEG_CONFIG, config_path)
+        store.get_file(CHECKPOINT, checkpoint_path)
+        return init_model(str(config_path), str(checkpoint_path), device=str(device))
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, image: np.ndarray, multi_scale: bool = False,
+            flip: bool = False) -> np.ndarray:
+    """(H, W) uint8 class indices for an (H, W, 3) uint8 RGB image."""
+    height, width = image.shape[:2]
+    probabilities = torch.zeros(())
+    for scale in TTA_SCALES if multi_scale else (1.0,):
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        scaled = image if scale == 1.0 else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        for mirrored in (False, True) if flip else (False,):
+            logits = class_logits(model, scaled[:, ::-1] if mirrored else scaled)
+            if mirrored:
+                logits = logits.flip(-1)
+            logits = F.interpolate(logits[None], (height, width), mode="bilinear", align_corners=False)[0]
+            probabilities = probabilities + logits.softmax(dim=0).cpu()
+    return probabilities.argmax(dim=0).numpy().astype(np.uint8)
+
+
+def class_logits(model: torch.nn.Module, image: np.ndarray) -> torch.Tensor:
+    """(K, H, W) logits for one RGB image, normalised by the model's own data preprocessor."""
+    height, width = image.shape[:2]
+    # The preprocessor expects what mmcv's LoadImageFromFile yields: uint8 BGR, channels first.
+    bgr = torch.from_numpy(np.ascontiguousarray(image[..., ::-1])).permute(2, 0, 1)
+    inputs = model.data_preprocessor(dict(inputs=[bgr]), training=False)["inputs"]
+    shape = (height, width)
+    meta = dict(img_shape=shape, ori_shape=shape, pad_shape=shape, padding_size=[0, 0, 0, 0])
+    return model.inference(inputs, [meta])[0]

@@ -1,0 +1,157 @@
+"""train-segmenter: an mmsegmentation model trained on the pseudo masks (METHODS.md §4), the WSSS pipeline's
+last training step; without pseudo masks, on the ground truth instead (the fully supervised upper bound).
+
+mmengine's Runner does the training. Every checkpoint is copied into the output store as `last.pth`, and a
+re-run resumes from that copy, since the local work dir dies with the pod. At the end the store holds
+`checkpoint.pth` (weights and meta, no optimizer), `mmseg_config.py` and `metrics.json` (time, images/s, val
+mIoU on the ground truth). Under torchrun (WORLD_SIZE > 1) the same function trains data-parallel; rank 0
+alone writes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from mmengine.dist import barrier
+from mmengine.logging import HistoryBuffer
+from mmengine.runner import Runner
+
+import wsseg.segmenter.dataset  # noqa: F401  (registers WssegDataset)
+from wsseg.classes import ClassList
+from wsseg.data import dataset_splits, load_samples
+from wsseg.segmenter import configs
+from wsseg.segmenter.distributed import join_process_group, world_position
+from wsseg.segmenter.hooks import RESUME_KEY, StoreCheckpointHook
+from wsseg.store import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pth"
+MMSEG_CONFIG = "mmseg_config.py"
+METRICS = "metrics.json"
+RESUME_COPY = "resume.pth"
+# mmengine 0.10.7 resumes with torch.load's default weights_only=True (torch >= 2.6), which refuses the
+# message hub its checkpoints carry (loss histories, pickled with their bound methods). These are exactly the
+# globals it needs; the file is this step's own output in its own store.
+RESUME_GLOBALS = [HistoryBuffer, getattr, np.dtype, np.ndarray, np.core.multiarray.scalar,
+                  np.core.multiarray._reconstruct,
+                  *(type(np.dtype(kind)) for kind in (np.float64, np.float32, np.int64))]
+
+
+def default_config(preset: str) -> dict:
+    return configs.default_config(preset)
+
+
+def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, config: dict,
+                    classes: ClassList, strict: bool = False) -> dict:
+    settings = config["segmenter"]
+    rank, world_size = world_position()
+    cuda = torch.cuda.is_available()
+    if world_size > 1:
+        join_process_group(cuda)
+    finished = _finished_run(out, settings["iterations"])
+    if finished:
+        log.info("train-segmenter: %s already holds a model trained for %d iterations; nothing to do",
+                 out.uri, finished["iterations"])
+        return dict(finished, rank=rank)
+
+    with tempfile.TemporaryDirectory(prefix="wsseg-segmenter-") as work_dir:
+        datasets = _datasets(data_root, masks, classes, settings, Path(work_dir, "masks"), strict)
+        mmseg_config = configs.build_mmseg_config(settings, classes, datasets, work_dir, out.uri,
+                                                  distributed=world_size > 1, cuda=cuda,
+                                                  seed=config.get("seed", 0))
+        mmseg_config.update(launcher="pytorch" if world_size > 1 else "none",
+                            experiment_name=Path(work_dir).name)
+        _resume_from_store(out, mmseg_config, work_dir)
+        runner = Runner.from_cfg(mmseg_config)
+        seconds = _train(runner)
+        scores = runner.val() if "val" in datasets else {}
+        metrics = _metrics(runner, settings, seconds, scores, world_size, supervised=masks is None)
+        if rank == 0:
+            _publish(out, _final_checkpoint(runner, work_dir), mmseg_config, metrics)
+        barrier()
+    log.info("train-segmenter: %d iterations in %.0f s (%.1f images/s), val mIoU %s -> %s",
+             metrics["iterations"], seconds, metrics["images_per_s"], metrics.get("val_miou"), out.uri)
+    return dict(metrics, rank=rank)
+
+
+def _datasets(data_root, masks: ArtifactStore | None, classes: ClassList, settings: dict, mask_cache: Path,
+              strict: bool) -> dict:
+    """Dataset dicts for training (pseudo masks, or ground truth) and, where val has masks, validation."""
+    common = dict(type="WssegDataset", dataset_root=str(data_root), metainfo=configs.metainfo(classes),
+                  strict=strict)
+    datasets = dict(train=dict(common, split="train", mask_store=masks.uri if masks else None,
+                               mask_cache=str(mask_cache)))
+    if settings["validate"] and _has_val_masks(data_root, classes):
+        datasets["val"] = dict(common, split="val", test_mode=True)
+    return datasets
+
+
+def _has_val_masks(data_root, classes: ClassList) -> bool:
+    return "val" in dataset_splits(data_root) and any(
+        sample.mask_path for sample in load_samples(data_root, "val", classes))
+
+
+def _finished_run(out: ArtifactStore, iterations: int) -> dict | None:
+    """The stored metrics when `out` holds a model trained for `iterations` already (a retried task)."""
+    if not (out.exists(CHECKPOINT) and out.exists(METRICS)):
+        return None
+    metrics = json.loads(out.get_bytes(METRICS))
+    return metrics if metrics.get("iterations", 0) >= iterations else None
+
+
+def _resume_from_store(out: ArtifactStore, mmseg_config, work_dir: str) -> None:
+    if not out.exists(RESUME_KEY):
+        return
+    local_copy = Path(work_dir, RESUME_COPY)
+    out.get_file(RESUME_KEY, local_copy)
+    mmseg_config.update(resume=True, load_from=str(local_copy))
+    log.info("train-segmenter: resuming from %s/%s", out.uri, RESUME_KEY)
+
+
+def _train(runner: Runner) -> float:
+    """Seconds spent in training (model building and resuming included, validation not)."""
+    started = time.perf_counter()
+    with torch.serialization.safe_globals(RESUME_GLOBALS):
+        runner.train()
+    return time.perf_counter() - started
+
+
+def _metrics(runner: Runner, settings: dict, seconds: float, scores: dict, world_size: int,
+             supervised: bool) -> dict:
+    start_iter = _checkpoint_hook(runner).start_iter
+    # Mean time of this run's iterations, as mmengine's IterTimerHook measured them.
+    step_seconds = runner.message_hub.get_scalar("train/time").mean() if runner.iter > start_iter else 0.0
+    metrics = dict(
+        iterations=runner.iter, resumed_from_iteration=start_iter, training_time_s=round(seconds, 1),
+        images_per_s=round(settings["batch_size"] * world_size / step_seconds, 2) if step_seconds else 0.0,
+        world_size=world_size, supervised=supervised,
+        skipped_images=len(runner.train_dataloader.dataset.skipped))
+    if scores:
+        metrics.update(val_miou=round(scores["mIoU"], 2), val_pixel_accuracy=round(scores["aAcc"], 2))
+    return metrics
+
+
+def _final_checkpoint(runner: Runner, work_dir: str) -> Path:
+    """The checkpoint of the last iteration: saved by this run, or, when it had nothing left to train, the
+    one it resumed from."""
+    hook = _checkpoint_hook(runner)
+    return Path(hook.last_ckpt) if runner.iter > hook.start_iter else Path(work_dir, RESUME_COPY)
+
+
+def _checkpoint_hook(runner: Runner) -> StoreCheckpointHook:
+    return next(hook for hook in runner.hooks if isinstance(hook, StoreCheckpointHook))
+
+
+def _publish(out: ArtifactStore, checkpoint: Path, mmseg_config, metrics: dict) -> None:
+    """Weights and meta only: the optimizer state is for resuming, and `last.pth` keeps it."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    with out.open_write(CHECKPOINT) as file:
+        torch.save(dict(meta=state["meta"], state_dict=state["state_dict"]), file)
+    out.put_bytes(MMSEG_CONFIG, mmseg_config.pretty_text.encode())
+    out.put_bytes(METRICS, json.dumps(metrics, indent=2).encode())
