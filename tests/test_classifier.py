@@ -88,7 +88,7 @@ def test_training_lowers_the_loss_and_writes_checkpoint_last_metrics_and_config(
 def _training_set_loss(model, root, config) -> float:
     dataset = ClassifierImages(load_samples(root, "train", CLASSES), len(CLASSES) - 1, config["classifier"],
                                augment=False)
-    images, targets = (torch.stack(column) for column in zip(*dataset))
+    images, targets = (torch.stack(column) for column in zip(*dataset, strict=True))
     with torch.no_grad():
         return F.multilabel_soft_margin_loss(model.eval()(images), targets).item()
 

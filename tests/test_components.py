@@ -5,13 +5,12 @@ cluster runs, with the local store standing in for S3.
 """
 import io
 import json
-from pathlib import Path
 
 import kfp.local
-from kfp import dsl
-from kfp.dsl import Dataset, Model
 import pytest
 import yaml
+from kfp import dsl
+from kfp.dsl import Dataset, Model
 from PIL import Image
 
 from wsseg.config import dump_config, load_config

@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 def register(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="synthetic data → wsss + supervised upper bound → table and report")
     parser.add_argument("--out", default="runs/demo", help="folder for data, store and report (default: runs/demo)")
-    parser.add_argument("--preset", default=None, help="cpu-tiny, cpu or gpu (default: gpu if CUDA is present, else cpu)")
+    parser.add_argument("--preset", default=None,
+                        help="cpu-tiny, cpu or gpu (default: gpu if CUDA is present, else cpu)")
     parser.add_argument("--config", help="YAML config merged over the preset")
     parser.add_argument("--train", type=int, default=300, help="synthetic training images")
     parser.add_argument("--val", type=int, default=100, help="synthetic validation images")

@@ -32,7 +32,7 @@ class ConfusionMatrix:
         self.counts += np.bincount(gt * self.num_classes + pred,
                                    minlength=self.num_classes ** 2).reshape(self.num_classes, self.num_classes)
 
-    def merge(self, other: "ConfusionMatrix") -> None:
+    def merge(self, other: ConfusionMatrix) -> None:
         self.counts += other.counts
 
     @property
@@ -65,7 +65,7 @@ class ConfusionMatrix:
             raise ValueError(f"{len(class_names)} class names for {self.num_classes} classes")
         per_class = {
             name: {"iou": _percent(iou), "precision": _percent(p), "recall": _percent(r)}
-            for name, iou, p, r in zip(class_names, self.iou(), self.precision(), self.recall())
+            for name, iou, p, r in zip(class_names, self.iou(), self.precision(), self.recall(), strict=True)
         }
         return {"miou": _percent(self.miou()), "pixel_accuracy": _percent(self.pixel_accuracy()),
                 "per_class": per_class}

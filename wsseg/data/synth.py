@@ -169,7 +169,7 @@ def _annotate(image: np.ndarray, bodies: list[np.ndarray], object_classes: list[
         instances[body] = number
     class_mask = np.zeros_like(instances)
     objects, sliver = [], -1
-    for number, (body, class_index) in enumerate(zip(bodies, object_classes), start=1):
+    for number, (body, class_index) in enumerate(zip(bodies, object_classes, strict=True), start=1):
         visible = instances == number
         if visible.sum() < max(6, (0.04 * size) ** 2):
             instances[visible] = sliver     # too little left to name: void, neither object nor background
@@ -220,7 +220,8 @@ def _annotation_tree(image_id: str, scene: Scene) -> ElementTree.ElementTree:
     for obj in scene.objects:
         element = ElementTree.SubElement(root, "object")
         _add(element, name=obj.name, pose="Unspecified", truncated=int(obj.truncated), difficult=int(obj.difficult))
-        _add(ElementTree.SubElement(element, "bndbox"), **dict(zip(("xmin", "ymin", "xmax", "ymax"), obj.bbox)))
+        corners = dict(zip(("xmin", "ymin", "xmax", "ymax"), obj.bbox, strict=True))
+        _add(ElementTree.SubElement(element, "bndbox"), **corners)
     tree = ElementTree.ElementTree(root)
     ElementTree.indent(tree)
     return tree

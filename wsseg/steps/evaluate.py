@@ -106,7 +106,7 @@ class TrainScores:
 
     def add(self, ground_truth, cams, labels, pseudo_mask) -> None:
         sweep = CamThresholdSweep(cams, labels)
-        for threshold, matrix in zip(self.thresholds, self.cam):
+        for threshold, matrix in zip(self.thresholds, self.cam, strict=True):
             matrix.update(sweep.at(threshold), ground_truth)
         if pseudo_mask is None:
             return
@@ -125,7 +125,7 @@ class TrainScores:
         best = int(np.nanargmax(mious))
         return {"best_threshold": self.thresholds[best],
                 "threshold_sweep": [{"threshold": t, "miou": m.summary(names)["miou"]}
-                                    for t, m in zip(self.thresholds, self.cam)],
+                                    for t, m in zip(self.thresholds, self.cam, strict=True)],
                 "at_best_threshold": self.cam[best].summary(names)}
 
     def pseudo_mask_metrics(self, names) -> dict | None:

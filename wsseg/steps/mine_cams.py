@@ -58,7 +58,7 @@ def mine_cams(data_root, classifier: ArtifactStore, out: ArtifactStore, config: 
     with tqdm(total=len(samples), desc=f"mining {settings['method']}", unit="img") as progress:
         images = _images_to_mine(samples, mined, counts, strict, progress)
         for batch in size_batches(images, settings["batch_size"], PENDING_BATCHES * settings["batch_size"]):
-            for (sample, _), cams in zip(batch, _mine_batch(method, batch, settings, device)):
+            for (sample, _), cams in zip(batch, _mine_batch(method, batch, settings, device), strict=True):
                 _store_cams(out, sample, cams)
             counts["images"] += len(batch)
             progress.update(len(batch))
