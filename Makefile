@@ -13,10 +13,13 @@ venv: $(VENV)/.ready
 
 $(VENV)/.ready: pyproject.toml
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip "setuptools<70" wheel
+	$(PIP) install -q --upgrade pip wheel
 	$(PIP) install -q $(TORCH_PIN)
-	# mmcv 2.1.0 has no wheel for this torch: it builds its ops against the installed torch.
+	# mmcv 2.1.0 has no wheel for this torch: it builds its ops against the installed torch, and its
+	# setup.py needs pkg_resources, which setuptools dropped in 70; torch wants setuptools >= 77 back after.
+	$(PIP) install -q "setuptools<70"
 	MMCV_WITH_OPS=1 $(PIP) install --no-build-isolation mmcv==2.1.0
+	$(PIP) install -q "setuptools>=77.0.3"
 	$(PIP) install -q -e ".[test]"
 	touch $@
 
