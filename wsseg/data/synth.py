@@ -20,6 +20,7 @@ from wsseg.data.synth_look import (
     Frame,
     Shape,
     class_styles,
+    distractor_texture,
     muted_colour,
     paint_texture,
     pixel_grid,
@@ -35,7 +36,7 @@ CLASS_COUNT_ODDS = (0.35, 0.4, 0.25)    # images with 1, 2 and 3 classes
 MAX_OBJECTS = 4
 RADIUS_RANGE = (0.10, 0.30)             # object major radius as a fraction of the image side
 CLUTTER_RADIUS_RANGE = (0.05, 0.30)
-KEY_PART_RADIUS = 0.3                   # key part radius over body radius: about a tenth of the body's area
+KEY_PART_RADIUS = 0.4                   # key part radius over body radius: about a sixth of the body's area
 JPEG_QUALITY = 90
 LAYOUT_FOLDERS = ("JPEGImages", "Annotations", "SegmentationClass", "SegmentationObject",
                   "ImageSets/Segmentation", "ImageSets/Main")
@@ -73,7 +74,7 @@ def make_synthetic_voc(out: str | Path, train: int, val: int, seed: int, size: i
 def render_scene(rng: np.random.Generator, size: int, styles: list[ClassStyle], classes: ClassList) -> Scene:
     """A scene with at least one visible object (a scene whose objects all hide is drawn again)."""
     while True:
-        canvas = _background(rng, size, styles)
+        canvas = _background(rng, size)
         object_classes = _pick_object_classes(rng, len(styles))
         bodies = [_draw_object(canvas, rng, styles[class_index - 1], size) for class_index in object_classes]
         scene = _annotate(_finish_image(canvas, rng), bodies, object_classes, classes)
@@ -99,7 +100,7 @@ def _pick_object_classes(rng: np.random.Generator, num_foreground: int) -> list[
     return [int(class_index) for class_index in rng.permutation(np.concatenate([present, extra]))]
 
 
-def _background(rng: np.random.Generator, size: int, styles: list[ClassStyle]) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A smooth gradient with grey and faint colour noise, clutter shapes and class-free distractors."""
     rows, cols = pixel_grid(size)
     angle = rng.uniform(0, 2 * np.pi)
@@ -113,10 +114,10 @@ def _background(rng: np.random.Generator, size: int, styles: list[ClassStyle]) -
         frame, mask, _ = _place_shape(rng, size, random_shape(rng), CLUTTER_RADIUS_RANGE)
         region = canvas[frame.region]
         region[mask] += rng.uniform(0.4, 1.0) * (np.asarray(muted_colour(rng), np.float32) - region[mask])
-    # Distractors wear the bodies' textures without a key part: a body alone does not name a class.
+    # Distractors wear the bodies' patterns without a key part: a pattern alone does not name a class.
     for _ in range(int(rng.integers(1, 4))):
         frame, mask, _ = _place_shape(rng, size, random_shape(rng), RADIUS_RANGE)
-        texture = styles[rng.integers(len(styles))].body_texture
+        texture = distractor_texture(rng)
         canvas[frame.region][mask] = paint_texture(texture, frame, size / REFERENCE_SIZE, rng)[mask]
     return canvas
 

@@ -1,10 +1,10 @@
 """How synthetic objects and backgrounds look, drawn with vectorised numpy on a pixel grid.
 
 Classes are built to reproduce what makes weak supervision hard on photos (METHODS.md §1): each class
-carries a small, saturated "key part" (the dog's face) on a larger body whose muted colour and texture it
-shares with the other classes of its group and with class-free distractors. A classifier can name the
-class from the key part alone, so plain CAMs cover little of the body; the body's characteristic shape and
-its contact with the key part still make full masks learnable.
+carries a small, saturated "key part" (the dog's face) on a larger body. The body's texture pattern is shared
+by the classes of its group and by class-free distractors; only its moderate colour and shape set it apart.
+A classifier can name the class from the key part alone, so plain CAMs cover little of the body; the body's
+colour, shape and contact with the key part still make full masks learnable.
 """
 from __future__ import annotations
 
@@ -103,10 +103,15 @@ def pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 def class_styles(num_foreground: int) -> list[ClassStyle]:
     """The look of classes 1..num_foreground (list position 0 is class 1)."""
     rng = np.random.default_rng(STYLE_SEED)
-    num_groups = -(-num_foreground // CLASSES_PER_BODY_GROUP)
-    group_textures = [_body_texture(rng, group) for group in range(num_groups)]
-    return [ClassStyle(_class_shape(rng, index), group_textures[index // CLASSES_PER_BODY_GROUP],
-                       _key_texture(index)) for index in range(num_foreground)]
+    return [ClassStyle(_class_shape(rng, index), _body_texture(rng, index), _key_texture(index))
+            for index in range(num_foreground)]
+
+
+def distractor_texture(rng: np.random.Generator) -> Texture:
+    """A body pattern in a muted colour: it looks like an object, but no class wears those colours."""
+    base = muted_colour(rng)
+    shade = tuple(channel * rng.uniform(0.55, 0.8) for channel in base)
+    return Texture(BODY_TEXTURES[rng.integers(len(BODY_TEXTURES))], (base, shade), float(rng.uniform(4.0, 9.0)))
 
 
 def random_shape(rng: np.random.Generator) -> Shape:
@@ -183,10 +188,12 @@ def _class_shape(rng: np.random.Generator, index: int) -> Shape:
                  harmonics=tuple(rng.uniform(0.05, 0.25, size=3)))
 
 
-def _body_texture(rng: np.random.Generator, group: int) -> Texture:
-    base = muted_colour(rng)
-    darker = rng.uniform(0.55, 0.8)
-    shade = tuple(channel * darker for channel in base)
+def _body_texture(rng: np.random.Generator, index: int) -> Texture:
+    # Saturation between the muted background's and the vivid key part's; the hue sequence is offset from
+    # the key parts' so that a body does not repeat its own key part's colour.
+    base = hsv(index * GOLDEN_RATIO + 0.3, rng.uniform(0.4, 0.55), rng.uniform(0.55, 0.85))
+    shade = tuple(channel * rng.uniform(0.55, 0.8) for channel in base)
+    group = index // CLASSES_PER_BODY_GROUP
     return Texture(BODY_TEXTURES[group % len(BODY_TEXTURES)], (base, shade), float(rng.uniform(4.0, 9.0)))
 
 
