@@ -6,17 +6,12 @@ behind the API server. The loopback server answers the two endpoints the real `k
 """
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
+from fixtures_kubernetes import NAMESPACE, FakeKubernetesApi
 
 from wsseg.errors import WssegError
 from wsseg.kube.pytorchjob import launch_and_wait, pytorchjob_spec
 
-NAMESPACE = "kubeflow-user"
-JOBS = f"/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/pytorchjobs"
 TRAIN_ARGS = ["--data", "/data/voc", "--masks", "s3://runs/r1/masks", "--out", "s3://runs/r1/segmenter",
               "--preset", "gpu"]
 
@@ -61,58 +56,6 @@ def test_spec_defaults_to_the_wsseg_image():
     from wsseg.image import WSSEG_IMAGE
 
     assert containers(pytorchjob_spec("seg", TRAIN_ARGS))[0]["image"] == WSSEG_IMAGE
-
-
-class FakeKubernetesApi(ThreadingHTTPServer):
-    """Stores the created job; each GET reports the next status from `statuses` (the last one repeats)."""
-
-    def __init__(self, statuses: list[dict], create_status: int = 201):
-        super().__init__(("127.0.0.1", 0), KubernetesHandler)
-        self.statuses, self.create_status = statuses, create_status
-        self.created: list[dict] = []
-        self.gets = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class KubernetesHandler(BaseHTTPRequestHandler):
-    def do_POST(self):
-        if self.path != JOBS:
-            return self._answer(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.created.append(body)
-        self._answer(self.server.create_status, body)
-
-    def do_GET(self):
-        name = self.server.created[-1]["metadata"]["name"] if self.server.created else None
-        if self.path != f"{JOBS}/{name}":
-            return self._answer(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
-        status = self.server.statuses[min(self.server.gets, len(self.server.statuses) - 1)]
-        self.server.gets += 1
-        self._answer(200, dict(self.server.created[-1], status=status))
-
-    def _answer(self, code: int, body: dict):
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format, *args):
-        pass
-
-
-@pytest.fixture
-def kubernetes_api(request):
-    server = FakeKubernetesApi(*request.param)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 def launch(spec: dict, server: FakeKubernetesApi, namespace: str = NAMESPACE, timeout: float = 30) -> dict:

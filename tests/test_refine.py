@@ -111,7 +111,7 @@ def crf_config(processes=1):
     return {"crf": {**default_config("cpu-tiny"), "processes": processes}}
 
 
-def run_refine(synthetic, out_dir, processes=1, strict=True):
+def run_refine(synthetic, out_dir, processes=1, strict=False):
     root, cams = synthetic
     out = open_store(out_dir)
     return out, refine_with_crf(root, cams, out, crf_config(processes), ClassList(), strict=strict)

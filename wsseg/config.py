@@ -60,6 +60,12 @@ def dump_config(config: dict) -> str:
 
 
 def _read_yaml(path: str | Path) -> dict:
+    """A config file at a path or a store URI (how a PyTorchJob's pods receive the run's config)."""
+    if "://" in str(path):
+        from wsseg.store import open_store
+
+        folder, _, key = str(path).rpartition("/")
+        return _parse_yaml(open_store(folder).get_bytes(key).decode(), source=str(path))
     try:
         text = Path(path).read_text()
     except FileNotFoundError:

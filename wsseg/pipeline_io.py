@@ -15,6 +15,7 @@ from pathlib import Path
 from wsseg.classes import ClassList
 from wsseg.config import dump_config, load_config_text
 from wsseg.errors import WssegError
+from wsseg.kube.train_job import train_segmenter_as_job, wants_training_job
 from wsseg.steps.commands import STEPS
 from wsseg.store import ArtifactStore, open_store
 
@@ -42,8 +43,12 @@ def run_step(command: str, data: str, run_store_uri: str, config_yaml: str,
     config = load_config_text(config_yaml)
     stores = [store_of(inputs[name]) if inputs.get(name) is not None else None for name in input_names]
     out = open_store(run_store_uri).child(command)
-    step = getattr(importlib.import_module(module), function)
-    summary = step(local_dataset(data), *stores, out, config, ClassList(config["classes"]), strict=config["strict"])
+    if command == "train-segmenter" and wants_training_job(config):
+        summary = train_segmenter_as_job(data, stores[0], out, config)
+    else:
+        step = getattr(importlib.import_module(module), function)
+        summary = step(local_dataset(data), *stores, out, config, ClassList(config["classes"]),
+                       strict=config["strict"])
     publish(output, out, summary)
     return summary
 

@@ -8,6 +8,7 @@ environment, so this works with operator versions that set only those four (olde
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from wsseg.errors import WssegError
@@ -166,5 +167,6 @@ def _cluster_client():
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        # The client reads KUBECONFIG once, at import; a variable set later must be passed on.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     return client.ApiClient()

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
             parser.add_argument(f"--{name.replace('_', '-')}", required=required, metavar="URI",
                                 help=OPTIONAL_INPUTS.get(name, f"store of the {name} step"))
         parser.add_argument("--out", required=True, metavar="URI", help="store to write this step's output to")
-        parser.add_argument("--config", help="YAML config (merged over the preset)")
+        parser.add_argument("--config", help="YAML config, a path or a store URI (merged over the preset)")
         parser.add_argument("--preset", help="cpu-tiny, cpu or gpu (default: the config's, else cpu)")
         parser.add_argument("--strict", action="store_true", help="fail on the first bad input instead of skipping it")
         parser.set_defaults(func=_runner(module, function, inputs))
@@ -44,12 +44,13 @@ def _runner(module: str, function: str, inputs: tuple[str, ...]):
     def run(args) -> int:
         from wsseg.classes import ClassList
         from wsseg.config import load_config
+        from wsseg.pipeline_io import local_dataset
         from wsseg.store import open_store
 
         config = load_config(args.config, args.preset)
         stores = [open_store(uri) if (uri := getattr(args, name)) else None for name in inputs]
         step = getattr(importlib.import_module(module), function)
-        summary = step(args.data, *stores, open_store(args.out), config, ClassList(config["classes"]),
+        summary = step(local_dataset(args.data), *stores, open_store(args.out), config, ClassList(config["classes"]),
                        strict=args.strict or config["strict"])
         print(json.dumps(summary))
         return 0

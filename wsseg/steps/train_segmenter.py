@@ -24,6 +24,7 @@ from mmengine.runner import Runner
 import wsseg.segmenter.dataset  # noqa: F401  (registers WssegDataset)
 from wsseg.classes import ClassList
 from wsseg.data import dataset_splits, load_samples
+from wsseg.kube.train_job import default_launch
 from wsseg.segmenter import configs
 from wsseg.segmenter.distributed import join_process_group, world_position
 from wsseg.segmenter.hooks import RESUME_KEY, StoreCheckpointHook
@@ -44,7 +45,7 @@ RESUME_GLOBALS = [HistoryBuffer, getattr, np.dtype, np.ndarray, np.core.multiarr
 
 
 def default_config(preset: str) -> dict:
-    return configs.default_config(preset)
+    return dict(configs.default_config(preset), launch=default_launch(preset))
 
 
 def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, config: dict,
