@@ -43,7 +43,8 @@ def run_bench(images: int, size: int, preset: str, segmenter_iterations: int) ->
         }
         training = train_segmenter(data, store.child("masks"), store.child("segmenter"), config, classes)
         steps["segmentation_training"] = {"images_per_second": round(training["images_per_s"], 2),
-                                          "iterations": training["iterations"], "seconds": training["seconds"]}
+                                          "iterations": training["iterations"],
+                                          "seconds": training["training_time_s"]}
         steps["segmentation_inference"] = _inference_rate(data, store.child("segmenter"), classes)
     return {"device": _device_name(), "preset": preset, "image_size": size, "images": images,
             "cpu_cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),

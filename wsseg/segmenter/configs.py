@@ -19,8 +19,18 @@ SGD = dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=0.0005)
 ADAMW = dict(type="AdamW", lr=0.002, weight_decay=0.0001)
 
 
+# mmseg's PhotoMetricDistortion turns hues by up to 18 of OpenCV's 180 steps. The synthetic classes the CPU
+# presets train on are told apart by colour, so there it only shifts brightness, contrast and saturation a little.
+GENTLE_PHOTOMETRIC = dict(brightness_delta=16, contrast_range=[0.8, 1.2], saturation_range=[0.8, 1.2],
+                          hue_delta=2)
+
+
 def default_config(preset: str) -> dict:
     """The `segmenter` section of a run's config for `preset`."""
+    return dict(_preset(preset), photometric={} if preset == "gpu" else dict(GENTLE_PHOTOMETRIC))
+
+
+def _preset(preset: str) -> dict:
     if preset == "gpu":
         # mmseg's deeplabv3plus_r50-d8 on VOC: output stride 8, 512 crops, 20k iterations.
         return dict(depth=50, width=64, output_stride=8, pretrained="open-mmlab://resnet50_v1c",
@@ -49,7 +59,8 @@ def build_mmseg_config(settings: dict, classes: ClassList, datasets: dict, work_
         work_dir=work_dir,
         randomness=dict(seed=seed),
         model=deeplabv3plus(settings, len(classes), crop, norm="SyncBN" if distributed and cuda else "BN"),
-        train_dataloader=_dataloader(datasets["train"], train_pipeline(crop), settings, train=True),
+        train_dataloader=_dataloader(datasets["train"], train_pipeline(crop, settings["photometric"]), settings,
+                                     train=True),
         optim_wrapper=_optim_wrapper(settings, bf16=settings["bf16"] and cuda),
         param_scheduler=[dict(type="PolyLR", eta_min=settings["optimizer"]["lr"] / 100, power=0.9, begin=0,
                               end=iterations, by_epoch=False)],
@@ -114,14 +125,14 @@ def deeplabv3plus(settings: dict, num_classes: int, crop: tuple[int, int], norm:
     )
 
 
-def train_pipeline(crop: tuple[int, int]) -> list[dict]:
+def train_pipeline(crop: tuple[int, int], photometric: dict) -> list[dict]:
     return [
         dict(type="LoadImageFromFile"),
         dict(type="LoadAnnotations"),
         dict(type="RandomResize", scale=resize_scale(crop), ratio_range=(0.5, 2.0), keep_ratio=True),
         dict(type="RandomCrop", crop_size=crop, cat_max_ratio=0.75),
         dict(type="RandomFlip", prob=0.5),
-        dict(type="PhotoMetricDistortion"),
+        dict(type="PhotoMetricDistortion", **photometric),
         dict(type="PackSegInputs"),
     ]
 
