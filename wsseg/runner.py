@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ def run_pipeline(name: str, data: str, out: str | Path, config: dict, store_uri:
     from wsseg.config import dump_config
     from wsseg.store import open_store
 
+    # kfp.local relays each task's output line by line, so every redraw of a progress bar becomes a line.
+    os.environ.setdefault("TQDM_MININTERVAL", "10")
     out = Path(out).resolve()
     store_uri = store_uri or str(out / "store")
     run_name = run_name or name
