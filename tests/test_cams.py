@@ -87,7 +87,7 @@ def test_size_batches_groups_equal_sizes_and_pulls_lazily():
     emitted = []
     for batch in size_batches(items(), batch_size=3, max_pending=5):
         assert len({image.shape for _, image in batch}) == 1
-        assert 1 <= len(batch) <= 3
+        assert len(batch) in (1, 2, 3)
         emitted.extend(index for index, _ in batch)
         assert len(pulled) - len(emitted) <= 5, "more images waiting than max_pending"
     assert sorted(emitted) == list(range(len(shapes)))

@@ -15,8 +15,9 @@ MEAN_RGB = [123.675, 116.28, 103.53]
 STD_RGB = [58.395, 57.12, 57.375]
 # mmseg's schedule for an ImageNet-initialised backbone.
 SGD = dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=0.0005)
-# From scratch (no pretrained weights on the CPU presets), the setting the classifier trains with too.
-ADAMW = dict(type="AdamW", lr=0.002, weight_decay=0.0001)
+# From scratch (no pretrained weights on the CPU presets). On 300 synthetic images, 800 iterations reached
+# val mIoU 48.9 at this rate against 25.6 at 0.002.
+ADAMW = dict(type="AdamW", lr=0.004, weight_decay=0.0001)
 
 
 # mmseg's PhotoMetricDistortion turns hues by up to 18 of OpenCV's 180 steps. The synthetic classes the CPU
