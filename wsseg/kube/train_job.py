@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from wsseg.config import dump_config
-from wsseg.kube.pytorchjob import launch_and_wait, pytorchjob_spec
+from wsseg.kube.pytorchjob import CREDENTIALS_SECRET, launch_and_wait, pytorchjob_spec
 from wsseg.store import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -24,9 +24,9 @@ SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/
 STORE_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "WSSEG_S3_SECURE", "AWS_REGION")
 
 
-def default_launch(preset: str) -> dict:
+def default_launch() -> dict:
     """The `segmenter.launch` section: one GPU (no PyTorchJob) unless the config asks for more."""
-    return dict(nodes=1, gpus_per_node=1, namespace="", image="", credentials_secret="mlpipeline-minio-artifact",
+    return dict(nodes=1, gpus_per_node=1, namespace="", image="", credentials_secret=CREDENTIALS_SECRET,
                 timeout_s=48 * 3600)
 
 

@@ -45,7 +45,7 @@ RESUME_GLOBALS = [HistoryBuffer, getattr, np.dtype, np.ndarray, np.core.multiarr
 
 
 def default_config(preset: str) -> dict:
-    return dict(configs.default_config(preset), launch=default_launch(preset))
+    return dict(configs.default_config(preset), launch=default_launch())
 
 
 def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, config: dict,
