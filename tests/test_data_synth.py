@@ -1,5 +1,6 @@
 """The synthetic VOC stand-in: deterministic, read by the ordinary reader, and shaped like photos."""
 import colorsys
+import itertools
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -8,6 +9,7 @@ import pytest
 
 from wsseg.classes import IGNORE_INDEX
 from wsseg.data import load_samples, make_synthetic_voc, read_image, read_mask
+from wsseg.data.synth_look import class_styles
 
 
 def all_files(root: Path) -> dict[str, bytes]:
@@ -89,3 +91,12 @@ def test_a_small_vivid_key_part_sits_on_objects_and_nowhere_else(synth_128):
         object_pixels, background_pixels = object_pixels + objects.sum(), background_pixels + background.sum()
     assert 0.01 < on_objects / object_pixels < 0.25
     assert off_objects / background_pixels < 0.005
+
+
+def test_classes_that_share_a_body_pattern_differ_in_hue_by_a_fifth_of_the_circle():
+    styles = class_styles(20)
+    hues = [colorsys.rgb_to_hsv(*style.body_texture.colours[0])[0] for style in styles]
+    for first, second in itertools.combinations(range(20), 2):
+        if styles[first].body_texture.kind == styles[second].body_texture.kind:
+            gap = abs(hues[first] - hues[second])
+            assert min(gap, 1 - gap) >= 0.2 - 1e-6, (first, second)

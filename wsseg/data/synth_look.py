@@ -2,9 +2,9 @@
 
 Classes are built to reproduce what makes weak supervision hard on photos (METHODS.md §1): each class
 carries a small, saturated "key part" (the dog's face) on a larger body. The body's texture pattern is shared
-by the classes of its group and by class-free distractors; only its moderate colour and shape set it apart.
-A classifier can name the class from the key part alone, so plain CAMs cover little of the body; the body's
-colour, shape and contact with the key part still make full masks learnable.
+by every fourth class and by class-free distractors; its moderately saturated hue, its own among the classes,
+and its shape set it apart. A classifier can name the class from the key part alone, so plain CAMs cover
+little of the body; the body's colour, shape and contact with the key part still make full masks learnable.
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from PIL import Image
 SHAPE_FAMILIES = ("superellipse", "polygon", "blob")
 BODY_TEXTURES = ("stripes", "checker", "spots", "grain")
 KEY_PATTERNS = ("checker", "stripes", "rings", "dot")
-CLASSES_PER_BODY_GROUP = 4
 # Class looks are fixed across datasets and seeds, as a dog looks like a dog in every photo collection.
 STYLE_SEED = 2012
 GOLDEN_RATIO = 0.618033988749895
@@ -103,15 +102,13 @@ def pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 def class_styles(num_foreground: int) -> list[ClassStyle]:
     """The look of classes 1..num_foreground (list position 0 is class 1)."""
     rng = np.random.default_rng(STYLE_SEED)
-    return [ClassStyle(_class_shape(rng, index), _body_texture(rng, index), _key_texture(index))
+    return [ClassStyle(_class_shape(rng, index), _body_texture(rng, index, num_foreground), _key_texture(index))
             for index in range(num_foreground)]
 
 
 def distractor_texture(rng: np.random.Generator) -> Texture:
     """A body pattern in a muted colour: it looks like an object, but no class wears those colours."""
-    base = muted_colour(rng)
-    shade = tuple(channel * rng.uniform(0.55, 0.8) for channel in base)
-    return Texture(BODY_TEXTURES[rng.integers(len(BODY_TEXTURES))], (base, shade), float(rng.uniform(4.0, 9.0)))
+    return _body_pattern(rng, BODY_TEXTURES[rng.integers(len(BODY_TEXTURES))], muted_colour(rng))
 
 
 def random_shape(rng: np.random.Generator) -> Shape:
@@ -188,13 +185,18 @@ def _class_shape(rng: np.random.Generator, index: int) -> Shape:
                  harmonics=tuple(rng.uniform(0.05, 0.25, size=3)))
 
 
-def _body_texture(rng: np.random.Generator, index: int) -> Texture:
-    # Saturation between the muted background's and the vivid key part's; the hue sequence is offset from
-    # the key parts' so that a body does not repeat its own key part's colour.
-    base = hsv(index * GOLDEN_RATIO + 0.3, rng.uniform(0.4, 0.55), rng.uniform(0.55, 0.85))
-    shade = tuple(channel * rng.uniform(0.55, 0.8) for channel in base)
-    group = index // CLASSES_PER_BODY_GROUP
-    return Texture(BODY_TEXTURES[group % len(BODY_TEXTURES)], (base, shade), float(rng.uniform(4.0, 9.0)))
+def _body_texture(rng: np.random.Generator, index: int, num_foreground: int) -> Texture:
+    # Hues evenly spaced, one per class, so that classes sharing a pattern (every fourth) lie a fifth of the
+    # circle apart (with 20 classes); the offset keeps each body's hue off its own key part's (golden-ratio
+    # steps). Saturation lies between the muted background's and the vivid key part's.
+    base = hsv(index / num_foreground + 0.33, rng.uniform(0.4, 0.55), rng.uniform(0.55, 0.85))
+    return _body_pattern(rng, BODY_TEXTURES[index % len(BODY_TEXTURES)], base)
+
+
+def _body_pattern(rng: np.random.Generator, kind: str, base: RGB) -> Texture:
+    """A pattern of `base` and a darker shade of it, as a body or a distractor wears it."""
+    darkening = rng.uniform(0.55, 0.8)
+    return Texture(kind, (base, tuple(channel * darkening for channel in base)), float(rng.uniform(4.0, 9.0)))
 
 
 def _key_texture(index: int) -> Texture:
