@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from wsseg.classes import ClassList
-from wsseg.errors import DataError
+from wsseg.errors import ConfigError, DataError
 from wsseg.pseudo_masks import encode_mask_png
 from wsseg.steps.evaluate import default_config, evaluate
 from wsseg.store import open_store
@@ -69,6 +69,12 @@ def test_cams_and_pseudo_masks_equal_to_ground_truth_score_100(tmp_path):
     assert headline["pseudo_mask_miou"] == headline["pseudo_mask_confident_miou"] == 100.0
     assert headline["uncertain_fraction"] == 0.0
     assert headline["segmenter_miou"] is None
+
+
+def test_pseudo_masks_without_their_cams_are_refused_with_the_missing_option_named(tmp_path):
+    manifest, _, pseudo = write_dataset(tmp_path / "data", [perfect_item()])
+    with pytest.raises(ConfigError, match="--cams"):
+        evaluate(manifest, None, pseudo, None, open_store(tmp_path / "eval"), CONFIG, CLASSES)
 
 
 def test_pseudo_mask_scores_with_uncertain_as_background_and_confident_only(tmp_path):

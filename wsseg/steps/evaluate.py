@@ -13,7 +13,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from wsseg.classes import IGNORE_INDEX, ClassList
-from wsseg.errors import DataError
+from wsseg.errors import ConfigError, DataError
 from wsseg.metrics import ConfusionMatrix
 from wsseg.pseudo_masks import CamThresholdSweep, decode_mask_png, read_cam_file
 from wsseg.report import Overlay, cam_heatmap, colorize, overlay_strip, render_html, render_markdown
@@ -37,6 +37,9 @@ def evaluate(data_root, cams, pseudo_masks, segmenter, out, config: dict, classe
     """
     from wsseg.data import load_samples
 
+    if pseudo_masks is not None and cams is None:
+        raise ConfigError(f"evaluate: the pseudo masks in {pseudo_masks.uri} are scored in the pass over the "
+                          "train images' CAMs; give the CAM store too (--cams, the store mine-cams wrote)")
     settings = config["evaluate"]
     model = _load_model(segmenter)
     scores = TrainScores(len(classes), settings["cam_thresholds"], pseudo_masks is not None)
