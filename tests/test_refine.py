@@ -53,7 +53,8 @@ def test_crf_sharpens_a_blurry_cam_to_the_image_edge():
 
 def test_uncertain_band_lies_where_the_two_passes_disagree():
     image, cams, truth = square_scene()
-    mask = refine_image(image, cams, np.array([CAT]), default_config("cpu"))
+    irn_bands = {**default_config("cpu"), "confident_fg_threshold": 0.30, "confident_bg_threshold": 0.05}
+    mask = refine_image(image, cams, np.array([CAT]), irn_bands)
     # The low-background pass spreads the blob's tail (CAM > 0.05) over the dark surround; the high one does not.
     band = mask == IGNORE_INDEX
     assert band.sum() > 100
