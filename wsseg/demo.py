@@ -13,7 +13,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# Both pipelines on two cores: 27 minutes with the cpu preset's 2000 segmenter iterations, 15.3 with 1000.
+# Both pipelines on two cores: 25 minutes with the cpu preset's 2000 segmenter iterations, 15.3 with 1000.
 DEMO_SEGMENTER_ITERATIONS = {"cpu": 800}
 
 
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     parser.add_argument("--size", type=int, default=128, help="synthetic image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--full", action="store_true",
-                        help="train the segmenters for the preset's full iterations (the cpu preset: about 27 "
+                        help="train the segmenters for the preset's full iterations (the cpu preset: about 25 "
                              "minutes on two cores instead of 15)")
     parser.set_defaults(func=_demo_command)
 
