@@ -200,6 +200,21 @@ def test_multi_scale_and_flip_prediction_runs_and_keeps_the_image_size(trained, 
     assert labels.max() < len(classes)
 
 
+def test_prediction_runs_at_the_scale_of_the_models_test_pipeline(trained, tiny_voc, classes):
+    from wsseg.segmenter.inference import load_segmenter, predict
+
+    model = load_segmenter(trained[0], device="cpu")
+    resize = next(step for step in model.cfg.test_pipeline if step["type"] == "Resize")
+    assert tuple(resize["scale"]) == (256, 64)  # the tiny preset's 64 px crops
+    resize["scale"] = (128, 32)
+    seen = []
+    model.backbone.register_forward_pre_hook(lambda module, inputs: seen.append(tuple(inputs[0].shape[-2:])))
+    image = read_image(load_samples(tiny_voc, "val", classes)[0].image_path)
+    labels = predict(model, image)
+    assert image.shape[:2] == (64, 64) and seen == [(32, 32)]
+    assert labels.shape == (64, 64)
+
+
 @pytest.mark.parametrize("preset", ["gpu", "cpu"])
 def test_preset_models_build_and_label_every_pixel(preset, classes):
     from mmseg.registry import MODELS

@@ -82,6 +82,8 @@ def build_mmseg_config(settings: dict, classes: ClassList, datasets: dict, work_
                      dist_cfg=dict(backend="nccl" if cuda else "gloo")),
         load_from=None,
         resume=False,
+        # Where mmseg's own inference (and wsseg.segmenter.inference) finds the scale to predict at.
+        test_pipeline=test_pipeline(crop),
     )
     if distributed and not cuda:
         # DDP on CPU takes no device ids; mmengine would otherwise pass [LOCAL_RANK].

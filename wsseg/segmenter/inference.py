@@ -36,10 +36,11 @@ def predict(model: torch.nn.Module, image: np.ndarray, multi_scale: bool = False
             flip: bool = False) -> np.ndarray:
     """(H, W) uint8 class indices for an (H, W, 3) uint8 RGB image."""
     height, width = image.shape[:2]
+    base = test_scale_factor(model, height, width)
     probabilities = torch.zeros(())
     for scale in TTA_SCALES if multi_scale else (1.0,):
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        scaled = image if scale == 1.0 else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        size = (max(1, round(width * base * scale)), max(1, round(height * base * scale)))
+        scaled = image if size == (width, height) else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
         for mirrored in (False, True) if flip else (False,):
             logits = class_logits(model, scaled[:, ::-1] if mirrored else scaled)
             if mirrored:
@@ -47,6 +48,18 @@ def predict(model: torch.nn.Module, image: np.ndarray, multi_scale: bool = False
             logits = F.interpolate(logits[None], (height, width), mode="bilinear", align_corners=False)[0]
             probabilities = probabilities + logits.softmax(dim=0).cpu()
     return probabilities.argmax(dim=0).numpy().astype(np.uint8)
+
+
+def test_scale_factor(model: torch.nn.Module, height: int, width: int) -> float:
+    """The factor the model's test pipeline resizes an image by, as mmseg's evaluation does: a model trained
+    on downscaled images labels them at the scale it learned. 1 for configs without a test pipeline."""
+    import mmcv
+
+    resize = next((step for step in model.cfg.get("test_pipeline", []) if step["type"] == "Resize"), None)
+    if resize is None:
+        return 1.0
+    _, factor = mmcv.rescale_size((width, height), tuple(resize["scale"]), return_scale=True)
+    return factor
 
 
 def class_logits(model: torch.nn.Module, image: np.ndarray) -> torch.Tensor:
