@@ -1,22 +1,22 @@
-"""The demo's time budget: on the cpu preset it trims the segmenters' iterations, and says so."""
+"""The demo's time budget: on the cpu preset it trains the segmenters on smaller crops, and says so."""
 from wsseg.config import default_config, load_config
-from wsseg.demo import DEMO_SEGMENTER_ITERATIONS, _trim_segmenter_iterations
+from wsseg.demo import DEMO_SEGMENTER, _fit_segmenters_to_budget
 
 
-def test_the_cpu_preset_demo_trains_fewer_segmenter_iterations_and_the_report_says_how_many():
+def test_the_cpu_preset_demo_trains_the_segmenters_on_smaller_crops_and_the_report_says_so():
     config = load_config(preset="cpu")
-    note = _trim_segmenter_iterations(config, "cpu")
-    assert config["segmenter"]["iterations"] == DEMO_SEGMENTER_ITERATIONS["cpu"]
-    assert DEMO_SEGMENTER_ITERATIONS["cpu"] < default_config("cpu")["segmenter"]["iterations"]
-    assert f"{DEMO_SEGMENTER_ITERATIONS['cpu']} iterations" in note and "--full" in note
+    note = _fit_segmenters_to_budget(config, "cpu")
+    demo_crop, preset_crop = DEMO_SEGMENTER["cpu"]["crop_size"], default_config("cpu")["segmenter"]["crop_size"]
+    assert config["segmenter"]["crop_size"] == demo_crop < preset_crop
+    assert f"crop_size {demo_crop} instead of the cpu preset's crop_size {preset_crop}" in note and "--full" in note
 
 
-def test_iterations_the_user_set_and_other_presets_are_left_alone(tmp_path):
+def test_settings_the_user_changed_and_other_presets_are_left_alone(tmp_path):
     config_file = tmp_path / "run.yaml"
-    config_file.write_text("segmenter:\n  iterations: 1500\n")
+    config_file.write_text("segmenter:\n  crop_size: 96\n")
     config = load_config(config_file, "cpu")
-    assert _trim_segmenter_iterations(config, "cpu") == ""
-    assert config["segmenter"]["iterations"] == 1500
+    assert _fit_segmenters_to_budget(config, "cpu") == ""
+    assert config["segmenter"]["crop_size"] == 96
     gpu = load_config(preset="gpu")
-    assert _trim_segmenter_iterations(gpu, "gpu") == ""
-    assert gpu["segmenter"]["iterations"] == default_config("gpu")["segmenter"]["iterations"]
+    assert _fit_segmenters_to_budget(gpu, "gpu") == ""
+    assert gpu["segmenter"] == default_config("gpu")["segmenter"]
