@@ -36,7 +36,7 @@ def predict(model: torch.nn.Module, image: np.ndarray, multi_scale: bool = False
             flip: bool = False) -> np.ndarray:
     """(H, W) uint8 class indices for an (H, W, 3) uint8 RGB image."""
     height, width = image.shape[:2]
-    base = test_scale_factor(model, height, width)
+    base = prediction_scale(model, height, width)
     probabilities = torch.zeros(())
     for scale in TTA_SCALES if multi_scale else (1.0,):
         size = (max(1, round(width * base * scale)), max(1, round(height * base * scale)))
@@ -50,7 +50,7 @@ def predict(model: torch.nn.Module, image: np.ndarray, multi_scale: bool = False
     return probabilities.argmax(dim=0).numpy().astype(np.uint8)
 
 
-def test_scale_factor(model: torch.nn.Module, height: int, width: int) -> float:
+def prediction_scale(model: torch.nn.Module, height: int, width: int) -> float:
     """The factor the model's test pipeline resizes an image by, as mmseg's evaluation does: a model trained
     on downscaled images labels them at the scale it learned. 1 for configs without a test pipeline."""
     import mmcv
