@@ -57,6 +57,7 @@ def build_mmseg_config(settings: dict, classes: ClassList, datasets: dict, work_
     checkpoints go to `work_dir` and, for resuming, to the store at `out_uri`."""
     crop = (settings["crop_size"], settings["crop_size"])
     iterations = settings["iterations"]
+    testing = test_pipeline(crop)
     config = dict(
         default_scope="mmseg",
         work_dir=work_dir,
@@ -82,14 +83,15 @@ def build_mmseg_config(settings: dict, classes: ClassList, datasets: dict, work_
                      dist_cfg=dict(backend="nccl" if cuda else "gloo")),
         load_from=None,
         resume=False,
-        # Where mmseg's own inference (and wsseg.segmenter.inference) finds the scale to predict at.
-        test_pipeline=test_pipeline(crop),
+        # Where mmseg's own inference (and wsseg.segmenter.inference) finds the scale to predict at: the
+        # pipeline validation scores with, so that both label images at one scale.
+        test_pipeline=testing,
     )
     if distributed and not cuda:
         # DDP on CPU takes no device ids; mmengine would otherwise pass [LOCAL_RANK].
         config["model_wrapper_cfg"] = dict(type="MMDistributedDataParallel", device_ids=None)
     if "val" in datasets:
-        config.update(val_dataloader=_dataloader(datasets["val"], test_pipeline(crop), settings, train=False),
+        config.update(val_dataloader=_dataloader(datasets["val"], testing, settings, train=False),
                       val_cfg=dict(type="ValLoop"),
                       val_evaluator=dict(type="IoUMetric", iou_metrics=["mIoU"]))
     return Config(config)
