@@ -85,7 +85,7 @@ def _fit_segmenters_to_budget(config: dict, preset: str) -> str:
     config["segmenter"].update(changes)
     ours = ", ".join(f"{key} {value}" for key, value in changes.items())
     theirs = ", ".join(f"{key} {preset_settings[key]}" for key in changes)
-    log.info("demo: segmenters train with %s instead of the %s preset's %s (--full trains them as the preset does)",
-             ours, preset, theirs)
-    return (f"The segmenters trained with {ours} instead of the {preset} preset's {theirs} (images are scaled to "
+    note = (f"The segmenters trained with {ours} instead of the {preset} preset's {theirs} (images are scaled to "
             f"the crop size), to fit the demo in 15 minutes; `wsseg demo --full` trains them as the preset does. ")
+    log.info("demo: %s", note)
+    return note
