@@ -29,7 +29,11 @@ def register(subparsers) -> None:
     synth.add_argument("--train", type=int, required=True, help="number of train images")
     synth.add_argument("--val", type=int, required=True, help="number of val images")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--size", type=int, default=128, help="image side in pixels")
+    synth.add_argument("--style", default="shapes", choices=("shapes", "figures"),
+                       help="shapes: the look to tune on; figures: a held-out construction to report on, "
+                            "never to tune on")
+    synth.add_argument("--size", type=int, help="image side in pixels, shapes style only (default 128); "
+                                                "figures images take VOC's sizes")
     _add_classes_option(synth)
     synth.set_defaults(func=_synth)
 
@@ -68,12 +72,13 @@ def _splits(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from wsseg.data.synth import make_synthetic_voc
+    from wsseg.data.synth import SHAPES_SIZE, make_synthetic_voc
 
-    if min(args.train, args.val) < 0 or args.size < 16:
+    if min(args.train, args.val) < 0 or (args.size is not None and args.size < 16):
         raise ConfigError("--train and --val must be >= 0 and --size >= 16")
-    make_synthetic_voc(args.out, args.train, args.val, args.seed, args.size, args.classes)
-    print(f"wrote {args.train} train and {args.val} val images of {args.size} px to {args.out}")
+    make_synthetic_voc(args.out, args.train, args.val, args.seed, args.size, args.classes, args.style)
+    sizes = "of VOC's sizes" if args.style == "figures" else f"of {args.size or SHAPES_SIZE} px"
+    print(f"wrote {args.train} train and {args.val} val {args.style} images {sizes} to {args.out}")
     return 0
 
 

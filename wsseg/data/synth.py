@@ -1,19 +1,24 @@
 """`make_synthetic_voc`: a small dataset in the VOC 2012 layout that stands in for photos in tests and demos.
 
-Scenes are cluttered backgrounds with 1-3 classes and 1-4 objects each, drawn as `synth_look` describes.
+Two constructions share one VOC writer. "shapes" (tune on it): square, cluttered backgrounds with 1-3
+classes and 1-4 textured bodies each, drawn as `synth_look` describes. "figures" (report on it, never tune
+on it): articulated figures on outdoor scenes at VOC's image sizes, drawn as `synth_figures` describes.
 The output is read by the ordinary VOC reader; there is no synthetic-only code path.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from xml.etree import ElementTree
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from wsseg.classes import IGNORE_INDEX, VOC_CLASSES, ClassList, voc_palette
 from wsseg.data.samples import ObjectAnnotation
+from wsseg.data.synth_figures import draw_figure_scene, figure_styles
 from wsseg.data.synth_look import (
     MAX_OUTLINE_RADIUS,
     ClassStyle,
@@ -21,25 +26,32 @@ from wsseg.data.synth_look import (
     Shape,
     class_styles,
     distractor_texture,
+    finish_image,
     muted_colour,
     paint_texture,
+    pick_object_classes,
     pixel_grid,
     random_shape,
     region_around,
     shape_mask,
     smooth_noise,
 )
+from wsseg.errors import ConfigError
 
+STYLES = ("shapes", "figures")
+SHAPES_SIZE = 128
 # Body texture periods are in pixels of a 128 px image.
 REFERENCE_SIZE = 128
-CLASS_COUNT_ODDS = (0.35, 0.4, 0.25)    # images with 1, 2 and 3 classes
-MAX_OBJECTS = 4
 RADIUS_RANGE = (0.10, 0.30)             # object major radius as a fraction of the image side
 CLUTTER_RADIUS_RANGE = (0.05, 0.30)
 KEY_PART_RADIUS = 0.4                   # key part radius over body radius: about a sixth of the body's area
 JPEG_QUALITY = 90
 LAYOUT_FOLDERS = ("JPEGImages", "Annotations", "SegmentationClass", "SegmentationObject",
                   "ImageSets/Segmentation", "ImageSets/Main")
+
+# What a scene renderer draws: the image, then a mask and a class per figure in drawing order (later ones
+# occlude earlier ones); class 0 marks a class-free figure, whose pixels are background.
+Drawing = tuple[np.ndarray, list[np.ndarray], list[int]]
 
 
 @dataclass(frozen=True)
@@ -50,18 +62,20 @@ class Scene:
     objects: tuple[ObjectAnnotation, ...]
 
 
-def make_synthetic_voc(out: str | Path, train: int, val: int, seed: int, size: int = 128,
-                       classes: ClassList | tuple[str, ...] = VOC_CLASSES) -> Path:
-    """Write `train` + `val` images with annotations, masks and split lists under `out`; returns `out`."""
+def make_synthetic_voc(out: str | Path, train: int, val: int, seed: int, size: int | None = None,
+                       classes: ClassList | tuple[str, ...] = VOC_CLASSES, style: str = "shapes") -> Path:
+    """Write `train` + `val` images with annotations, masks and split lists under `out`; returns `out`.
+    `size` is the image side of the shapes style (default 128); figures images take VOC's sizes."""
     out, classes = Path(out), classes if isinstance(classes, ClassList) else ClassList(classes)
+    draw = scene_renderer(style, size, len(classes) - 1)
     for folder in LAYOUT_FOLDERS:
         (out / folder).mkdir(parents=True, exist_ok=True)
-    styles, palette = class_styles(len(classes) - 1), voc_palette()
+    palette = voc_palette()
     split_ids = {"train": [], "val": []}
     for index in range(train + val):
         image_id = f"{index:06d}"
         # One generator per image: an image does not depend on how many came before it.
-        scene = render_scene(np.random.default_rng([seed, index]), size, styles, classes)
+        scene = render_scene(np.random.default_rng([seed, index]), draw, classes)
         _write_sample(out, image_id, scene, palette)
         split_ids["train" if index < train else "val"].append(image_id)
     split_ids["trainval"] = split_ids["train"] + split_ids["val"]
@@ -71,15 +85,32 @@ def make_synthetic_voc(out: str | Path, train: int, val: int, seed: int, size: i
     return out
 
 
-def render_scene(rng: np.random.Generator, size: int, styles: list[ClassStyle], classes: ClassList) -> Scene:
+def scene_renderer(style: str, size: int | None, num_foreground: int) -> Callable[[np.random.Generator], Drawing]:
+    """What draws one scene of `style`; options that do not fit the style are refused before any file is written."""
+    if style == "shapes":
+        size = SHAPES_SIZE if size is None else size
+        return partial(draw_shapes_scene, size=size, styles=class_styles(num_foreground))
+    if style == "figures":
+        if size is not None:
+            raise ConfigError("--size applies to the shapes style only: figures images take VOC's sizes")
+        return partial(draw_figure_scene, styles=figure_styles(num_foreground))
+    raise ConfigError(f"--style {style!r} is unknown; known: {', '.join(STYLES)}")
+
+
+def render_scene(rng: np.random.Generator, draw: Callable[[np.random.Generator], Drawing],
+                 classes: ClassList) -> Scene:
     """A scene with at least one visible object (a scene whose objects all hide is drawn again)."""
     while True:
-        canvas = _background(rng, size)
-        object_classes = _pick_object_classes(rng, len(styles))
-        bodies = [_draw_object(canvas, rng, styles[class_index - 1], size) for class_index in object_classes]
-        scene = _annotate(_finish_image(canvas, rng), bodies, object_classes, classes)
+        scene = _annotate(*draw(rng), classes)
         if scene.objects:
             return scene
+
+
+def draw_shapes_scene(rng: np.random.Generator, size: int, styles: list[ClassStyle]) -> Drawing:
+    canvas = _background(rng, size)
+    object_classes = pick_object_classes(rng, len(styles))
+    bodies = [_draw_object(canvas, rng, styles[class_index - 1], size) for class_index in object_classes]
+    return finish_image(canvas, rng), bodies, object_classes
 
 
 def boundary_band(instances: np.ndarray, radius: int) -> np.ndarray:
@@ -91,13 +122,6 @@ def boundary_band(instances: np.ndarray, radius: int) -> np.ndarray:
         for dx in range(-radius, radius + 1):
             band |= padded[radius + dy:radius + dy + height, radius + dx:radius + dx + width] != instances
     return band
-
-
-def _pick_object_classes(rng: np.random.Generator, num_foreground: int) -> list[int]:
-    num_classes = min(num_foreground, 1 + int(rng.choice(len(CLASS_COUNT_ODDS), p=CLASS_COUNT_ODDS)))
-    present = rng.choice(num_foreground, size=num_classes, replace=False) + 1
-    extra = rng.choice(present, size=int(rng.integers(num_classes, MAX_OBJECTS + 1)) - num_classes)
-    return [int(class_index) for class_index in rng.permutation(np.concatenate([present, extra]))]
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -154,24 +178,21 @@ def _place_shape(rng: np.random.Generator, size: int, shape: Shape, radius_range
     return frame, shape_mask(shape, frame, radius, rng.uniform(-phase_range, phase_range)), radius
 
 
-def _finish_image(canvas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Sensor noise and a slight blur, so edges are soft as a lens leaves them."""
-    canvas += rng.normal(0.0, 0.02, canvas.shape).astype(np.float32)
-    image = Image.fromarray((np.clip(canvas, 0, 1) * 255).round().astype(np.uint8))
-    return np.asarray(image.filter(ImageFilter.GaussianBlur(0.5)))
-
-
-def _annotate(image: np.ndarray, bodies: list[np.ndarray], object_classes: list[int],
+def _annotate(image: np.ndarray, bodies: list[np.ndarray], body_classes: list[int],
               classes: ClassList) -> Scene:
-    """Annotations and masks of what stays visible; later objects occlude earlier ones."""
-    size = image.shape[0]
+    """Annotations and masks of what stays visible; later bodies occlude earlier ones, and class-free (0)
+    bodies occlude as well but stay background."""
+    size = min(image.shape[:2])     # thresholds scale with the short side, the side pipelines resize to
     instances = np.zeros(image.shape[:2], np.int32)
     for number, body in enumerate(bodies, start=1):
         instances[body] = number
     class_mask = np.zeros_like(instances)
     objects, sliver = [], -1
-    for number, (body, class_index) in enumerate(zip(bodies, object_classes, strict=True), start=1):
+    for number, (body, class_index) in enumerate(zip(bodies, body_classes, strict=True), start=1):
         visible = instances == number
+        if not class_index:
+            instances[visible] = 0
+            continue
         if visible.sum() < max(6, (0.04 * size) ** 2):
             instances[visible] = sliver     # too little left to name: void, neither object nor background
             class_mask[visible] = IGNORE_INDEX
@@ -186,7 +207,7 @@ def _annotate(image: np.ndarray, bodies: list[np.ndarray], object_classes: list[
 
 def _object_annotation(name: str, body: np.ndarray, visible: np.ndarray) -> ObjectAnnotation:
     rows, cols = np.nonzero(visible)
-    size = body.shape[0]
+    size = min(body.shape)
     truncated = bool(body[0].any() or body[-1].any() or body[:, 0].any() or body[:, -1].any())
     # VOC marks objects hard to recognise without context; mostly hidden or tiny ones stand in for those.
     difficult = bool(visible.sum() < 0.3 * body.sum() or visible.sum() < (0.08 * size) ** 2)

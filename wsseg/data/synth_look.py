@@ -5,6 +5,7 @@ carries a small, saturated "key part" (the dog's face) on a larger body. The bod
 by every fourth class and by class-free distractors; its moderately saturated hue, its own among the classes,
 and its shape set it apart. A classifier can name the class from the key part alone, so plain CAMs cover
 little of the body; the body's colour, shape and contact with the key part still make full masks learnable.
+The scene's make-up (how many classes and objects) and its finish are shared with the "figures" look.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 SHAPE_FAMILIES = ("superellipse", "polygon", "blob")
 BODY_TEXTURES = ("stripes", "checker", "spots", "grain")
@@ -24,6 +25,8 @@ GOLDEN_RATIO = 0.618033988749895
 # No outline reaches further than this many radii from its centre: a blob's harmonics add up to at most
 # 0.9 and a boxy superellipse's corner lies at most sqrt(2) out.
 MAX_OUTLINE_RADIUS = 2.0
+CLASS_COUNT_ODDS = (0.35, 0.4, 0.25)    # images with 1, 2 and 3 classes
+MAX_OBJECTS = 4
 
 RGB = tuple[float, float, float]
 
@@ -155,6 +158,21 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int, c
     image = Image.fromarray(coarse[..., 0] if channels == 1 else coarse, "L" if channels == 1 else "RGB")
     resized = image.resize((width, height), Image.BICUBIC)
     return np.asarray(resized, np.float32).reshape(height, width, channels) / 255
+
+
+def pick_object_classes(rng: np.random.Generator, num_foreground: int) -> list[int]:
+    """The class of each object of a scene, in drawing order: 1-3 classes, 1-4 objects."""
+    num_classes = min(num_foreground, 1 + int(rng.choice(len(CLASS_COUNT_ODDS), p=CLASS_COUNT_ODDS)))
+    present = rng.choice(num_foreground, size=num_classes, replace=False) + 1
+    extra = rng.choice(present, size=int(rng.integers(num_classes, MAX_OBJECTS + 1)) - num_classes)
+    return [int(class_index) for class_index in rng.permutation(np.concatenate([present, extra]))]
+
+
+def finish_image(canvas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Sensor noise and a slight blur, so edges are soft as a lens leaves them."""
+    canvas += rng.normal(0.0, 0.02, canvas.shape).astype(np.float32)
+    image = Image.fromarray((np.clip(canvas, 0, 1) * 255).round().astype(np.uint8))
+    return np.asarray(image.filter(ImageFilter.GaussianBlur(0.5)))
 
 
 def muted_colour(rng: np.random.Generator) -> RGB:
