@@ -4,12 +4,22 @@ The YAML section (`default_config`) holds what a user tunes; `build_mmseg_config
 config: DeepLabV3+ (Chen et al., ECCV'18) with a ResNetV1c backbone, mmseg's `deeplabv3plus_r50-d8` head
 settings, its VOC augmentation (random resize 0.5-2x, crop, flip, photometric distortion), SGD (AdamW when
 training from scratch) with a poly schedule, ignore index 255.
+
+`mode` picks the training objective: "standard" is cross-entropy on the pseudo masks; "sec" trains the same
+model with SEC's seed, expand and constrain losses (`wsseg.segmenter.sec`, METHODS.md §1).
 """
 from __future__ import annotations
 
+import copy
+import inspect
+
 from mmengine.config import Config
+from mmengine.utils import import_modules_from_strings
 
 from wsseg.classes import IGNORE_INDEX, ClassList, voc_palette
+from wsseg.crf import REFERENCE_SIDE
+from wsseg.errors import ConfigError
+from wsseg.segmenter.dataset import IMAGE_LABELS
 
 MEAN_RGB = [123.675, 116.28, 103.53]
 STD_RGB = [58.395, 57.12, 57.375]
@@ -25,10 +35,26 @@ ADAMW = dict(type="AdamW", lr=0.008, weight_decay=0.0001)
 GENTLE_PHOTOMETRIC = dict(brightness_delta=16, contrast_range=[0.8, 1.2], saturation_range=[0.8, 1.2],
                           hue_delta=2)
 
+MODES = ("standard", "sec")
+# SEC's network outputs 41x41 scores for its 321x321 inputs; its decays and CRF widths are for that grid.
+SEC_OUTPUT_SIDE = 41
+# SEC's CRF (its pylayers' CRFLayer and krahenbuhl2013 wrapper): 10 iterations, bilateral compat 10, srgb 13,
+# Gaussian compat 3, spatial widths 80/12 and 3/12 px on the 41x41 grid. Written in wsseg.crf's units (widths
+# for a 500x375 image, scaled to the grid the CRF runs on), so that on a 41x41 grid they are SEC's own.
+SEC_CRF = dict(iterations=10, gaussian_sxy=round(3 / 12 * REFERENCE_SIDE / SEC_OUTPUT_SIDE, 2),
+               gaussian_compat=3.0, bilateral_sxy=round(80 / 12 * REFERENCE_SIDE / SEC_OUTPUT_SIDE, 2),
+               bilateral_srgb=13.0, bilateral_compat=10.0, scale_sxy_to_image=True)
+# SEC's decays of global weighted rank pooling (METHODS.md §1, expand loss) for present classes, absent ones
+# (0: max pooling) and background, for its 41x41 grid (`decay_reference_pixels`; see sec.scaled_decay).
+SEC_DEFAULTS = dict(decay_present=0.996, decay_absent=0.0, decay_background=0.999,
+                    decay_reference_pixels=SEC_OUTPUT_SIDE ** 2, crf=SEC_CRF)
+SEC_MODULE = "wsseg.segmenter.sec"
+
 
 def default_config(preset: str) -> dict:
     """The `segmenter` section of a run's config for `preset`."""
-    return dict(_preset(preset), photometric={} if preset == "gpu" else dict(GENTLE_PHOTOMETRIC))
+    return dict(_preset(preset), photometric={} if preset == "gpu" else dict(GENTLE_PHOTOMETRIC),
+                mode="standard", sec=copy.deepcopy(SEC_DEFAULTS))
 
 
 def _preset(preset: str) -> dict:
@@ -55,16 +81,20 @@ def build_mmseg_config(settings: dict, classes: ClassList, datasets: dict, work_
                        distributed: bool, cuda: bool, seed: int) -> Config:
     """The full mmseg config; `datasets` maps "train" (and "val" when validating) to dataset dicts, and
     checkpoints go to `work_dir` and, for resuming, to the store at `out_uri`."""
+    if settings["mode"] not in MODES:
+        raise ConfigError(f"segmenter.mode is {settings['mode']!r}; choose one of {', '.join(MODES)}")
+    sec = settings["mode"] == "sec"
     crop = (settings["crop_size"], settings["crop_size"])
     iterations = settings["iterations"]
     testing = test_pipeline(crop)
+    model = deeplabv3plus(settings, len(classes), crop, norm="SyncBN" if distributed and cuda else "BN")
+    training = (sec_train_pipeline if sec else train_pipeline)(crop, settings["photometric"])
     config = dict(
         default_scope="mmseg",
         work_dir=work_dir,
         randomness=dict(seed=seed),
-        model=deeplabv3plus(settings, len(classes), crop, norm="SyncBN" if distributed and cuda else "BN"),
-        train_dataloader=_dataloader(datasets["train"], train_pipeline(crop, settings["photometric"]), settings,
-                                     train=True),
+        model=dict(model, type="SECSegmentor", **settings["sec"]) if sec else model,
+        train_dataloader=_dataloader(datasets["train"], training, settings, train=True),
         optim_wrapper=_optim_wrapper(settings, bf16=settings["bf16"] and cuda),
         param_scheduler=[dict(type="PolyLR", eta_min=settings["optimizer"]["lr"] / 100, power=0.9, begin=0,
                               end=iterations, by_epoch=False)],
@@ -94,6 +124,11 @@ def build_mmseg_config(settings: dict, classes: ClassList, datasets: dict, work_
         config.update(val_dataloader=_dataloader(datasets["val"], testing, settings, train=False),
                       val_cfg=dict(type="ValLoop"),
                       val_evaluator=dict(type="IoUMetric", iou_metrics=["mIoU"]))
+    if sec:
+        # Config.fromfile imports these when the stored config is loaded (wsseg.segmenter.inference), which
+        # registers SECSegmentor there; mmengine's Runner does not, so it is imported here for training.
+        config["custom_imports"] = dict(imports=[SEC_MODULE], allow_failed_imports=False)
+        import_modules_from_strings(**config["custom_imports"])
     return Config(config)
 
 
@@ -141,6 +176,23 @@ def train_pipeline(crop: tuple[int, int], photometric: dict) -> list[dict]:
         dict(type="RandomFlip", prob=0.5),
         dict(type="PhotoMetricDistortion", **photometric),
         dict(type="PackSegInputs"),
+    ]
+
+
+def sec_train_pipeline(crop: tuple[int, int], photometric: dict) -> list[dict]:
+    """SEC's training input: the whole image resized to the crop (as SEC resizes to 321x321), flipped. A random
+    crop could cut a labelled object out of view, and the expand loss would then demand a class that is not
+    there; each sample carries its image-level labels for that loss."""
+    from mmseg.datasets.transforms import PackSegInputs  # its default meta keys, to which the labels are added
+
+    meta_keys = inspect.signature(PackSegInputs).parameters["meta_keys"].default
+    return [
+        dict(type="LoadImageFromFile"),
+        dict(type="LoadAnnotations"),
+        dict(type="Resize", scale=crop, keep_ratio=False),
+        dict(type="RandomFlip", prob=0.5),
+        dict(type="PhotoMetricDistortion", **photometric),
+        dict(type="PackSegInputs", meta_keys=(*meta_keys, IMAGE_LABELS)),
     ]
 
 

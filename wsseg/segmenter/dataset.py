@@ -25,6 +25,10 @@ from wsseg.store import ArtifactStore, StoreNotFound, open_store
 
 log = logging.getLogger(__name__)
 
+# The data-info key of a sample's image-level labels (foreground class indices from the dataset's
+# annotations, never from its mask): what SEC's expand loss needs, packed only by pipelines that ask for it.
+IMAGE_LABELS = "image_labels"
+
 
 @DATASETS.register_module()
 class WssegDataset(BaseSegDataset):
@@ -34,7 +38,7 @@ class WssegDataset(BaseSegDataset):
     credentials in its environment), cached under `mask_cache`, or from the dataset's own ground truth when
     `mask_store` is None. Class names come from `metainfo["classes"]`. Images whose image or mask is
     unreadable or inconsistent are left out and listed in `skipped` (image id -> problem); with `strict` the
-    first one raises `DataError`.
+    first one raises `DataError`. Each data info holds the sample's image-level labels under `IMAGE_LABELS`.
     """
 
     def __init__(self, dataset_root: str, split: str = "train", mask_store: str | None = None,
@@ -63,8 +67,9 @@ class WssegDataset(BaseSegDataset):
                 log.warning("skipping %s: %s", sample.image_id, error)
                 self.skipped[sample.image_id] = str(error)
                 continue
-            data_list.append(dict(img_path=str(sample.image_path), seg_map_path=mask_path,
-                                  label_map=self.label_map, reduce_zero_label=False, seg_fields=[]))
+            data_list.append({"img_path": str(sample.image_path), "seg_map_path": mask_path,
+                              "label_map": self.label_map, "reduce_zero_label": False, "seg_fields": [],
+                              IMAGE_LABELS: sample.labels})
         if not data_list:
             raise DataError(self.dataset_root, f"no usable image with a mask in split {self.split!r}"
                                                f"{f' (masks from {store.uri})' if store else ''}")
