@@ -23,7 +23,7 @@ def test_cam_is_the_classifier_weights_applied_to_each_feature_vector(model_and_
     features = model.features(images)
     weights = model.classifier.weight[:, :, 0, 0]                             # w_{c,d}
     explicit = torch.einsum("kd,ndhw->nkhw", weights, features)               # Σ_d w_{c,d} F_d
-    maps = CAM(model).class_maps(features, TARGETS)
+    maps = CAM(model).class_maps(images, TARGETS)
     for image in range(2):
         for slot, target in enumerate(TARGETS[image]):
             if target != NO_TARGET:
@@ -43,8 +43,8 @@ def test_grad_cam_of_a_gap_linear_head_is_cam_over_the_feature_area(model_and_im
     with torch.no_grad():
         features = model.features(images)
     area = features.shape[2] * features.shape[3]
-    grad_maps = GradCAM(model).class_maps(features, TARGETS)
-    cam_maps = CAM(model).class_maps(features, TARGETS)
+    grad_maps = GradCAM(model).class_maps(images, TARGETS)
+    cam_maps = CAM(model).class_maps(images, TARGETS)
     valid = TARGETS != NO_TARGET
     torch.testing.assert_close(grad_maps[valid] * area, cam_maps[valid], rtol=1e-4, atol=1e-5)
     assert not grad_maps[~valid].any()

@@ -16,10 +16,17 @@ from wsseg.errors import ConfigError
 
 PRESETS = ("cpu-tiny", "cpu", "gpu")
 
+# The short side, in pixels, to which the classifier, CAM mining and the CRF scale larger images down (None:
+# native resolution). On a CPU a VOC-sized image (500x375) costs 9x what it costs at 128 px, while the CAMs,
+# computed at 1/16 of the input, gain little from it; the segmenter's scale is its crop size (see
+# wsseg.segmenter.configs.resize_scale).
+WORKING_SIZES = {"cpu-tiny": 64, "cpu": 128, "gpu": None}
+
 STEP_SECTIONS = {
     "classifier": "wsseg.steps.train_classifier",
     "cams": "wsseg.steps.mine_cams",
     "crf": "wsseg.steps.refine",
+    "affinity": "wsseg.steps.train_affinity",
     "segmenter": "wsseg.steps.train_segmenter",
     "evaluate": "wsseg.steps.evaluate",
 }
@@ -29,7 +36,8 @@ def default_config(preset: str = "cpu") -> dict:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     # strict: fail on the first bad input (corrupt image, ...) instead of skipping and counting it.
-    config = {"preset": preset, "classes": list(VOC_CLASSES), "seed": 0, "strict": False}
+    config = {"preset": preset, "classes": list(VOC_CLASSES), "seed": 0, "strict": False,
+              "working_size": WORKING_SIZES[preset]}
     for section, module in STEP_SECTIONS.items():
         config[section] = importlib.import_module(module).default_config(preset)
     return config
@@ -43,7 +51,7 @@ def load_config(path: str | Path | None = None, preset: str | None = None) -> di
     overrides = _read_yaml(path) if path else {}
     config = default_config(preset or overrides.get("preset", "cpu"))
     overrides.pop("preset", None)
-    _merge(config, overrides, source=str(path), trail="")
+    merge_overrides(config, overrides, source=str(path))
     return config
 
 
@@ -51,7 +59,7 @@ def load_config_text(text: str) -> dict:
     """A config from YAML text (as components receive it), merged over its preset's defaults."""
     overrides = _parse_yaml(text, source="config text")
     config = default_config(overrides.pop("preset", "cpu"))
-    _merge(config, overrides, source="config text", trail="")
+    merge_overrides(config, overrides, source="config text")
     return config
 
 
@@ -85,14 +93,28 @@ def _parse_yaml(text: str, source: str) -> dict:
     return loaded
 
 
+def merge_overrides(config: dict, overrides: dict, source: str) -> None:
+    """Merge `overrides` into `config` in place, refusing unknown settings (the error names `source`)."""
+    _merge(config, overrides, source, trail="")
+
+
 def _merge(base: dict, overrides: dict, source: str, trail: str) -> None:
     for key, value in overrides.items():
         where = f"{trail}{key}"
-        if key not in base:
+        if key not in base and not _takes_options(base):
             raise ConfigError(f"{source}: unknown setting {where!r}; known here: {', '.join(map(str, base))}")
+        if key not in base:
+            base[key] = copy.deepcopy(value)
+            continue
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {where!r} must be a mapping")
             _merge(base[key], value, source, f"{where}.")
         else:
             base[key] = copy.deepcopy(value)
+
+
+def _takes_options(section: dict) -> bool:
+    """A section with a `type` is built by a registry (mmseg's MODELS, torch.optim): which options it takes depends
+    on the type chosen, and building it reports any it does not take."""
+    return "type" in section

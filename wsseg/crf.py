@@ -40,6 +40,11 @@ def dense_crf(image: np.ndarray, probabilities: np.ndarray, params: CrfParams) -
     image: (H, W, 3) uint8 RGB. probabilities: (N, H, W), non-negative scores per label (normalised here).
     Returns (H, W) int64 indices into the N labels.
     """
+    return crf_marginals(image, probabilities, params).argmax(axis=0)
+
+
+def crf_marginals(image: np.ndarray, probabilities: np.ndarray, params: CrfParams) -> np.ndarray:
+    """The (N, H, W) float32 label marginals Q after mean-field inference (arguments as `dense_crf`'s)."""
     import pydensecrf.densecrf as dcrf  # C extension; imported where used so the package imports without it
 
     labels, height, width = probabilities.shape
@@ -55,7 +60,7 @@ def dense_crf(image: np.ndarray, probabilities: np.ndarray, params: CrfParams) -
     crf.addPairwiseBilateral(sxy=max(params.bilateral_sxy * scale, 1.0), srgb=params.bilateral_srgb,
                              rgbim=np.array(image, dtype=np.uint8, order="C"), compat=params.bilateral_compat)
     marginals = np.asarray(crf.inference(params.iterations), dtype=np.float32)
-    return marginals.reshape(labels, height, width).argmax(axis=0)
+    return marginals.reshape(labels, height, width)
 
 
 def _unary(probabilities: np.ndarray) -> np.ndarray:

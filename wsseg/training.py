@@ -13,8 +13,11 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
+from wsseg.classes import IGNORE_INDEX
 from wsseg.data import read_image
+from wsseg.data.images import working_scale
 from wsseg.data.samples import Sample
 from wsseg.errors import ConfigError, DataError
 from wsseg.models.cam_classifier import IMAGENET_MEAN
@@ -84,13 +87,17 @@ def split_usable(samples: list[Sample], strict: bool) -> tuple[list[Sample], dic
 class ClassifierImages(Dataset):
     """(3, S, S) float RGB in 0..255 and a multi-hot vector over the foreground classes, per sample.
 
-    With `augment`, the image gets a random rescale, colour jitter, horizontal flip and a random S×S crop (PSA/IRN
+    With `augment`, the image is scaled to its working size (short side `working_size`, when larger) and gets a
+    random rescale, colour jitter, horizontal flip and a random S×S crop (PSA/IRN
     train their classifiers this way); without, its long side is resized to S. Either is padded to S×S with the
     mean colour, which the model normalises to zero.
     """
 
-    def __init__(self, samples: list[Sample], num_classes: int, settings: dict, augment: bool):
+    def __init__(self, samples: list[Sample], num_classes: int, settings: dict, augment: bool,
+                 working_size: int | None = None, erased: ArtifactStore | None = None):
         self.samples = samples
+        self.working_size = working_size
+        self.erased = erased
         self.num_classes = num_classes
         self.settings = settings
         self.augment = augment
@@ -102,13 +109,16 @@ class ClassifierImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         sample = self.samples[index]
         image = read_image(sample.image_path)
+        if self.erased is not None:
+            image = erase(image, self.erased, sample.image_id, self.fill)
         size = self.settings["crop_size"]
         if self.augment:
-            image = _jitter_colour(_rescale(image, _uniform(*self.settings["scale_range"])),
+            scale = working_scale(*image.shape[:2], self.working_size) * uniform(*self.settings["scale_range"])
+            image = _jitter_colour(_rescale(image, scale),
                                    self.settings["color_jitter"])
-            if self.settings["flip"] and _uniform(0, 1) < 0.5:
+            if self.settings["flip"] and uniform(0, 1) < 0.5:
                 image = image[:, ::-1]
-            image = _random_crop(image, size, self.fill)
+            image = random_crop(image, size, self.fill)
         else:
             image = _pad(_rescale(image, size / max(image.shape[:2])).astype(np.float32), size, self.fill)
         target = torch.zeros(self.num_classes)
@@ -116,7 +126,17 @@ class ClassifierImages(Dataset):
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), target
 
 
-def _uniform(low: float, high: float) -> float:
+def erase(image: np.ndarray, masks: ArtifactStore, image_id: str, fill: np.ndarray) -> np.ndarray:
+    """The image with the pixels of its erasing mask (`<image_id>.png` in `masks`, if any) set to `fill`."""
+    key = f"{image_id}.png"
+    if not masks.exists(key):
+        return image
+    with Image.open(io.BytesIO(masks.get_bytes(key))) as png:
+        hidden = np.asarray(png.resize(image.shape[1::-1], Image.NEAREST)) > 0
+    return np.where(hidden[..., None], fill.astype(np.uint8), image)
+
+
+def uniform(low: float, high: float) -> float:
     # torch's generator, not numpy's: DataLoader seeds it differently in each worker.
     return float(torch.empty(()).uniform_(low, high))
 
@@ -130,26 +150,69 @@ def _rescale(image: np.ndarray, factor: float) -> np.ndarray:
 def _jitter_colour(image: np.ndarray, strength: float) -> np.ndarray:
     """Brightness, contrast and saturation each scaled by a factor in [1 − strength, 1 + strength]."""
     image = image.astype(np.float32)
-    image *= _uniform(1 - strength, 1 + strength)
-    image = (image - image.mean()) * _uniform(1 - strength, 1 + strength) + image.mean()
+    image *= uniform(1 - strength, 1 + strength)
+    image = (image - image.mean()) * uniform(1 - strength, 1 + strength) + image.mean()
     grey = image.mean(axis=2, keepdims=True)
-    image = (image - grey) * _uniform(1 - strength, 1 + strength) + grey
+    image = (image - grey) * uniform(1 - strength, 1 + strength) + grey
     return np.clip(image, 0, 255)
 
 
-def _random_crop(image: np.ndarray, size: int, fill: np.ndarray) -> np.ndarray:
-    image = _pad(image, size, fill, randomly=True)
-    top = int(torch.randint(image.shape[0] - size + 1, ()))
-    left = int(torch.randint(image.shape[1] - size + 1, ()))
-    return image[top:top + size, left:left + size]
+def random_crop(image: np.ndarray, size: int, fill: np.ndarray, mask: np.ndarray | None = None):
+    """A random size×size crop of `image`, padded with `fill` where smaller; with a `mask`, the same crop of it
+    (padded with 255, ignored) as well, as a pair."""
+    padded = _pad(image if mask is None else np.concatenate([image, mask[..., None].astype(np.float32)], axis=2),
+                  size, fill if mask is None else np.append(fill, IGNORE_INDEX), randomly=True)
+    top = int(torch.randint(padded.shape[0] - size + 1, ()))
+    left = int(torch.randint(padded.shape[1] - size + 1, ()))
+    crop = padded[top:top + size, left:left + size]
+    return crop if mask is None else (crop[..., :3], crop[..., 3].astype(np.uint8))
 
 
 def _pad(image: np.ndarray, size: int, fill: np.ndarray, randomly: bool = False) -> np.ndarray:
     """`image` placed in a canvas of at least size×size filled with `fill` (at a random offset if `randomly`)."""
     height, width = image.shape[:2]
-    canvas = np.empty((max(size, height), max(size, width), 3), dtype=np.float32)
+    canvas = np.empty((max(size, height), max(size, width), image.shape[2]), dtype=np.float32)
     canvas[:] = fill
     top = int(torch.randint(canvas.shape[0] - height + 1, ())) if randomly else 0
     left = int(torch.randint(canvas.shape[1] - width + 1, ())) if randomly else 0
     canvas[top:top + height, left:left + width] = image
     return canvas
+
+
+def train_epoch(model, loader, loss_of, optimizer, schedule, device, precision: str, description: str) -> float:
+    """One pass over `loader`; `loss_of(model, inputs, targets)` is the batch's total loss. Returns the mean loss."""
+    model.train()
+    total, seen = 0.0, 0
+    with tqdm(total=len(loader.dataset), desc=description, unit="img", leave=False) as progress:
+        for inputs, targets in loader:
+            with autocast(device, precision):
+                loss = loss_of(model, inputs.to(device), targets.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total, seen = total + loss.item() * len(inputs), seen + len(inputs)
+            progress.set_postfix(loss=f"{total / seen:.4f}")
+            progress.update(len(inputs))
+    return total / seen
+
+
+def resume_training(out: ArtifactStore, key: str, model, optimizer, schedule, what: str) -> int:
+    """The epoch to start from: 0, or the one after the last finished epoch of an earlier attempt (`out/key`)."""
+    if not out.exists(key):
+        return 0
+    state = load_from_store(out, key)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError) as error:
+        raise ConfigError(f"{out.uri}/{key} comes from a different {what} config and cannot be resumed "
+                          f"({error}); delete it or write to a new --out") from None
+    schedule.load_state_dict(state["schedule"])
+    log.info("%s training resumes after epoch %d from %s/%s", what, state["epoch"], out.uri, key)
+    return state["epoch"]
+
+
+def save_progress(out: ArtifactStore, key: str, model, optimizer, schedule, epoch: int) -> None:
+    save_to_store(out, key, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "schedule": schedule.state_dict(), "epoch": epoch})

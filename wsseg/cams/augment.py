@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from wsseg.cams.base import CAMMethod, max_normalise
 
 
-def multiscale_maps(method: CAMMethod, images: torch.Tensor, targets: torch.Tensor,
-                    scales: list[float], flip: bool) -> torch.Tensor:
-    """(N, L, H, W) maps in [0, 1] for (N, 3, H, W) images, each with its peak at 1 (or all zero)."""
-    size = tuple(images.shape[-2:])
+def multiscale_maps(method: CAMMethod, images: torch.Tensor, targets: torch.Tensor, scales: list[float],
+                    flip: bool, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """(N, L, *size) maps in [0, 1] for (N, 3, H, W) images, each with its peak at 1 (or all zero); `size`
+    defaults to the images' own."""
+    size = size or tuple(images.shape[-2:])
     total = torch.zeros(*targets.shape, *size, device=images.device)
     for scale in scales:
         scaled = images if scale == 1 else F.interpolate(images, scale_factor=scale, mode="bilinear",

@@ -30,13 +30,12 @@ class CAMMethod:
                        size: tuple[int, int] | None = None) -> torch.Tensor:
         """ReLU'd maps, bilinearly upsampled to `size` (default: the input's), not normalised, so that maps from
         several scales and flips can be summed before normalising (as PSA and IRN do)."""
-        features = self.model.features(images)
-        maps = F.relu(self.class_maps(features, targets).float())
+        maps = F.relu(self.class_maps(images, targets).float())
         maps = maps * (targets != NO_TARGET)[:, :, None, None]
         return F.interpolate(maps, size=size or images.shape[-2:], mode="bilinear", align_corners=False)
 
-    def class_maps(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """(N, L, h, w) maps before ReLU from last-stage features (N, D, h, w)."""
+    def class_maps(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(N, L, h, w) maps before ReLU, at the resolution of the classifier's features."""
         raise NotImplementedError
 
 

@@ -7,8 +7,8 @@ from wsseg.cams.base import NO_TARGET, CAMMethod
 
 
 class GradCAM(CAMMethod):
-    def class_maps(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        features = features.detach().requires_grad_()
+    def class_maps(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        features = self.model.features(images).detach().requires_grad_()
         with torch.enable_grad():
             scores = self.model.classify(features)
             maps = [self._slot_maps(scores, features, slot) for slot in targets.T]

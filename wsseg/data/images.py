@@ -18,6 +18,36 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.asarray(_decode(path).convert("RGB"))
 
 
+def working_scale(height: int, width: int, working_size: int | None) -> float:
+    """The factor that brings an image's short side down to `working_size` (never up; 1 when None)."""
+    if not working_size:
+        return 1.0
+    return min(1.0, working_size / min(height, width))
+
+
+def working_shape(height: int, width: int, working_size: int | None) -> tuple[int, int]:
+    """(height, width) of the image at its working scale."""
+    scale = working_scale(height, width, working_size)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An (H, W, 3) uint8 image resized to (height, width); PIL widens its filter when shrinking, so a
+    downscaled image is antialiased rather than aliased."""
+    height, width = shape
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(N, H, W) float maps resized to (N, height, width), bilinearly."""
+    height, width = shape
+    if maps.shape[1:] == (height, width):
+        return maps
+    return np.stack([np.asarray(Image.fromarray(np.asarray(plane, np.float32), "F").resize((width, height),
+                                                                                          Image.BILINEAR))
+                     for plane in maps]) if len(maps) else np.zeros((0, height, width), np.float32)
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """The label mask at `path` as (H, W) uint8 class indices (255 = ignore)."""
     mask = _decode(path)

@@ -30,13 +30,18 @@ class CAMClassifier(BaseModule):
     """
 
     def __init__(self, backbone: dict, num_classes: int, pretrained: str | None = None,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, init_cfg=None):
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, init_cfg=None, **head_options):
         super().__init__(init_cfg)
         self.backbone = MODELS.build(backbone)
         self.pretrained = pretrained
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.classifier = nn.Conv2d(self._feature_channels(), num_classes, kernel_size=1, bias=False)
+        self.build_heads(self._feature_channels(), num_classes, **head_options)
+
+    def build_heads(self, channels: int, num_classes: int) -> None:
+        """The layers after the backbone; subclasses (the CAM-expanding methods) build theirs from the options
+        their config adds."""
+        self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1, bias=False)
 
     def init_weights(self) -> None:
         # mmengine logs each parameter's initialiser at INFO, hundreds of lines per model; keep its warnings only.
@@ -57,6 +62,16 @@ class CAMClassifier(BaseModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classify(self.features(images))
 
+    def loss(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The training losses, mmseg-style, by name; `targets` are (N, K) multi-hot (soft under Mixup)."""
+        return {"loss_cls": multilabel_loss(self(images), targets)}
+
+    def localization_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, K, h, w) maps before any ReLU, the ones CAM mining reads; methods that refine the plain CAM
+        (ACoL's fused heads, MDC's dilated branches, SEAM's pixel correlation) override this or
+        `class_activation`."""
+        return self.class_activation(self.features(images))
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """F: the last backbone stage, (N, D, h, w)."""
         return self.backbone((images - self.mean) / self.std)[-1]
@@ -69,6 +84,10 @@ class CAMClassifier(BaseModule):
         """Logits s_c = Σ_d w_{c,d} mean_i F_d(i), (N, K); pooling first is cheaper than pooling the CAM."""
         return self.classifier(F.adaptive_avg_pool2d(features, 1)).flatten(1)
 
+    def class_layers(self) -> list[nn.Module]:
+        """The layers that map features to class maps, which IRN trains at 10× the backbone's rate."""
+        return [self.classifier]
+
     def _feature_channels(self) -> int:
         """D, found by a probe forward so that any mmseg backbone works without naming its width."""
         was_training = self.backbone.training
@@ -77,3 +96,8 @@ class CAMClassifier(BaseModule):
             channels = self.backbone(torch.zeros(1, 3, 64, 64))[-1].shape[1]
         self.backbone.train(was_training)
         return channels
+
+
+def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The multi-label soft-margin loss of PSA and IRN (BCE averaged over classes), in float32 under autocast."""
+    return F.multilabel_soft_margin_loss(logits.float(), targets.float())

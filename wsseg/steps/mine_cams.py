@@ -15,12 +15,14 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from wsseg.cams import CAM_METHODS, NO_TARGET
 from wsseg.cams.augment import multiscale_maps
 from wsseg.classes import ClassList
 from wsseg.data import load_samples, read_image
+from wsseg.data.images import working_shape
 from wsseg.data.samples import Sample
 from wsseg.errors import ConfigError, DataError
 from wsseg.steps.train_classifier import load_classifier
@@ -49,7 +51,8 @@ def mine_cams(data_root, classifier: ArtifactStore, out: ArtifactStore, config: 
     if settings["method"] not in CAM_METHODS:
         raise ConfigError(f"cams.method: {settings['method']!r}; choose one of {', '.join(CAM_METHODS)}")
     device = pick_device(settings["device"])
-    method = CAM_METHODS[settings["method"]](load_classifier(classifier, classes, device))
+    methods = [(CAM_METHODS[settings["method"]](model), contributes)
+               for model, contributes in load_localizers(classifier, classes, device)]
     samples = load_samples(data_root, split, classes)
     mined = {key.removesuffix(".npz") for key in out.list() if key.endswith(".npz")}
     counts = Counter(images=0, existing=0, skipped_unlabelled=0, skipped_corrupt=0)
@@ -58,7 +61,8 @@ def mine_cams(data_root, classifier: ArtifactStore, out: ArtifactStore, config: 
     with tqdm(total=len(samples), desc=f"mining {settings['method']}", unit="img") as progress:
         images = _images_to_mine(samples, mined, counts, strict, progress)
         for batch in size_batches(images, settings["batch_size"], PENDING_BATCHES * settings["batch_size"]):
-            for (sample, _), cams in zip(batch, _mine_batch(method, batch, settings, device), strict=True):
+            mined_maps = _mine_batch(methods, batch, settings, device, config["working_size"])
+            for (sample, _), cams in zip(batch, mined_maps, strict=True):
                 _store_cams(out, sample, cams)
             counts["images"] += len(batch)
             progress.update(len(batch))
@@ -118,17 +122,45 @@ def _read_image(sample: Sample, strict: bool) -> np.ndarray | None:
         return None
 
 
-def _mine_batch(method, batch: list[tuple[Sample, np.ndarray]], settings: dict, device) -> list[np.ndarray]:
-    """Each image's (L, H, W) maps for its own labels."""
+def load_localizers(store: ArtifactStore, classes: ClassList, device) -> list[tuple[torch.nn.Module, set | None]]:
+    """The classifiers in a train-classifier store with the classes each contributes maps of (None: all): one,
+    or one per round of adversarial erasing."""
+    from wsseg.adversarial_erasing import erasing_rounds
+
+    rounds = erasing_rounds(store)
+    if rounds is None:
+        return [(load_classifier(store, classes, device), None)]
+    return [(load_classifier(store.child(f"round-{entry['round']}"), classes, device), set(entry["classes"]))
+            for entry in rounds]
+
+
+def _mine_batch(methods, batch: list[tuple[Sample, np.ndarray]], settings: dict, device,
+                working_size: int | None) -> list[np.ndarray]:
+    """Each image's (L, H, W) maps for its own labels, computed at the working size, returned at image size; the
+    union (pixel-wise maximum) of the maps of every classifier that contributes the label."""
     images = torch.from_numpy(np.stack([image for _, image in batch])).to(device).permute(0, 3, 1, 2).float()
+    size = tuple(images.shape[-2:])
+    working = working_shape(*size, working_size)
+    if working != size:
+        images = F.interpolate(images, working, mode="bilinear", antialias=True, align_corners=False)
     labels = [sample.labels for sample, _ in batch]
     targets = torch.full((len(batch), max(map(len, labels))), NO_TARGET, dtype=torch.long)
     for row, image_labels in enumerate(labels):
         targets[row, :len(image_labels)] = torch.tensor(image_labels) - 1  # logits are foreground-only
-    with torch.no_grad(), autocast(device, settings["precision"]):
-        maps = multiscale_maps(method, images, targets.to(device), settings["scales"], settings["flip"])
-    maps = maps.cpu().numpy()
+    union = None
+    for method, contributes in methods:
+        chosen = targets if contributes is None else _only(targets, contributes)
+        with torch.no_grad(), autocast(device, settings["precision"]):
+            maps = multiscale_maps(method, images, chosen.to(device), settings["scales"], settings["flip"], size)
+        union = maps if union is None else torch.maximum(union, maps)
+    maps = union.cpu().numpy()
     return [maps[row, :len(image_labels)] for row, image_labels in enumerate(labels)]
+
+
+def _only(targets: torch.Tensor, classes: set) -> torch.Tensor:
+    """Targets with the slots of classes outside `classes` padded (their maps come out empty)."""
+    keep = torch.tensor([[int(target) + 1 in classes for target in row] for row in targets], dtype=torch.bool)
+    return torch.where(keep, targets, torch.full_like(targets, NO_TARGET))
 
 
 def _store_cams(out: ArtifactStore, sample: Sample, cams: np.ndarray) -> None:

@@ -12,10 +12,9 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
+from wsseg.batch_augment import HIDE_AND_SEEK_PATCHES_AT_224, BatchAugment
 from wsseg.classes import ClassList
 from wsseg.config import dump_config
 from wsseg.data import dataset_splits, load_samples
@@ -27,8 +26,11 @@ from wsseg.training import (
     load_from_store,
     pick_device,
     poly_schedule,
+    resume_training,
+    save_progress,
     save_to_store,
     split_usable,
+    train_epoch,
 )
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,16 @@ def default_config(preset: str) -> dict:
               # Scales up to 1 only: a crop of an enlarged image can cut away a labelled object.
               "crop_size": 512, "scale_range": [0.7, 1.0], "flip": True, "color_jitter": 0.1,
               "batch_size": 16, "epochs": 20, "optimizer": {"type": "AdamW", "lr": 5e-4, "weight_decay": 1e-4},
-              "head_lr_multiplier": 10.0, "num_workers": 4, "device": "auto", "precision": "bf16"}
+              "head_lr_multiplier": 10.0, "num_workers": 4, "device": "auto", "precision": "bf16",
+              # The CAM-expanding methods that change training, not the architecture (METHODS.md §1); the
+              # architectures are model types: ACoLClassifier, MDCClassifier, SEAMClassifier.
+              "hide_and_seek": {"enabled": False, "hide_probability": 0.5,
+                                "patch_fractions": [round(side / 224, 4) for side in HIDE_AND_SEEK_PATCHES_AT_224]},
+              # alpha 1: λ uniform on [0, 1], mixup's setting for small datasets (Zhang et al., ICLR'18).
+              "mixup": {"enabled": False, "alpha": 1.0},
+              # AE-PSL: `steps` classifiers, each on the images its predecessors' regions are erased from; a
+              # class stops when the newest classifier's mean score on its images drops below stop_confidence.
+              "adversarial_erasing": {"enabled": False, "steps": 3, "stop_confidence": 0.5}}
     if preset == "gpu":
         backbone.update(depth=50)
     elif preset in ("cpu", "cpu-tiny"):
@@ -69,22 +80,42 @@ def train_classifier(data_root, out: ArtifactStore, config: dict, classes: Class
     val, _ = split_usable(load_samples(data_root, "val", classes), strict) if has_val else ([], {})
     if not train:
         raise DataError(data_root, "no labelled, readable training image to train the classifier on")
+    if settings["adversarial_erasing"]["enabled"]:
+        from wsseg.adversarial_erasing import train_erasing_rounds
 
+        summary = train_erasing_rounds(train, val, out, config, classes, device)
+    else:
+        summary = train_model(train, val, out, config, classes, device)
+    summary = dict(summary, **train_skips)
+    log.info("train-classifier: %s", " ".join(f"{key}={value}" for key, value in summary.items()))
+    return summary
+
+
+def train_model(train: list, val: list, out: ArtifactStore, config: dict, classes: ClassList, device,
+                erased: ArtifactStore | None = None) -> dict:
+    """Train one classifier into `out` (resuming from its `last.pth`); `erased` holds masks of the pixels to hide
+    from every training image (adversarial erasing)."""
+    settings = config["classifier"]
     model = build_classifier(settings["model"], classes)
     model.init_weights()
     model.to(device)
-    loader = DataLoader(ClassifierImages(train, len(classes) - 1, settings, augment=True),
-                        batch_size=settings["batch_size"], shuffle=True, num_workers=settings["num_workers"])
+    images = ClassifierImages(train, len(classes) - 1, settings, augment=True, working_size=config["working_size"],
+                              erased=erased)
+    loader = DataLoader(images, batch_size=settings["batch_size"], shuffle=True, num_workers=settings["num_workers"])
     optimizer = build_optimizer(model, settings["optimizer"], settings["head_lr_multiplier"])
     schedule = poly_schedule(optimizer, settings["epochs"] * len(loader))
-    first_epoch = _resume(out, model, optimizer, schedule)
+    first_epoch = resume_training(out, RESUME, model, optimizer, schedule, "classifier")
+    augment = BatchAugment(settings, images.fill)
+
+    def loss_of(model, images, targets):
+        return sum(model.loss(*augment(images, targets)).values())
 
     started = time.perf_counter()
     loss = None
     for epoch in range(first_epoch, settings["epochs"]):
-        loss = _train_epoch(model, loader, optimizer, schedule, device, settings["precision"], epoch)
-        save_to_store(out, RESUME, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "schedule": schedule.state_dict(), "epoch": epoch + 1})
+        loss = train_epoch(model, loader, loss_of, optimizer, schedule, device, settings["precision"],
+                           f"classifier epoch {epoch + 1}")
+        save_progress(out, RESUME, model, optimizer, schedule, epoch + 1)
     seconds = time.perf_counter() - started
 
     metrics = evaluate_classifier(model, val, classes, settings, device)
@@ -93,12 +124,10 @@ def train_classifier(data_root, out: ArtifactStore, config: dict, classes: Class
     out.put_bytes("metrics.json", json.dumps(metrics, indent=2).encode())
     out.put_bytes("config.yaml", dump_config(config).encode())
     trained_images = len(train) * (settings["epochs"] - first_epoch)
-    summary = dict(train_images=len(train), val_images=len(val), **train_skips, resumed_from_epoch=first_epoch,
-                   epochs=settings["epochs"], loss=loss and round(loss, 4), seconds=round(seconds, 1),
-                   images_per_second=round(trained_images / seconds, 1) if seconds else None,
-                   val_map=metrics["map"], val_f1=metrics["f1"])
-    log.info("train-classifier: %s", " ".join(f"{key}={value}" for key, value in summary.items()))
-    return summary
+    return dict(train_images=len(train), val_images=len(val), resumed_from_epoch=first_epoch,
+                epochs=settings["epochs"], loss=loss and round(loss, 4), seconds=round(seconds, 1),
+                images_per_second=round(trained_images / seconds, 1) if seconds else None,
+                val_map=metrics["map"], val_f1=metrics["f1"])
 
 
 def build_classifier(model_config: dict, classes: ClassList) -> torch.nn.Module:
@@ -106,7 +135,10 @@ def build_classifier(model_config: dict, classes: ClassList) -> torch.nn.Module:
 
     import wsseg.models  # noqa: F401  (registers CAMClassifier in mmseg's MODELS)
 
-    return MODELS.build({**copy.deepcopy(model_config), "num_classes": len(classes) - 1})
+    try:
+        return MODELS.build({**copy.deepcopy(model_config), "num_classes": len(classes) - 1})
+    except (KeyError, TypeError) as error:
+        raise ConfigError(f"classifier.model: cannot build {model_config.get('type')!r}: {error}") from None
 
 
 def load_classifier(store: ArtifactStore, classes: ClassList, device: torch.device) -> torch.nn.Module:
@@ -121,14 +153,17 @@ def load_classifier(store: ArtifactStore, classes: ClassList, device: torch.devi
 
 
 def build_optimizer(model: torch.nn.Module, optimizer_config: dict, head_lr_multiplier: float = 1.0):
-    """A torch.optim optimizer named by `type`; the new 1×1 classifier learns `head_lr_multiplier` times faster
-    than the backbone, as IRN trains its CAM head at 10× the backbone's rate."""
+    """A torch.optim optimizer named by `type`; the 1×1 class layers learn `head_lr_multiplier` times faster than
+    the rest, as IRN trains its CAM head at 10× the backbone's rate. The deeper heads of ACoL and MDC and SEAM's
+    affinity layers train at the base rate: at 10× an adaptive optimizer's steps are as large as their weights."""
     options = dict(optimizer_config)
     name = options.pop("type")
     if not isinstance(getattr(torch.optim, name, None), type):
         raise ConfigError(f"classifier.optimizer.type: {name!r} is not an optimizer in torch.optim")
-    groups = [{"params": model.backbone.parameters()},
-              {"params": model.classifier.parameters(), "lr": options["lr"] * head_lr_multiplier}]
+    fast = {id(parameter) for layer in model.class_layers() for parameter in layer.parameters()}
+    groups = [{"params": [parameter for parameter in model.parameters() if id(parameter) not in fast]},
+              {"params": [parameter for parameter in model.parameters() if id(parameter) in fast],
+               "lr": options["lr"] * head_lr_multiplier}]
     return getattr(torch.optim, name)(groups, **options)
 
 
@@ -139,7 +174,7 @@ def evaluate_classifier(model, samples, classes: ClassList, settings: dict, devi
         return {"map": None, "f1": None, "images": 0, "ap": {}}
     loader = DataLoader(ClassifierImages(samples, len(classes) - 1, settings, augment=False),
                         batch_size=settings["batch_size"], num_workers=settings["num_workers"])
-    scores, targets = _predict(model, loader, device, settings["precision"])
+    scores, targets = predict_scores(model, loader, device, settings["precision"])
     per_class = {classes.names[k + 1]: average_precision(scores[:, k], targets[:, k])
                  for k in range(targets.shape[1]) if targets[:, k].any()}
     predicted = scores >= 0.5
@@ -157,28 +192,8 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
     return round(float((precision_at_rank * hits).sum() / hits.sum()), 4)
 
 
-def _train_epoch(model, loader, optimizer, schedule, device, precision: str, epoch: int) -> float:
-    model.train()
-    total, seen = 0.0, 0
-    with tqdm(total=len(loader.dataset), desc=f"classifier epoch {epoch + 1}", unit="img",
-              leave=False) as progress:
-        for images, targets in loader:
-            images, targets = images.to(device), targets.to(device)
-            with autocast(device, precision):
-                logits = model(images)
-            loss = F.multilabel_soft_margin_loss(logits.float(), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total, seen = total + loss.item() * len(images), seen + len(images)
-            progress.set_postfix(loss=f"{total / seen:.4f}")
-            progress.update(len(images))
-    return total / seen
-
-
 @torch.no_grad()
-def _predict(model, loader, device, precision: str) -> tuple[np.ndarray, np.ndarray]:
+def predict_scores(model, loader, device, precision: str) -> tuple[np.ndarray, np.ndarray]:
     model.eval()
     scores, targets = [], []
     for images, labels in loader:
@@ -186,19 +201,3 @@ def _predict(model, loader, device, precision: str) -> tuple[np.ndarray, np.ndar
             scores.append(torch.sigmoid(model(images.to(device)).float()).cpu())
         targets.append(labels.bool())
     return torch.cat(scores).numpy(), torch.cat(targets).numpy()
-
-
-def _resume(out: ArtifactStore, model, optimizer, schedule) -> int:
-    """The epoch to start from: 0, or the one after the last finished epoch of an earlier attempt."""
-    if not out.exists(RESUME):
-        return 0
-    state = load_from_store(out, RESUME)
-    try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-    except (RuntimeError, ValueError) as error:
-        raise ConfigError(f"{out.uri}/{RESUME} comes from a different classifier config and cannot be resumed "
-                          f"({error}); delete it or write to a new --out") from None
-    schedule.load_state_dict(state["schedule"])
-    log.info("train-classifier: resuming after epoch %d from %s/%s", state["epoch"], out.uri, RESUME)
-    return state["epoch"]
