@@ -17,8 +17,10 @@ from wsseg.pseudo_masks import (
     decode_mask_png,
     encode_mask_png,
 )
-from wsseg.steps.refine import default_config, refine_image, refine_with_crf
+from wsseg.refinement import Refinement, refine_image
+from wsseg.steps.refine import default_config, refine_with_crf
 from wsseg.store import open_store
+from wsseg.thresholds import PassLevels
 
 CAT = 8
 SQUARE = (slice(40, 88), slice(40, 88))
@@ -42,19 +44,24 @@ def iou(a, b):
     return (a & b).sum() / (a | b).sum()
 
 
+def refinement(foreground=0.30, background=0.15, **settings):
+    """Constant pass levels for the test classes, over the cpu preset's crf settings."""
+    levels = PassLevels(dict.fromkeys(range(1, 21), foreground), dict.fromkeys(range(1, 21), background), "test")
+    return Refinement({**default_config("cpu"), **settings}, levels, working_size=None)
+
+
 def test_crf_sharpens_a_blurry_cam_to_the_image_edge():
     image, cams, truth = square_scene()
     best_thresholded = max(iou(cam_label_map(cams, np.array([CAT]), t) == CAT, truth)
                            for t in np.arange(0.05, 0.65, 0.05))
-    mask = refine_image(image, cams, np.array([CAT]), default_config("cpu"))
+    mask = refine_image(image, cams, np.array([CAT]), refinement())
     assert iou(mask == CAT, truth) > best_thresholded + 0.1  # 1.0 against 0.84 when written
     assert iou(mask == CAT, truth) > 0.95
 
 
 def test_uncertain_band_lies_where_the_two_passes_disagree():
     image, cams, truth = square_scene()
-    irn_bands = {**default_config("cpu"), "confident_fg_threshold": 0.30, "confident_bg_threshold": 0.05}
-    mask = refine_image(image, cams, np.array([CAT]), irn_bands)
+    mask = refine_image(image, cams, np.array([CAT]), refinement(0.30, 0.05))
     # The low-background pass spreads the blob's tail (CAM > 0.05) over the dark surround; the high one does not.
     band = mask == IGNORE_INDEX
     assert band.sum() > 100
@@ -76,8 +83,8 @@ def test_psa_background_is_one_minus_peak_to_the_alpha():
 
 def test_psa_background_refines_too():
     image, cams, truth = square_scene()
-    settings = {**default_config("cpu"), "background": "psa"}
-    mask = refine_image(image, cams, np.array([CAT]), settings)
+    mask = refine_image(image, cams, np.array([CAT]), Refinement({**default_config("cpu"), "background": "psa"},
+                                                                 None, working_size=None))
     assert iou(mask == CAT, truth) > 0.9
 
 
@@ -109,7 +116,7 @@ def synthetic(tmp_path_factory):
 
 def crf_config(processes=1):
     # Only the step's own section: the run config's other sections belong to other steps.
-    return {"crf": {**default_config("cpu-tiny"), "processes": processes}}
+    return {"crf": {**default_config("cpu-tiny"), "processes": processes}, "working_size": None}
 
 
 def run_refine(synthetic, out_dir, processes=1, strict=False):

@@ -13,7 +13,9 @@ from PIL import Image
 
 from wsseg.classes import IGNORE_INDEX, voc_palette
 
-BACKGROUND_METHODS = ("constant", "psa")
+BACKGROUND_METHODS = ("adaptive", "constant", "psa")
+# A floor under per-class thresholds: a class whose CAMs never rise above zero must not divide by zero.
+MIN_THRESHOLD = 1e-3
 
 
 def read_cam_file(data: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -47,6 +49,13 @@ def background_score(cams: np.ndarray, method: str, level: float) -> np.ndarray:
 def with_background(cams: np.ndarray, background: np.ndarray) -> np.ndarray:
     """The (1 + L, H, W) score stack [background, CAMs] whose argmax is a local label map."""
     return np.concatenate([background[None].astype(np.float32), cams.astype(np.float32)], axis=0)
+
+
+def in_threshold_units(cams: np.ndarray, labels: np.ndarray, thresholds: dict[int, float]) -> np.ndarray:
+    """The (1 + L, H, W) scores [1, CAM_l / t_l]: each class against its own threshold, so that argmax is the
+    class whose CAM exceeds its threshold by most, or background where none does."""
+    levels = np.array([max(thresholds.get(int(label), 1.0), MIN_THRESHOLD) for label in labels], np.float32)
+    return with_background(cams / levels[:, None, None], np.ones(cams.shape[1:], np.float32))
 
 
 def to_global_labels(local: np.ndarray, labels: np.ndarray) -> np.ndarray:

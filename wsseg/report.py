@@ -110,10 +110,33 @@ def _sections(metrics: dict) -> list[tuple[str, str, tuple[str, ...], list[list[
                                    masks["uncertain_as_background"]))
         sections.append(_per_class("Pseudo masks, confident pixels only, per class (train)",
                                    masks["confident_only"]))
+        if masks.get("thresholds"):
+            sections.append(_thresholds_section(masks["thresholds"], metrics))
     segmenter = metrics.get("segmenter")
     if segmenter:
         sections.append(_per_class("Segmenter, per class (val)", segmenter))
     return sections
+
+
+THRESHOLD_SOURCES = {
+    "cams": "chosen from this run's CAMs alone",
+    "calibration": "from the CAMs, scaled to fit the named calibration images",
+    "config": "the config's constants",
+}
+
+
+def _thresholds_section(thresholds: dict, metrics: dict) -> tuple[str, str, tuple[str, ...], list[list[str]]]:
+    """The refine step's per-class pass thresholds and where they came from."""
+    names = list(metrics["pseudo_masks"]["uncertain_as_background"]["per_class"])
+    details = thresholds.get("details", {})
+    note = f"Thresholds {THRESHOLD_SOURCES.get(thresholds['source'], thresholds['source'])}"
+    if thresholds["source"] == "calibration":
+        note += f" ({len(details['images'])} images, scale {_number(details['scale'])})"
+    elif details.get("method"):
+        note += f" ({details['method']})"
+    rows = [[names[int(label)] if int(label) < len(names) else label, _number(level),
+             _number(thresholds["background"][label])] for label, level in thresholds["foreground"].items()]
+    return "Pseudo-mask thresholds (CRF passes)", note + ".", ("class", "foreground pass", "background pass"), rows
 
 
 def _headline_note(metrics: dict) -> str:
@@ -150,6 +173,32 @@ def _summary_cells(name: str, headline: dict, upper: float | None) -> list[str]:
     segmenter = headline.get("segmenter_miou")
     return [name, _number(headline.get("cam_miou")), _number(headline.get("pseudo_mask_miou")),
             _number(segmenter), _number(upper), _number(_ratio(segmenter, upper))]
+
+
+ABLATION_COLUMNS = ("method", "CAM mIoU", "pseudo-mask mIoU", "segmenter mIoU", "upper bound mIoU",
+                    "% of upper bound", "minutes")
+
+
+def render_ablation_table(table: dict) -> str:
+    """Markdown: one row per method of an ablation (`wsseg.ablation.write_ablation_table`'s dict)."""
+    return _markdown_table(ABLATION_COLUMNS, _ablation_rows(table)) + "\n\n" + _ablation_note(table)
+
+
+def render_ablation_html(table: dict) -> str:
+    return (f"<html><head><meta charset='utf-8'><title>wsseg ablation</title></head><body><h1>Ablation</h1>"
+            f"{_html_table(ABLATION_COLUMNS, _ablation_rows(table))}<p>{html.escape(_ablation_note(table))}</p>"
+            "</body></html>")
+
+
+def _ablation_rows(table: dict) -> list[list[str]]:
+    upper = table["upper_bound_miou"]
+    return [_summary_cells(row["method"], row, upper) + [_number(row["minutes"])] for row in table["methods"]]
+
+
+def _ablation_note(table: dict) -> str:
+    return ("CAM mIoU on train at the best background threshold; pseudo masks on train (uncertain pixels counted "
+            "as background); segmenter and upper bound (the same segmenter on ground truth, "
+            f"{_number(table['upper_bound_minutes'])} minutes) on val; minutes: the method's steps, end to end.")
 
 
 def _ratio(value: float | None, upper: float | None) -> float | None:

@@ -17,6 +17,7 @@ from wsseg.errors import ConfigError, DataError
 from wsseg.metrics import ConfusionMatrix
 from wsseg.pseudo_masks import CamThresholdSweep, decode_mask_png, read_cam_file
 from wsseg.report import Overlay, cam_heatmap, colorize, overlay_strip, render_html, render_markdown
+from wsseg.steps.refine import THRESHOLDS
 
 
 def default_config(preset: str) -> dict:
@@ -52,6 +53,8 @@ def evaluate(data_root, cams, pseudo_masks, segmenter, out, config: dict, classe
         segmenter_summary, counts["val_scored"], counts["val_skipped"] = _score_segmenter(
             model, load_samples(data_root, "val", classes), classes, settings, strict)
     metrics = scores.metrics(classes, segmenter_summary, settings["upper_bound_miou"], counts)
+    if metrics["pseudo_masks"] and pseudo_masks.exists(THRESHOLDS):
+        metrics["pseudo_masks"]["thresholds"] = json.loads(pseudo_masks.get_bytes(THRESHOLDS))
     out.put_bytes("metrics.json", json.dumps(metrics, indent=2).encode())
     out.put_bytes("report.md", render_markdown(metrics, overlays).encode())
     out.put_bytes("report.html", render_html(metrics, overlays).encode())

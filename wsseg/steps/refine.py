@@ -1,10 +1,13 @@
 """refine: CAMs -> pseudo masks by dense CRF, with IRN's uncertain band (Ahn et al., CVPR'19, sec. 3.1).
 
-Each train image with a CAM file gets two CRF passes, one with a high background score (its foreground is
-trusted) and one with a low background score (its background is trusted); pixels where they disagree are
-marked 255 so the segmenter ignores them. The CRF is the pipeline's slowest step and runs on the CPU, so
-images are spread over a process pool; each worker reads and writes the stores itself so that no image
-travels through the parent and memory stays flat however large the dataset.
+Each train image with a CAM file gets two CRF passes, one with a high background level (its foreground is
+trusted) and one with a low background level (its background is trusted); pixels where they disagree are
+marked 255 so the segmenter ignores them. The levels are chosen per run from the CAMs (`wsseg.thresholds`),
+or scaled to a few pixel-labelled images the user names (`calibration`), and kept in `thresholds.json`.
+With saliency guidance, salient segments take the class of the CAM seed inside them (Oh et al., CVPR'17).
+The CRF is the pipeline's slowest step and runs on the CPU, so images are spread over a process pool; each
+worker reads and writes the stores itself so that no image travels through the parent and memory stays flat
+however large the dataset.
 """
 from __future__ import annotations
 
@@ -13,28 +16,30 @@ import logging
 import multiprocessing
 import os
 import time
+from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from wsseg.classes import IGNORE_INDEX, ClassList
-from wsseg.crf import CrfParams, dense_crf
+from wsseg.data.samples import Sample
 from wsseg.errors import ConfigError, DataError
+from wsseg.pass_levels import choose_levels
 from wsseg.pseudo_masks import (
     BACKGROUND_METHODS,
-    background_score,
-    confident_labels,
     encode_mask_png,
     read_cam_file,
-    to_global_labels,
-    with_background,
 )
+from wsseg.refinement import Refinement, refine_image
+from wsseg.saliency import SaliencySource
+from wsseg.saliency import default_config as saliency_config
+from wsseg.thresholds import PassLevels
 
 log = logging.getLogger(__name__)
 CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+THRESHOLDS = "thresholds.json"
 
 
 def default_config(preset: str) -> dict:
@@ -48,18 +53,18 @@ def default_config(preset: str) -> dict:
         "bilateral_srgb": 13.0,
         "bilateral_compat": 10.0,
         "scale_sxy_to_image": True,
-        # "constant": background score = threshold (IRN); "psa": (1 - max CAM)^alpha (PSA, CVPR'18).
-        "background": "constant",
-        # IRN's conf_fg_thres / conf_bg_thres: the background scores of the two passes. IRN's bands train its
-        # affinity net, not the segmenter; trained on them directly, the segmenter never sees the wide uncertain
-        # ring around objects as background and over-extends them. On the cpu preset's synthetic set, 0.15
-        # rather than 0.05 cut the uncertain pixels from 34% to 10% at the same headline pseudo-mask mIoU 80.7,
-        # and the segmenter trained on them rose from 63.0 to 77.5 val mIoU.
+        # "adaptive": per class, from this run's CAMs (wsseg.thresholds); "constant": the two thresholds below
+        # for every class (IRN's conf_fg_thres / conf_bg_thres); "psa": (1 - max CAM)^alpha (PSA, CVPR'18).
+        "background": "adaptive",
         "confident_fg_threshold": 0.30,
-        "confident_bg_threshold": 0.15 if preset == "cpu" else 0.05,
+        "confident_bg_threshold": 0.05,
         # PSA's alphas for the same two passes (its la_crf = 4 and ha_crf = 32).
         "confident_fg_alpha": 4.0,
         "confident_bg_alpha": 32.0,
+        # Train image ids with pixel labels (say 20) to scale the adaptive thresholds to; none: the CAMs alone.
+        "calibration": [],
+        "saliency_guidance": False,
+        "saliency": saliency_config(),
         "processes": 0,  # 0 = every CPU this process may use (see available_cpus)
         "chunk_size": 2,
     }
@@ -70,16 +75,20 @@ def refine_with_crf(data_root, cams, out, config: dict, classes: ClassList, stri
     from wsseg.data import load_samples
 
     settings = config["crf"]
-    _pass_levels(settings)  # a wrong background method fails before any work starts
+    if settings["background"] not in BACKGROUND_METHODS:
+        raise ConfigError(f"crf.background is {settings['background']!r}; choose one of "
+                          f"{', '.join(BACKGROUND_METHODS)}")
     with_cams = _ids_with_suffix(cams.list(), ".npz")
     finished = _ids_with_suffix(out.list(), ".png")
     train = load_samples(data_root, "train", classes)
     samples = [sample for sample in train if sample.image_id in with_cams]
+    refinement = Refinement(settings, _pass_levels(samples, train, cams, out, config, classes),
+                            config["working_size"])
     tasks = [RefineTask(s.image_id, str(s.image_path)) for s in samples if s.image_id not in finished]
 
     started = time.perf_counter()
     # closing(): a strict-mode error stops the pool now, not when the traceback is garbage collected.
-    with closing(_results(tasks, cams, out, settings)) as results:
+    with closing(_results(tasks, cams, out, refinement)) as results:
         tally = _tally(results, len(tasks), strict)
     seconds = time.perf_counter() - started
     summary = {
@@ -88,6 +97,8 @@ def refine_with_crf(data_root, cams, out, config: dict, classes: ClassList, stri
         "already_done": len(samples) - len(tasks),
         "without_cams": len(train) - len(samples),
         "uncertain_fraction": round(tally["uncertain"] / tally["pixels"], 4) if tally["pixels"] else None,
+        "thresholds": refinement.levels.source if refinement.levels else settings["background"],
+        **{f"saliency_{origin}": count for origin, count in tally["saliency"].items()},
         "seconds": round(seconds, 2),
         "images_per_second": round(tally["refined"] / seconds, 3) if tally["refined"] and seconds > 0 else None,
     }
@@ -98,6 +109,7 @@ def refine_with_crf(data_root, cams, out, config: dict, classes: ClassList, stri
 def _tally(results, total: int, strict: bool) -> dict:
     """Count results as they arrive, behind a progress bar whose rate is the img/s figure."""
     tally = dict.fromkeys(("refined", "skipped", "uncertain", "pixels"), 0)
+    tally["saliency"] = Counter()
     for result in tqdm(results, total=total, unit="img", desc="refine", dynamic_ncols=True):
         if result.problem is not None:
             if strict:
@@ -108,29 +120,24 @@ def _tally(results, total: int, strict: bool) -> dict:
         tally["refined"] += 1
         tally["uncertain"] += result.uncertain_pixels
         tally["pixels"] += result.pixels
+        if result.saliency_origin:
+            tally["saliency"][result.saliency_origin] += 1
     return tally
 
 
-def refine_image(image: np.ndarray, cams: np.ndarray, labels: np.ndarray, settings: dict) -> np.ndarray:
-    """The pseudo mask (H, W) uint8 of one image: global class indices, 255 where the two passes disagree."""
-    if len(labels) == 0:
-        return np.zeros(image.shape[:2], dtype=np.uint8)
-    params = CrfParams.from_config(settings)
-    passes = []
-    for level in _pass_levels(settings):
-        scores = with_background(cams, background_score(cams, settings["background"], level))
-        passes.append(to_global_labels(dense_crf(image, scores, params), labels))
-    return confident_labels(*passes)
-
-
-def _pass_levels(settings: dict) -> tuple[float, float]:
-    """Background levels of the (confident foreground, confident background) passes."""
-    method = settings["background"]
-    if method == "constant":
-        return settings["confident_fg_threshold"], settings["confident_bg_threshold"]
-    if method == "psa":
-        return settings["confident_fg_alpha"], settings["confident_bg_alpha"]
-    raise ConfigError(f"crf.background is {method!r}; choose one of {', '.join(BACKGROUND_METHODS)}")
+def _pass_levels(samples: list[Sample], train: list[Sample], cams, out, config: dict,
+                 classes: ClassList) -> PassLevels | None:
+    """The passes' levels: those of an earlier attempt at this step (a resumed step keeps its masks consistent),
+    else chosen now, and stored in `thresholds.json`."""
+    settings = config["crf"]
+    if settings["background"] == "psa":
+        return None
+    if out.exists(THRESHOLDS):
+        return PassLevels.from_json(json.loads(out.get_bytes(THRESHOLDS)))
+    levels = choose_levels(samples, train, cams, config, len(classes))
+    out.put_bytes(THRESHOLDS, json.dumps(levels.to_json(), indent=2).encode())
+    log.info("refine: pass levels from %s: %s", levels.source, levels.details)
+    return levels
 
 
 @dataclass(frozen=True)
@@ -146,13 +153,16 @@ class RefineResult:
     problem: str | None = None  # why the image was skipped; DataError is rebuilt from it in the parent
     uncertain_pixels: int = 0
     pixels: int = 0
+    saliency_origin: str | None = None  # where the saliency map came from, with saliency guidance
 
 
 class _Refiner:
     """Refines one image from store to store; one per process."""
 
-    def __init__(self, cams, out, settings: dict):
-        self.cams, self.out, self.settings = cams, out, settings
+    def __init__(self, cams, out, refinement: Refinement):
+        self.cams, self.out, self.refinement = cams, out, refinement
+        settings = refinement.settings
+        self.saliency = SaliencySource(settings["saliency"]) if settings["saliency_guidance"] else None
 
     def __call__(self, task: RefineTask) -> RefineResult:
         from wsseg.data import read_image
@@ -169,35 +179,41 @@ class _Refiner:
         if cams.shape[1:] != image.shape[:2]:
             return RefineResult(task.image_id, f"{self.cams.uri}/{cam_key}",
                                 f"CAMs are {cams.shape[1:]} but the image is {image.shape[:2]}")
-        mask = refine_image(image, cams, labels, self.settings)
+        saliency, origin = None, None
+        if self.saliency is not None:
+            try:
+                saliency, origin = self.saliency.saliency(task.image_id, image)
+            except DataError as error:
+                return RefineResult(task.image_id, error.path, error.problem)
+        mask = refine_image(image, cams, labels, self.refinement, saliency)
         self.out.put_bytes(f"{task.image_id}.png", encode_mask_png(mask))
         return RefineResult(task.image_id, task.image_path, None,
-                            int((mask == IGNORE_INDEX).sum()), int(mask.size))
+                            int((mask == IGNORE_INDEX).sum()), int(mask.size), origin)
 
 
 _worker_refiner: _Refiner | None = None
 
 
-def _start_worker(cams_uri: str, out_uri: str, settings: dict) -> None:
+def _start_worker(cams_uri: str, out_uri: str, refinement: Refinement) -> None:
     # Stores are reopened from their URIs (credentials come from the environment) rather than inherited, so
     # no worker shares the parent's network connections.
     from wsseg.store import open_store
 
     global _worker_refiner
-    _worker_refiner = _Refiner(open_store(cams_uri), open_store(out_uri), settings)
+    _worker_refiner = _Refiner(open_store(cams_uri), open_store(out_uri), refinement)
 
 
 def _refine_in_worker(task: RefineTask) -> RefineResult:
     return _worker_refiner(task)
 
 
-def _results(tasks: list[RefineTask], cams, out, settings: dict):
-    processes = min(settings["processes"] or available_cpus(), len(tasks))
+def _results(tasks: list[RefineTask], cams, out, refinement: Refinement):
+    processes = min(refinement.settings["processes"] or available_cpus(), len(tasks))
     if processes <= 1:
-        yield from map(_Refiner(cams, out, settings), tasks)
+        yield from map(_Refiner(cams, out, refinement), tasks)
         return
-    with multiprocessing.Pool(processes, _start_worker, (cams.uri, out.uri, settings)) as pool:
-        yield from pool.imap_unordered(_refine_in_worker, tasks, chunksize=settings["chunk_size"])
+    with multiprocessing.Pool(processes, _start_worker, (cams.uri, out.uri, refinement)) as pool:
+        yield from pool.imap_unordered(_refine_in_worker, tasks, chunksize=refinement.settings["chunk_size"])
 
 
 def available_cpus() -> int:
