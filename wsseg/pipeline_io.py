@@ -10,6 +10,7 @@ import importlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 from wsseg.classes import ClassList
@@ -22,6 +23,8 @@ from wsseg.store import ArtifactStore, open_store
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = "config.yaml"
+STEP_RECORD = "step.json"
+PUBLISHED_STORE = "published_store"
 
 
 def open_run(store_uri: str, run_name: str, config_yaml: str, s3_endpoint: str = "") -> str:
@@ -43,13 +46,19 @@ def run_step(command: str, data: str, run_store_uri: str, config_yaml: str,
     config = load_config_text(config_yaml)
     stores = [store_of(inputs[name]) if inputs.get(name) is not None else None for name in input_names]
     out = open_store(run_store_uri).child(command)
+    started = time.perf_counter()
     if command == "train-segmenter" and wants_training_job(config):
         summary = train_segmenter_as_job(data, stores[0], out, config)
     else:
         step = getattr(importlib.import_module(module), function)
         summary = step(local_dataset(data), *stores, out, config, ClassList(config["classes"]),
                        strict=config["strict"])
-    publish(output, out, summary)
+    # The wall time of this attempt, data fetching included: what a run's table reports as minutes per step.
+    out.put_bytes(STEP_RECORD, json.dumps({"command": command, "seconds": round(time.perf_counter() - started, 1),
+                                           "summary": summary}, indent=2, default=str).encode())
+    # A step with nothing to do (propagate without affinity) hands its input on instead of an empty store.
+    published = summary.pop(PUBLISHED_STORE, None)
+    publish(output, open_store(published) if published else out, summary)
     return summary
 
 

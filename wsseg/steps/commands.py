@@ -13,12 +13,19 @@ STEPS = {
     "train-classifier": ("wsseg.steps.train_classifier", "train_classifier", ()),
     "mine-cams": ("wsseg.steps.mine_cams", "mine_cams", ("classifier",)),
     "refine": ("wsseg.steps.refine", "refine_with_crf", ("cams",)),
+    "train-affinity": ("wsseg.steps.train_affinity", "train_affinity", ("classifier", "masks")),
+    "propagate": ("wsseg.steps.propagate", "propagate", ("cams", "masks", "affinity")),
     "train-segmenter": ("wsseg.steps.train_segmenter", "train_segmenter", ("masks",)),
     "evaluate": ("wsseg.steps.evaluate", "evaluate", ("cams", "pseudo_masks", "segmenter")),
 }
 
+# Inputs a step cannot run without; the others are optional (see OPTIONAL_INPUTS).
+REQUIRED_INPUTS = {"mine-cams": ("classifier",), "refine": ("cams",), "train-affinity": ("classifier", "masks"),
+                   "propagate": ("cams", "masks")}
+
 OPTIONAL_INPUTS = {
     "masks": "pseudo masks to train on; without it the ground-truth masks are used (the supervised upper bound)",
+    "affinity": "store holding the trained AffinityNet (needed when affinity.enabled)",
     "cams": "store holding the mined CAMs",
     "pseudo_masks": "store holding the pseudo masks",
     "segmenter": "store holding the trained segmenter",
@@ -30,7 +37,7 @@ def register(subparsers) -> None:
         parser = subparsers.add_parser(command, help=f"run the {command} step alone")
         parser.add_argument("--data", required=True, help="dataset root (VOC folder or manifest file)")
         for name in inputs:
-            required = command in ("mine-cams", "refine")
+            required = name in REQUIRED_INPUTS.get(command, ())
             parser.add_argument(f"--{name.replace('_', '-')}", required=required, metavar="URI",
                                 help=OPTIONAL_INPUTS.get(name, f"store of the {name} step"))
         parser.add_argument("--out", required=True, metavar="URI", help="store to write this step's output to")
