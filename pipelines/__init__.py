@@ -1,5 +1,6 @@
 """KFP pipelines: each module defines one `@dsl.pipeline`, listed in PIPELINES for compiling and running."""
+from pipelines.ablation import ablation
 from pipelines.supervised import supervised
 from pipelines.wsss import wsss
 
-PIPELINES = {"wsss": wsss, "supervised": supervised}
+PIPELINES = {"wsss": wsss, "supervised": supervised, "ablation": ablation}

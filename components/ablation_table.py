@@ -1,0 +1,28 @@
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Output
+
+from wsseg.image import WSSEG_IMAGE
+
+
+# kfp is in the image already: pods need not reach PyPI.
+@dsl.component(base_image=WSSEG_IMAGE, install_kfp_package=False)
+def ablation_table(run_store: str, methods: list[str], evaluations: Input[list[Dataset]],
+                   upper_bound: Input[Dataset], table: Output[Markdown], report: Output[HTML],
+                   metrics: Output[Metrics], s3_endpoint: str = ""):
+    """One row per method: CAM, pseudo-mask and segmenter mIoU, the upper bound, and minutes."""
+    from pathlib import Path
+
+    from wsseg.ablation import write_ablation_table
+    from wsseg.pipeline_io import use_endpoint
+    from wsseg.report import render_ablation_html, render_ablation_table
+
+    use_endpoint(s3_endpoint)
+    figures = write_ablation_table(run_store, methods)
+    for row in figures["methods"]:
+        for name in ("cam_miou", "pseudo_mask_miou", "segmenter_miou"):
+            if row[name] is not None:
+                metrics.log_metric(f"{row['method']}_{name}", row[name])
+    for artifact, text in ((table, render_ablation_table(figures)), (report, render_ablation_html(figures))):
+        Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(artifact.path).write_text(text)

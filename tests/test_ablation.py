@@ -1,0 +1,57 @@
+"""The ablation: one DAG fanning out over methods (dsl.ParallelFor) under kfp.local, ending in one table."""
+import json
+
+import pytest
+import yaml
+
+from wsseg.ablation import UPPER_BOUND, open_method_run, write_ablation_table
+from wsseg.config import default_config, dump_config
+from wsseg.errors import ConfigError
+from wsseg.store import open_store
+
+
+def fake_method_run(run, method, cam, masks, segmenter, step_seconds):
+    store = run.child(method)
+    headline = {"cam_miou": cam, "pseudo_mask_miou": masks, "segmenter_miou": segmenter}
+    store.child("evaluate").put_bytes("metrics.json", json.dumps({"headline": headline}).encode())
+    for step, seconds in step_seconds.items():
+        store.child(step).put_bytes("step.json", json.dumps({"seconds": seconds}).encode())
+
+
+def test_the_table_reads_each_methods_figures_and_sums_its_step_times(tmp_path):
+    run = open_store(tmp_path)
+    fake_method_run(run, "cam", 50.0, 60.0, 55.0, {"train-classifier": 60, "refine": 30, "evaluate": 30})
+    fake_method_run(run, "has", 52.0, 66.0, 58.0, {"train-classifier": 120})
+    fake_method_run(run, UPPER_BOUND, None, None, 70.0, {"train-segmenter": 90})
+    table = write_ablation_table(str(tmp_path), ["has", "cam"])
+    assert [row["method"] for row in table["methods"]] == ["has", "cam"]
+    assert [row["minutes"] for row in table["methods"]] == [2.0, 2.0] and table["upper_bound_miou"] == 70.0
+    markdown = run.child("ablation").get_bytes("table.md").decode()
+    assert "| has | 52.00 | 66.00 | 58.00 | 70.00 | 82.86 | 2.00 |" in markdown
+    assert "<table>" in run.child("ablation").get_bytes("report.html").decode()
+
+
+def test_a_method_run_stores_the_runs_config_with_the_methods_settings(tmp_path):
+    uri, config_text = open_method_run(str(tmp_path), "acol", dump_config(default_config("cpu-tiny")))
+    stored = yaml.safe_load(open_store(uri).get_bytes("config.yaml"))
+    assert uri.endswith("/acol") and stored == yaml.safe_load(config_text)
+    assert stored["classifier"]["model"]["type"] == "ACoLClassifier"
+    with pytest.raises(ConfigError, match="unknown method"):
+        open_method_run(str(tmp_path), "nope", dump_config(default_config("cpu-tiny")))
+
+
+@pytest.mark.slow
+def test_the_ablation_dag_runs_every_method_and_the_upper_bound_into_one_table(tiny_voc, tmp_path):
+    from wsseg.runner import run_ablation
+
+    table = run_ablation(str(tiny_voc), tmp_path, default_config("cpu-tiny"), ["cam", "has"])
+    assert [row["method"] for row in table["methods"]] == ["cam", "has"]
+    for row in table["methods"]:
+        for name in ("cam_miou", "pseudo_mask_miou", "segmenter_miou"):
+            assert 0 <= row[name] <= 100
+        assert row["minutes"] > 0
+    assert 0 <= table["upper_bound_miou"] <= 100
+    run = open_store(str(tmp_path / "store")).child("ablation")
+    has_config = yaml.safe_load(run.child("has").get_bytes("config.yaml"))
+    assert has_config["classifier"]["hide_and_seek"]["enabled"] and not run.child("cam").exists("erased-1/x")
+    assert "| has |" in run.child("ablation").get_bytes("table.md").decode()

@@ -1,0 +1,54 @@
+"""The ablation: the weakly supervised pipeline once per method over the same data, and one table of figures.
+
+Each method runs in its own prefix of the run's store (`<run>/<method>/`, its config there), the fully
+supervised upper bound once in `<run>/upper-bound/`; the table (`<run>/ablation/`) reads what their evaluate
+steps stored and the time every step took (`step.json`, written by `wsseg.pipeline_io.run_step`).
+"""
+from __future__ import annotations
+
+import json
+
+from wsseg.config import dump_config, load_config_text
+from wsseg.methods import method_config
+from wsseg.pipeline_io import STEP_RECORD
+from wsseg.report import render_ablation_html, render_ablation_table
+from wsseg.store import ArtifactStore, open_store
+
+UPPER_BOUND = "upper-bound"
+TABLE = "ablation"
+
+
+def open_method_run(run_store_uri: str, method: str, config_yaml: str) -> tuple[str, str]:
+    """The method's prefix of the run store and its config (the run's, with the method's settings), stored there."""
+    config_text = dump_config(method_config(load_config_text(config_yaml), method))
+    store = open_store(run_store_uri).child(method)
+    store.put_bytes("config.yaml", config_text.encode())
+    return store.uri, config_text
+
+
+def ablation_rows(run: ArtifactStore, methods: list[str]) -> list[dict]:
+    """One row per method: its evaluation's headline figures and its minutes, in the order given."""
+    return [dict(method=method, **_headline(run.child(method)), minutes=round(_seconds(run.child(method)) / 60, 1))
+            for method in methods]
+
+
+def write_ablation_table(run_store_uri: str, methods: list[str]) -> dict:
+    """`<run>/ablation/table.md`, `report.html` and `ablation.json`; returns the JSON's content."""
+    run = open_store(run_store_uri)
+    upper = _headline(run.child(UPPER_BOUND)).get("segmenter_miou")
+    table = {"methods": ablation_rows(run, methods), "upper_bound_miou": upper,
+             "upper_bound_minutes": round(_seconds(run.child(UPPER_BOUND)) / 60, 1)}
+    out = run.child(TABLE)
+    out.put_bytes("ablation.json", json.dumps(table, indent=2).encode())
+    out.put_bytes("table.md", render_ablation_table(table).encode())
+    out.put_bytes("report.html", render_ablation_html(table).encode())
+    return table
+
+
+def _headline(method_run: ArtifactStore) -> dict:
+    return json.loads(method_run.child("evaluate").get_bytes("metrics.json"))["headline"]
+
+
+def _seconds(method_run: ArtifactStore) -> float:
+    return sum(json.loads(method_run.get_bytes(key))["seconds"] for key in method_run.list()
+               if key.endswith("/" + STEP_RECORD) and key.count("/") == 1)
