@@ -14,6 +14,7 @@ from wsseg.models.seam_classifier import equivariance_loss
 from wsseg.steps.mine_cams import load_localizers, mine_cams
 from wsseg.steps.train_classifier import build_classifier, train_classifier
 from wsseg.store import open_store
+from wsseg.training import erased_pixels
 
 FILL = torch.tensor([123.675, 116.28, 103.53])
 
@@ -185,9 +186,7 @@ def test_adversarial_erasing_trains_the_second_classifier_on_images_erased_where
     assert store.child("round-1").exists("checkpoint.pth") and store.child("round-2").exists("checkpoint.pth")
     masks = [key for key in store.child("erased-1").list() if key.endswith(".png")]
     assert len(masks) == summary["train_images"]
-    from wsseg.adversarial_erasing import _previous
-
-    erased = [_previous(store.child("erased-1"), key[:-4], (16, 16)).mean() for key in masks]
+    erased = [erased_pixels(store.child("erased-1"), key[:-4], (16, 16)).mean() for key in masks]
     assert 0 < np.mean(erased) < 1, "some of each image is erased, not all of it"
 
 

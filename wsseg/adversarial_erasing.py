@@ -28,7 +28,7 @@ from wsseg.data.samples import Sample
 from wsseg.steps.train_classifier import load_classifier, predict_scores, train_model
 from wsseg.store import ArtifactStore
 from wsseg.thresholds import CamHistograms
-from wsseg.training import ClassifierImages, autocast, erase
+from wsseg.training import ClassifierImages, autocast, erase, erased_pixels
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ def write_erasing_masks(model, samples: list[Sample], erased: ArtifactStore | No
         region = np.zeros(cams.shape[1:], bool)
         for cam, label in zip(cams, labels, strict=True):
             region |= cam > thresholds[int(label)]
-        out.put_bytes(f"{sample.image_id}.png", _mask_png(region | _previous(erased, sample.image_id, region.shape)))
+        region |= erased_pixels(erased, sample.image_id, region.shape)
+        out.put_bytes(f"{sample.image_id}.png", _mask_png(region))
 
 
 def _active_maps(model, sample: Sample, erased: ArtifactStore | None, active: list[int], config: dict, device):
@@ -106,13 +107,6 @@ def _active_maps(model, sample: Sample, erased: ArtifactStore | None, active: li
         cams = multiscale_maps(CAM(model), tensor, torch.from_numpy(labels - 1)[None].to(device), settings["scales"],
                                settings["flip"], size)
     return cams[0].float().cpu().numpy(), labels
-
-
-def _previous(erased: ArtifactStore | None, image_id: str, shape: tuple[int, int]) -> np.ndarray:
-    if erased is None or not erased.exists(f"{image_id}.png"):
-        return np.zeros(shape, bool)
-    with Image.open(io.BytesIO(erased.get_bytes(f"{image_id}.png"))) as png:
-        return np.asarray(png.resize(shape[::-1], Image.NEAREST)) > 0
 
 
 def _mask_png(region: np.ndarray) -> bytes:

@@ -128,12 +128,17 @@ class ClassifierImages(Dataset):
 
 def erase(image: np.ndarray, masks: ArtifactStore, image_id: str, fill: np.ndarray) -> np.ndarray:
     """The image with the pixels of its erasing mask (`<image_id>.png` in `masks`, if any) set to `fill`."""
-    key = f"{image_id}.png"
-    if not masks.exists(key):
-        return image
-    with Image.open(io.BytesIO(masks.get_bytes(key))) as png:
-        hidden = np.asarray(png.resize(image.shape[1::-1], Image.NEAREST)) > 0
+    hidden = erased_pixels(masks, image_id, image.shape[:2])
     return np.where(hidden[..., None], fill.astype(np.uint8), image)
+
+
+def erased_pixels(masks: ArtifactStore | None, image_id: str, shape: tuple[int, int]) -> np.ndarray:
+    """The (H, W) boolean erasing mask of an image, resized to `shape`; all False without a mask."""
+    key = f"{image_id}.png"
+    if masks is None or not masks.exists(key):
+        return np.zeros(shape, bool)
+    with Image.open(io.BytesIO(masks.get_bytes(key))) as png:
+        return np.asarray(png.resize(shape[::-1], Image.NEAREST)) > 0
 
 
 def uniform(low: float, high: float) -> float:
