@@ -18,9 +18,10 @@ import torch
 from wsseg.classes import ClassList
 from wsseg.config import load_config
 from wsseg.data import load_samples, make_synthetic_voc, read_image
+from wsseg.pass_levels import choose_levels
 from wsseg.segmenter.inference import load_segmenter, predict
 from wsseg.steps.mine_cams import mine_cams
-from wsseg.steps.refine import refine_with_crf
+from wsseg.steps.refine import THRESHOLDS, refine_with_crf
 from wsseg.steps.train_classifier import train_classifier
 from wsseg.steps.train_segmenter import train_segmenter
 from wsseg.store import open_store
@@ -38,6 +39,9 @@ def run_bench(images: int, size: int, preset: str, segmenter_iterations: int) ->
         steps = {
             "cam_mining": _timed(images, lambda: mine_cams(data, store.child("classifier"), store.child("cams"),
                                                            config, classes)),
+            "crf_thresholds": _timed(images, lambda: _choose_levels(data, store.child("cams"), store.child("masks"),
+                                                                    config, classes)),
+            # The CRF passes alone: the masks' store already holds the run's thresholds.json, so none are chosen.
             "crf": _timed(images, lambda: refine_with_crf(data, store.child("cams"), store.child("masks"),
                                                           config, classes)),
         }
@@ -49,6 +53,13 @@ def run_bench(images: int, size: int, preset: str, segmenter_iterations: int) ->
     return {"device": _device_name(), "preset": preset, "image_size": size, "images": images,
             "cpu_cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
             "steps": steps}
+
+
+def _choose_levels(data: Path, cams, masks, config: dict, classes: ClassList) -> None:
+    """The refine step's threshold selection (Otsu and the stability scan), written where refine will find it."""
+    samples = load_samples(data, "train", classes)
+    levels = choose_levels(samples, samples, cams, config, len(classes))
+    masks.put_bytes(THRESHOLDS, json.dumps(levels.to_json()).encode())
 
 
 def _timed(images: int, step) -> dict:
