@@ -2,3 +2,4 @@
 from fixtures_data import *  # noqa: F401,F403
 from fixtures_kubernetes import *  # noqa: F401,F403
 from fixtures_s3 import *  # noqa: F401,F403
+from fixtures_segmenter import *  # noqa: F401,F403

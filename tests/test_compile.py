@@ -7,7 +7,7 @@ import yaml
 from pipelines import PIPELINES
 from wsseg.compile_pipelines import compile_pipelines
 
-GPU_COMPONENTS = ("train-classifier", "mine-cams", "train-segmenter")
+GPU_COMPONENTS = ("train-classifier", "mine-cams", "train-segmenter", "predict")
 
 
 SENTINEL_KEY_ID = "SENTINELKEYID4242"

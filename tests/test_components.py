@@ -106,3 +106,14 @@ def test_supervised_dag_trains_on_ground_truth(local_kfp, tiny_voc):
     assert 0 <= metrics["headline"]["segmenter_miou"] <= 100
     run = open_store(str((local_kfp / "upper" / "store").resolve())).child("supervised")
     assert not any(run.child("refine").list()), "the upper bound must not use pseudo masks"
+
+
+def test_predict_pipeline_labels_a_folder_with_a_trained_segmenter(local_kfp, config_yaml, tiny_voc, tiny_segmenter):
+    from pipelines.predict import label_images
+
+    label_images(segmenter=tiny_segmenter.uri, images=str(tiny_voc / "JPEGImages"),
+                 store_uri=str(local_kfp / "labelled"), config_yaml=config_yaml, run_name="batch")
+    labelled = open_store(local_kfp / "labelled").child("batch").child("predict")
+    image_ids = {path.stem for path in (tiny_voc / "JPEGImages").iterdir()}
+    assert {key for key in labelled.list() if key.startswith("masks/")} == {f"masks/{i}.png" for i in image_ids}
+    assert json.loads(labelled.get_bytes("summary.json"))["predicted"] == len(image_ids)

@@ -3,7 +3,8 @@
 Each folder is built with the real `kubectl kustomize`. Every object is validated against the Kubernetes
 OpenAPI schemas that kubernetes-validate ships, in strict mode (an unknown field is an error). PyTorchJob
 belongs to the Kubeflow training operator, a CRD without a schema there: its structure is checked here and
-its pod templates are validated as core PodTemplates.
+its pod templates are validated as core PodTemplates. KServe's InferenceService is checked the same way: its
+predictor is a core PodSpec with KServe's fields added, its `model` a core Container with the model's.
 """
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ KUBERNETES_VERSION = "1.30.0"
 PLACEHOLDER = "REPLACE_ME"
 PYTORCHJOB_API = "kubeflow.org/v1"
 PYTORCHJOB_REPLICA_TYPES = {"Master", "Worker"}
+INFERENCE_SERVICE_API = "serving.kserve.io/v1beta1"
+# What KServe adds to a core PodSpec in a predictor (ComponentExtensionSpec) and to a Container in its model.
+KSERVE_COMPONENT_FIELDS = {"model", "minReplicas", "maxReplicas", "scaleTarget", "scaleMetric",
+                           "containerConcurrency", "timeout", "canaryTrafficPercent", "logger", "batcher"}
+KSERVE_MODEL_FIELDS = {"modelFormat", "runtime", "runtimeVersion", "protocolVersion", "storageUri"}
+# Formats KServe's Triton runtime serves, and what `wsseg export` writes for each.
+TRITON_FORMATS = {"pytorch": "torchscript", "onnx": "onnx"}
 # manifests/local/ is the git-ignored place for overlays holding real credentials; it is not the project's.
 KUSTOMIZATIONS = sorted(path.parent.relative_to(MANIFESTS) for path in MANIFESTS.glob("**/kustomization.yaml")
                         if path.relative_to(MANIFESTS).parts[0] != "local")
@@ -51,7 +59,16 @@ def _pod_templates(obj: dict) -> list[dict]:
         return [spec["template"] for spec in obj["spec"]["pytorchReplicaSpecs"].values()]
     if obj["kind"] == "Job" or obj["kind"] == "Deployment":
         return [obj["spec"]["template"]]
+    if obj["kind"] == "InferenceService":
+        return [_predictor_template(obj["spec"]["predictor"])]
     return []
+
+
+def _predictor_template(predictor: dict) -> dict:
+    """The pod KServe makes of a predictor: its PodSpec fields, its model as the container that serves it."""
+    container = {key: value for key, value in predictor["model"].items() if key not in KSERVE_MODEL_FIELDS}
+    spec = {key: value for key, value in predictor.items() if key not in KSERVE_COMPONENT_FIELDS}
+    return {"spec": {**spec, "containers": [{"name": "kserve-container", **container}]}}
 
 
 def _containers(obj: dict) -> list[dict]:
@@ -73,6 +90,18 @@ def check_pytorchjob(job: dict) -> None:
                                       "template": spec["template"]}, KUBERNETES_VERSION, strict=True)
 
 
+def check_inference_service(service: dict) -> None:
+    assert service["apiVersion"] == INFERENCE_SERVICE_API
+    predictor = service["spec"]["predictor"]
+    model = predictor["model"]
+    assert model["modelFormat"]["name"] in TRITON_FORMATS and model["runtime"] == "kserve-tritonserver"
+    assert model["protocolVersion"] in ("v1", "v2", "grpc-v2")
+    assert model["storageUri"].startswith("s3://")
+    kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate",
+                                  "metadata": {"name": f"{service['metadata']['name']}-predictor"},
+                                  "template": _predictor_template(predictor)}, KUBERNETES_VERSION, strict=True)
+
+
 @pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=str)
 def test_kustomization_builds_schema_valid_objects(folder):
     objects = build(folder)
@@ -81,6 +110,8 @@ def test_kustomization_builds_schema_valid_objects(folder):
     for obj in objects:
         if obj["kind"] == "PyTorchJob":
             check_pytorchjob(obj)
+        elif obj["kind"] == "InferenceService":
+            check_inference_service(obj)
         else:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
@@ -88,6 +119,24 @@ def test_kustomization_builds_schema_valid_objects(folder):
 def test_overlays_and_examples_exist():
     assert {str(folder) for folder in OVERLAYS} >= {"overlays/kubeflow", "overlays/standalone-minio"}
     assert any(obj["kind"] == "PyTorchJob" for folder in EXAMPLES for obj in build(folder))
+    assert any(obj["kind"] == "InferenceService" for folder in EXAMPLES for obj in build(folder))
+
+
+def test_the_served_model_is_what_wsseg_export_writes_read_with_the_service_accounts_s3_keys():
+    from wsseg.export import FORMATS, MODEL_NAME
+
+    objects = next(build(folder) for folder in EXAMPLES
+                   if any(obj["kind"] == "InferenceService" for obj in build(folder)))
+    predictor = next(obj for obj in objects if obj["kind"] == "InferenceService")["spec"]["predictor"]
+    assert TRITON_FORMATS[predictor["model"]["modelFormat"]["name"]] in FORMATS
+    assert predictor["model"]["storageUri"].startswith("s3://wsseg/")
+    assert f"{MODEL_NAME}/" in (MANIFESTS / "examples/kserve-segmenter/inferenceservice.yaml").read_text()
+    account = _find(objects, "ServiceAccount", predictor["serviceAccountName"])
+    assert account is not None
+    for reference in account["secrets"]:
+        secret = _find(objects, "Secret", reference["name"])
+        assert secret is not None and set(secret["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        assert "serving.kserve.io/s3-endpoint" in secret["metadata"]["annotations"]
 
 
 @pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=str)
@@ -130,7 +179,7 @@ def _allows(role: dict, api_group: str, resource: str) -> set[str]:
 @pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=str)
 def test_wsseg_containers_run_the_wsseg_image_setting(folder):
     images = {c["image"] for obj in build(folder) for c in _containers(obj)
-              if c["image"].startswith(IMAGE_REPOSITORY)}
+              if c.get("image", "").startswith(IMAGE_REPOSITORY)}  # a KServe runtime picks its own image
 
     assert images <= {DEFAULT_IMAGE}
 

@@ -215,22 +215,6 @@ def test_prediction_runs_at_the_scale_of_the_models_test_pipeline(trained, tiny_
     assert labels.shape == (64, 64)
 
 
-@pytest.mark.parametrize("preset", ["gpu", "cpu"])
-def test_preset_models_build_and_label_every_pixel(preset, classes):
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-
-    from wsseg.segmenter.configs import deeplabv3plus
-
-    register_all_modules()
-    settings = dict(default_config(preset)["segmenter"], pretrained=None)
-    model = MODELS.build(deeplabv3plus(settings, len(classes), (64, 64), norm="BN")).eval()
-    with torch.no_grad():
-        meta = dict(img_shape=(64, 64), pad_shape=(64, 64))
-        logits = model.encode_decode(torch.zeros(1, 3, 64, 64), [meta])
-    assert logits.shape == (1, len(classes), 64, 64)
-
-
 @pytest.mark.parametrize(("distributed", "cuda", "norm", "wrapper"), [
     (True, True, "SyncBN", "AmpOptimWrapper"), (False, True, "BN", "AmpOptimWrapper"),
     (True, False, "BN", "OptimWrapper"), (False, False, "BN", "OptimWrapper")])

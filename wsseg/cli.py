@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "wsseg.demo",
     "wsseg.compile_pipelines",
     "wsseg.kube.commands",
+    "wsseg.predict",
+    "wsseg.export",
 )
 
 

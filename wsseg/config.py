@@ -29,6 +29,7 @@ STEP_SECTIONS = {
     "affinity": "wsseg.steps.train_affinity",
     "segmenter": "wsseg.steps.train_segmenter",
     "evaluate": "wsseg.steps.evaluate",
+    "predict": "wsseg.predict",
 }
 
 

@@ -62,6 +62,20 @@ def run_step(command: str, data: str, run_store_uri: str, config_yaml: str,
     return summary
 
 
+def run_predict(segmenter: str, images: str, run_store_uri: str, config_yaml: str, output,
+                s3_endpoint: str = "") -> dict:
+    """`wsseg predict` as a pipeline step: label `images` with the segmenter stored at `segmenter` into the run's
+    `predict/` prefix; publish `output`."""
+    from wsseg.predict import predict_images
+
+    use_endpoint(s3_endpoint)
+    config = load_config_text(config_yaml)
+    out = open_store(run_store_uri).child("predict")
+    summary = predict_images(open_store(segmenter), images, out, config, strict=config["strict"])
+    publish(output, out, summary)
+    return summary
+
+
 def use_endpoint(s3_endpoint: str) -> None:
     """On a cluster the pipeline names the S3 endpoint; locally the environment's AWS_ENDPOINT_URL stands."""
     if s3_endpoint:

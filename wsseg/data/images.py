@@ -18,6 +18,11 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.asarray(_decode(path).convert("RGB"))
 
 
+def decode_image(data: bytes, where: str) -> np.ndarray:
+    """An encoded image's bytes (from a store, say) as `read_image` gives them; `where` names it in errors."""
+    return np.asarray(_decode_bytes(data, where).convert("RGB"))
+
+
 def working_scale(height: int, width: int, working_size: int | None) -> float:
     """The factor that brings an image's short side down to `working_size` (never up; 1 when None)."""
     if not working_size:
@@ -64,10 +69,14 @@ def _decode(path: str | Path) -> Image.Image:
         raise DataError(path, "file not found") from None
     except OSError as error:
         raise DataError(path, f"cannot read file: {error.strerror}") from None
+    return _decode_bytes(data, path)
+
+
+def _decode_bytes(data: bytes, where) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
     except (OSError, SyntaxError, ValueError) as error:
         # PIL reports truncated and corrupt files as OSError (UnidentifiedImageError is one), a few as others.
-        raise DataError(path, f"cannot decode image: {error}") from None
+        raise DataError(where, f"cannot decode image: {error}") from None
     return image

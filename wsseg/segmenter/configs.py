@@ -1,9 +1,11 @@
 """mmsegmentation configs for the segmenter, one set of knobs per preset.
 
 The YAML section (`default_config`) holds what a user tunes; `build_mmseg_config` turns it into a full mmseg
-config: DeepLabV3+ (Chen et al., ECCV'18) with a ResNetV1c backbone, mmseg's `deeplabv3plus_r50-d8` head
-settings, its VOC augmentation (random resize 0.5-2x, crop, flip, photometric distortion), SGD (AdamW when
-training from scratch) with a poly schedule, ignore index 255.
+config: the model `model` names (`wsseg.segmenter.models`: a family, by default DeepLabV3+ (Chen et al., ECCV'18)
+with a ResNetV1c backbone, or a user's mmseg config), mmseg's VOC augmentation (random resize 0.5-2x, crop, flip,
+photometric distortion), SGD (AdamW when training from scratch) with a poly schedule, ignore index 255.
+`pretrained` (backbone weights; `imagenet`: the family's ImageNet weights) and `init_checkpoint` (a whole
+segmenter to start from) are local paths or URLs here: the step fetches store URIs first (`wsseg.weights`).
 
 `mode` picks the training objective: "standard" is cross-entropy on the pseudo masks; "sec" trains the same
 model with SEC's seed, expand and constrain losses (`wsseg.segmenter.sec`, METHODS.md §1).
@@ -16,13 +18,12 @@ import inspect
 from mmengine.config import Config
 from mmengine.utils import import_modules_from_strings
 
-from wsseg.classes import IGNORE_INDEX, ClassList, voc_palette
+from wsseg.classes import ClassList, voc_palette
 from wsseg.crf import REFERENCE_SIDE
 from wsseg.errors import ConfigError
 from wsseg.segmenter.dataset import IMAGE_LABELS
+from wsseg.segmenter.models import IMAGENET, model_config
 
-MEAN_RGB = [123.675, 116.28, 103.53]
-STD_RGB = [58.395, 57.12, 57.375]
 # mmseg's schedule for an ImageNet-initialised backbone.
 SGD = dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=0.0005)
 # From scratch (no pretrained weights on the CPU presets). On 300 synthetic images, 800 iterations reached
@@ -52,15 +53,17 @@ SEC_MODULE = "wsseg.segmenter.sec"
 
 
 def default_config(preset: str) -> dict:
-    """The `segmenter` section of a run's config for `preset`."""
-    return dict(_preset(preset), photometric={} if preset == "gpu" else dict(GENTLE_PHOTOMETRIC),
-                mode="standard", sec=copy.deepcopy(SEC_DEFAULTS))
+    """The `segmenter` section of a run's config for `preset`. `depth`, `width` and `output_stride` scale every
+    model family the same way (`wsseg.segmenter.models`); `model` may also name a user's mmseg config."""
+    return dict(model="deeplabv3plus", **_preset(preset), init_checkpoint=None,
+                photometric={} if preset == "gpu" else dict(GENTLE_PHOTOMETRIC), mode="standard",
+                sec=copy.deepcopy(SEC_DEFAULTS))
 
 
 def _preset(preset: str) -> dict:
     if preset == "gpu":
         # mmseg's deeplabv3plus_r50-d8 on VOC: output stride 8, 512 crops, 20k iterations.
-        return dict(depth=50, width=64, output_stride=8, pretrained="open-mmlab://resnet50_v1c",
+        return dict(depth=50, width=64, output_stride=8, pretrained=IMAGENET,
                     crop_size=512, batch_size=8, iterations=20000, optimizer=dict(SGD),
                     checkpoint_interval=2000, log_interval=50, num_workers=4, bf16=True, validate=True)
     if preset == "cpu":
@@ -87,7 +90,10 @@ def build_mmseg_config(settings: dict, classes: ClassList, datasets: dict, work_
     crop = (settings["crop_size"], settings["crop_size"])
     iterations = settings["iterations"]
     testing = test_pipeline(crop)
-    model = deeplabv3plus(settings, len(classes), crop, norm="SyncBN" if distributed and cuda else "BN")
+    model = model_config(settings, len(classes), crop, norm="SyncBN" if distributed and cuda else "BN")
+    if sec and model["type"] != "EncoderDecoder":
+        raise ConfigError(f"segmenter.mode: sec trains an EncoderDecoder with SEC's losses, but segmenter.model "
+                          f"{settings['model']} is a {model['type']}; choose a family or an EncoderDecoder config")
     training = (sec_train_pipeline if sec else train_pipeline)(crop, settings["photometric"])
     config = dict(
         default_scope="mmseg",
@@ -111,7 +117,8 @@ def build_mmseg_config(settings: dict, classes: ClassList, datasets: dict, work_
         log_level="INFO",
         env_cfg=dict(cudnn_benchmark=cuda, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
                      dist_cfg=dict(backend="nccl" if cuda else "gloo")),
-        load_from=None,
+        # A whole segmenter to start from; resuming from the store (a retried step) takes precedence.
+        load_from=settings["init_checkpoint"],
         resume=False,
         # Where mmseg's own inference (and wsseg.segmenter.inference) finds the scale to predict at: the
         # pipeline validation scores with, so that both label images at one scale.
@@ -130,41 +137,6 @@ def build_mmseg_config(settings: dict, classes: ClassList, datasets: dict, work_
         config["custom_imports"] = dict(imports=[SEC_MODULE], allow_failed_imports=False)
         import_modules_from_strings(**config["custom_imports"])
     return Config(config)
-
-
-def deeplabv3plus(settings: dict, num_classes: int, crop: tuple[int, int], norm: str) -> dict:
-    """mmseg's deeplabv3plus_r50-d8 model, scaled by depth and width (as its r18 variant scales the heads)."""
-    width = settings["width"]
-    expansion = 4 if settings["depth"] >= 50 else 1
-    stage_channels = [width * expansion * 2 ** stage for stage in range(4)]
-    head_channels = 512 * width // 64 if expansion == 4 else 128 * width // 64
-    norm_cfg = dict(type=norm, requires_grad=True)
-    # Output stride 8 dilates the last two stages; 16 only the last (DeepLabV3, Table 1 of Chen et al.).
-    strides, dilations = ((1, 2, 1, 1), (1, 1, 2, 4)) if settings["output_stride"] == 8 else \
-        ((1, 2, 2, 1), (1, 1, 1, 2))
-    aspp_rates = (1, 12, 24, 36) if settings["output_stride"] == 8 else (1, 6, 12, 18)
-    # Averaged over labelled pixels only: pseudo masks leave many pixels at 255, which must not dilute it.
-    loss = dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0, avg_non_ignore=True)
-    return dict(
-        type="EncoderDecoder",
-        data_preprocessor=dict(type="SegDataPreProcessor", mean=MEAN_RGB, std=STD_RGB, bgr_to_rgb=True,
-                               pad_val=0, seg_pad_val=IGNORE_INDEX, size=crop),
-        pretrained=settings["pretrained"],
-        backbone=dict(type="ResNetV1c", depth=settings["depth"], stem_channels=width, base_channels=width,
-                      num_stages=4, out_indices=(0, 1, 2, 3), dilations=dilations, strides=strides,
-                      norm_cfg=norm_cfg, norm_eval=False, style="pytorch", contract_dilation=True),
-        decode_head=dict(type="DepthwiseSeparableASPPHead", in_channels=stage_channels[3], in_index=3,
-                         channels=head_channels, dilations=aspp_rates, c1_in_channels=stage_channels[0],
-                         c1_channels=max(12, stage_channels[0] * 48 // 256), dropout_ratio=0.1,
-                         num_classes=num_classes, norm_cfg=norm_cfg, align_corners=False,
-                         ignore_index=IGNORE_INDEX, loss_decode=loss),
-        auxiliary_head=dict(type="FCNHead", in_channels=stage_channels[2], in_index=2,
-                            channels=head_channels // 2, num_convs=1, concat_input=False, dropout_ratio=0.1,
-                            num_classes=num_classes, norm_cfg=norm_cfg, align_corners=False,
-                            ignore_index=IGNORE_INDEX, loss_decode=dict(loss, loss_weight=0.4)),
-        train_cfg=dict(),
-        test_cfg=dict(mode="whole"),
-    )
 
 
 def train_pipeline(crop: tuple[int, int], photometric: dict) -> list[dict]:

@@ -32,6 +32,7 @@ from wsseg.training import (
     split_usable,
     train_epoch,
 )
+from wsseg.weights import local_weights
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def train_model(train: list, val: list, out: ArtifactStore, config: dict, classe
     from every training image (adversarial erasing)."""
     settings = config["classifier"]
     model = build_classifier(settings["model"], classes)
+    model.pretrained = local_weights(model.pretrained, "classifier.model.pretrained")
     model.init_weights()
     model.to(device)
     images = ClassifierImages(train, len(classes) - 1, settings, augment=True, working_size=config["working_size"],

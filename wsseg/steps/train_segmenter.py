@@ -28,7 +28,9 @@ from wsseg.kube.train_job import default_launch
 from wsseg.segmenter import configs
 from wsseg.segmenter.distributed import join_process_group, world_position
 from wsseg.segmenter.hooks import RESUME_KEY, StoreCheckpointHook
+from wsseg.segmenter.models import is_config_file, pretrained_weights
 from wsseg.store import ArtifactStore
+from wsseg.weights import local_weights
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, 
         return dict(finished, rank=rank)
 
     with tempfile.TemporaryDirectory(prefix="wsseg-segmenter-") as work_dir:
+        settings = staged_settings(settings, Path(work_dir, "inputs"))
         datasets = _datasets(data_root, masks, classes, settings, Path(work_dir, "masks"), strict)
         mmseg_config = configs.build_mmseg_config(settings, classes, datasets, work_dir, out.uri,
                                                   distributed=world_size > 1, cuda=cuda,
@@ -79,6 +82,16 @@ def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, 
     log.info("train-segmenter: %d iterations in %.0f s (%.1f images/s), val mIoU %s -> %s",
              metrics["iterations"], seconds, metrics["images_per_s"], metrics.get("val_miou"), out.uri)
     return dict(metrics, rank=rank)
+
+
+def staged_settings(settings: dict, folder: Path) -> dict:
+    """The settings with every file they name made local (store URIs fetched into `folder`) or, for a URL,
+    tried: a missing or unreachable one fails here, before any data is read."""
+    staged = dict(settings, pretrained=local_weights(pretrained_weights(settings), "segmenter.pretrained", folder),
+                  init_checkpoint=local_weights(settings["init_checkpoint"], "segmenter.init_checkpoint", folder))
+    if is_config_file(settings["model"]):
+        staged["model"] = local_weights(settings["model"], "segmenter.model", folder)
+    return staged
 
 
 def _datasets(data_root, masks: ArtifactStore | None, classes: ClassList, settings: dict, mask_cache: Path,

@@ -1,0 +1,26 @@
+"""A trained segmenter for the tests that put one to use (predict, export): cpu-tiny DeepLabV3+, a few
+iterations on the tiny set's ground truth, trained once per session."""
+import pytest
+
+from wsseg.classes import ClassList
+from wsseg.config import default_config
+from wsseg.store import open_store
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter(tiny_voc, tmp_path_factory):
+    """The store train-segmenter wrote (checkpoint.pth, mmseg_config.py)."""
+    import torch
+
+    from wsseg.steps.train_segmenter import train_segmenter
+
+    config = default_config("cpu-tiny")
+    config["segmenter"].update(iterations=4, validate=False)
+    store = open_store(tmp_path_factory.mktemp("tiny_segmenter"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_segmenter(tiny_voc, None, store, config, ClassList())
+    finally:
+        torch.set_num_threads(threads)
+    return store
