@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from wsseg.classes import ClassList
 from wsseg.data import make_synthetic_voc
 
 
@@ -10,3 +11,9 @@ from wsseg.data import make_synthetic_voc
 def tiny_voc(tmp_path_factory) -> Path:
     """Root of a 12 train + 6 val synthetic VOC 2012-layout dataset of 64 px images."""
     return make_synthetic_voc(tmp_path_factory.mktemp("tiny_voc"), train=12, val=6, seed=0, size=64)
+
+
+@pytest.fixture(scope="session")
+def classes() -> ClassList:
+    """The VOC class list the synthetic sets use."""
+    return ClassList()

@@ -1,17 +1,26 @@
-"""A trained segmenter for the tests that put one to use (predict, export): cpu-tiny DeepLabV3+, a few
-iterations on the tiny set's ground truth, trained once per session."""
+"""Segmenter fixtures: one torch thread for the modules that train or run segmenters, and a trained segmenter for
+the tests that put one to use (predict, export): cpu-tiny DeepLabV3+, a few iterations on the tiny set's ground
+truth, trained once per session."""
 import pytest
+import torch
 
 from wsseg.classes import ClassList
 from wsseg.config import default_config
 from wsseg.store import open_store
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_segmenter(tiny_voc, tmp_path_factory):
     """The store train-segmenter wrote (checkpoint.pth, mmseg_config.py)."""
-    import torch
-
     from wsseg.steps.train_segmenter import train_segmenter
 
     config = default_config("cpu-tiny")

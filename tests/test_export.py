@@ -12,15 +12,10 @@ from wsseg.errors import ConfigError
 from wsseg.export import export_segmenter
 from wsseg.store import open_store
 
+# Several threads spin against the other processes of a 2-core machine and slow each step several times.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TOLERANCE = 1e-3
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def mmseg_logits(model, images: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from wsseg.classes import ClassList
 from wsseg.config import default_config
@@ -19,15 +18,10 @@ from wsseg.predict import predict_images
 from wsseg.pseudo_masks import decode_mask_png
 from wsseg.store import open_store
 
+# Several threads spin against the other processes of a 2-core machine and slow each step several times.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CLASSES = ClassList()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -11,24 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from wsseg.classes import IGNORE_INDEX, ClassList, voc_palette
+from wsseg.classes import IGNORE_INDEX, voc_palette
 from wsseg.config import default_config
 from wsseg.data import load_samples, read_image, read_mask
 from wsseg.errors import DataError
 from wsseg.store import open_store
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def classes() -> ClassList:
-    return ClassList()
+# Several threads spin against the other processes of a 2-core machine and slow each step several times.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**segmenter) -> dict:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_segmenter import tiny_config
 
-from wsseg.classes import ClassList
 from wsseg.config import default_config
 from wsseg.data import load_samples, read_image
 from wsseg.errors import ConfigError
 from wsseg.segmenter.models import FAMILIES
 from wsseg.store import open_store
+
+# Several threads spin against the other processes of a 2-core machine and slow each step several times.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 HEADS = {"fcn": "FCNHead", "pspnet": "PSPHead", "deeplabv3plus": "DepthwiseSeparableASPPHead",
          "upernet": "UPerHead", "segformer": "SegformerHead"}
@@ -23,25 +26,6 @@ _base_ = 'mmseg::_base_/models/fcn_r50-d8.py'
 model = dict(pretrained=None, backbone=dict(depth=18, stem_channels=16, base_channels=16),
              decode_head=dict(in_channels=128, channels=32), auxiliary_head=dict(in_channels=64, channels=16))
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def classes() -> ClassList:
-    return ClassList()
-
-
-def tiny_config(**segmenter) -> dict:
-    config = default_config("cpu-tiny")
-    config["segmenter"].update(segmenter)
-    return config
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from test_segmenter import write_pseudo_masks
 
-from wsseg.classes import IGNORE_INDEX, ClassList, voc_palette
+from wsseg.classes import IGNORE_INDEX, voc_palette
 from wsseg.config import default_config
 from wsseg.crf import CrfParams
 from wsseg.data import load_samples
@@ -31,22 +31,12 @@ from wsseg.segmenter.sec import (
 )
 from wsseg.store import open_store
 
+# Several threads spin against the other processes of a 2-core machine and slow each step several times.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SIDE = 16
 # SEC's decays, on a 16x16 grid.
 PRESENT, ABSENT, BACKGROUND = (scaled_decay(decay, SIDE * SIDE, 41 * 41) for decay in (0.996, 0.0, 0.999))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def classes() -> ClassList:
-    return ClassList()
 
 
 def sec_settings(**changes) -> dict:

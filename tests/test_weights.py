@@ -17,18 +17,13 @@ from wsseg.errors import ConfigError
 from wsseg.store import open_store
 from wsseg.weights import local_weights
 
+# Several threads spin against the other processes of a 2-core machine and slow each step several times.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CLASSES = ClassList()
 # ResNetV1c-50's first stem convolution: 3 -> 32 channels, 3x3.
 STEM_WEIGHT = "stem.0.weight"
 STEM_SHAPE = (32, 3, 3, 3)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from mmseg.registry import MODELS
 from torch import nn
 
 from wsseg.classes import IGNORE_INDEX
-from wsseg.models.cam_classifier import IMAGENET_MEAN, IMAGENET_STD
+from wsseg.models.cam_classifier import IMAGENET_MEAN, IMAGENET_STD, stage_channels
 from wsseg.random_walk import pair_offsets, shifted_pairs
 
 # The embedding's stride: the random walk runs on this grid of the working-size image.
@@ -32,7 +32,7 @@ class AffinityNet(BaseModule):
         self.backbone = MODELS.build({**backbone, "out_indices": [0, 1, 2, 3]})
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        widths = self._stage_channels()
+        widths = stage_channels(self.backbone)
         self.projections = nn.ModuleList(nn.Sequential(nn.Conv2d(width, channels, 1, bias=False), nn.ReLU())
                                          for width in widths)
         self.fuse = nn.Conv2d(channels * len(widths), channels, 1, bias=False)
@@ -49,13 +49,6 @@ class AffinityNet(BaseModule):
         """The balanced affinity loss of (N, H/4, W/4) pixel labels (0 background, 255 uncertain)."""
         return affinity_loss(self.embed(images), labels, radius)
 
-    def _stage_channels(self) -> list[int]:
-        was_training = self.backbone.training
-        self.backbone.eval()
-        with torch.no_grad():
-            stages = self.backbone(torch.zeros(1, 3, 64, 64))
-        self.backbone.train(was_training)
-        return [stage.shape[1] for stage in stages]
 
 
 def pair_affinities(embedding: torch.Tensor, radius: int) -> torch.Tensor:

@@ -36,7 +36,7 @@ class CAMClassifier(BaseModule):
         self.pretrained = pretrained
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.build_heads(self._feature_channels(), num_classes, **head_options)
+        self.build_heads(stage_channels(self.backbone)[-1], num_classes, **head_options)
 
     def build_heads(self, channels: int, num_classes: int) -> None:
         """The layers after the backbone; subclasses (the CAM-expanding methods) build theirs from the options
@@ -88,14 +88,17 @@ class CAMClassifier(BaseModule):
         """The layers that map features to class maps, which IRN trains at 10× the backbone's rate."""
         return [self.classifier]
 
-    def _feature_channels(self) -> int:
-        """D, found by a probe forward so that any mmseg backbone works without naming its width."""
-        was_training = self.backbone.training
-        self.backbone.eval()
-        with torch.no_grad():
-            channels = self.backbone(torch.zeros(1, 3, 64, 64))[-1].shape[1]
-        self.backbone.train(was_training)
-        return channels
+
+
+def stage_channels(backbone: nn.Module) -> list[int]:
+    """The widths of a backbone's output stages, found by a probe forward, so that any mmseg backbone works
+    without naming them."""
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        stages = backbone(torch.zeros(1, 3, 64, 64))
+    backbone.train(was_training)
+    return [stage.shape[1] for stage in stages]
 
 
 def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,8 @@ from mmseg.registry import MODELS
 from torch import nn
 
 from wsseg.cams.base import max_normalise
-from wsseg.models.cam_classifier import CAMClassifier, multilabel_loss
+from wsseg.errors import ConfigError
+from wsseg.models.cam_classifier import CAMClassifier, multilabel_loss, stage_channels
 
 # The share of (class, pixel) entries whose error the ECR loss averages (the authors' code: 0.2).
 ECR_HARDEST_SHARE = 0.2
@@ -80,15 +81,11 @@ class SEAMClassifier(CAMClassifier):
         return logits, normalised, refined * (normalised.amax(dim=(2, 3), keepdim=True) > 0)
 
     def _stage_channels(self) -> list[int]:
-        was_training = self.backbone.training
-        self.backbone.eval()
-        with torch.no_grad():
-            stages = self.backbone(torch.zeros(1, 3, 64, 64))
-        self.backbone.train(was_training)
-        if len(stages) < 2:
-            raise ValueError("SEAMClassifier needs the backbone's last two stages: set backbone out_indices to "
-                             "two stages, e.g. [2, 3]")
-        return [stage.shape[1] for stage in stages[-2:]]
+        widths = stage_channels(self.backbone)
+        if len(widths) < 2:
+            raise ConfigError("SEAMClassifier needs the backbone's last two stages: set classifier.model.backbone."
+                              "out_indices to two stages, e.g. [2, 3]")
+        return widths[-2:]
 
 
 def with_background(maps: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
