@@ -89,7 +89,6 @@ class CAMClassifier(BaseModule):
         return [self.classifier]
 
 
-
 def stage_channels(backbone: nn.Module) -> list[int]:
     """The widths of a backbone's output stages, found by a probe forward, so that any mmseg backbone works
     without naming them."""
