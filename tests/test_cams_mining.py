@@ -95,7 +95,21 @@ def test_rerunning_skips_images_already_mined(tiny_voc, classifier, tmp_path):
     assert files[0].exists()
 
 
-def test_corrupt_and_unlabelled_images_are_skipped_and_counted(tiny_voc, classifier, tmp_path):
+def test_decoding_workers_and_writer_threads_store_the_maps_of_one_process(tiny_voc, classifier, tmp_path):
+    inline, pooled = open_store(tmp_path / "inline"), open_store(tmp_path / "pooled")
+    mine_cams(tiny_voc, classifier, inline, small_config(decode_workers=0, writer_threads=0), CLASSES)
+    summary = mine_cams(tiny_voc, classifier, pooled, small_config(decode_workers=2, writer_threads=3), CLASSES)
+    keys = [key for key in inline.list() if key.endswith(".npz")]
+    assert summary["images"] == len(keys) == 12
+    assert keys == [key for key in pooled.list() if key.endswith(".npz")]
+    for key in keys:
+        expected, stored = read_npz(inline, key), read_npz(pooled, key)
+        np.testing.assert_array_equal(stored["cams"], expected["cams"])
+        np.testing.assert_array_equal(stored["labels"], expected["labels"])
+
+
+@pytest.mark.parametrize("decode_workers", [0, 2])
+def test_corrupt_and_unlabelled_images_are_skipped_and_counted(tiny_voc, classifier, tmp_path, decode_workers):
     root = shutil.copytree(tiny_voc, tmp_path / "voc")
     first, second = (root / "ImageSets/Segmentation/train.txt").read_text().split()[:2]
     jpeg = root / "JPEGImages" / f"{first}.jpg"
@@ -104,12 +118,13 @@ def test_corrupt_and_unlabelled_images_are_skipped_and_counted(tiny_voc, classif
     xml.write_text(_without_objects(xml.read_text()))
 
     out = open_store(tmp_path / "cams")
-    summary = mine_cams(root, classifier, out, small_config(), CLASSES)
+    config = small_config(decode_workers=decode_workers)
+    summary = mine_cams(root, classifier, out, config, CLASSES)
     assert (summary["images"], summary["skipped_corrupt"], summary["skipped_unlabelled"]) == (10, 1, 1)
     assert not out.exists(f"{first}.npz") and not out.exists(f"{second}.npz")
 
     with pytest.raises(DataError, match=first):
-        mine_cams(root, classifier, open_store(tmp_path / "strict"), small_config(), CLASSES, strict=True)
+        mine_cams(root, classifier, open_store(tmp_path / "strict"), config, CLASSES, strict=True)
 
 
 def _without_objects(xml: str) -> str:

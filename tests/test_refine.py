@@ -114,15 +114,15 @@ def synthetic(tmp_path_factory):
     return root, cams
 
 
-def crf_config(processes=1):
+def crf_config(processes=1, backend="auto"):
     # Only the step's own section: the run config's other sections belong to other steps.
-    return {"crf": {**default_config("cpu-tiny"), "processes": processes}, "working_size": None}
+    return {"crf": {**default_config("cpu-tiny"), "processes": processes, "backend": backend}, "working_size": None}
 
 
-def run_refine(synthetic, out_dir, processes=1, strict=False):
+def run_refine(synthetic, out_dir, processes=1, strict=False, backend="auto"):
     root, cams = synthetic
     out = open_store(out_dir)
-    return out, refine_with_crf(root, cams, out, crf_config(processes), ClassList(), strict=strict)
+    return out, refine_with_crf(root, cams, out, crf_config(processes, backend), ClassList(), strict=strict)
 
 
 def test_refine_writes_a_voc_palette_png_per_image(synthetic, tmp_path):
@@ -146,6 +146,22 @@ def test_process_pool_gives_the_same_masks_as_one_process(synthetic, tmp_path):
     assert keys == [key for key in pooled.list() if key.endswith(".png")] and summary["images"] == len(keys)
     for key in keys:
         np.testing.assert_array_equal(decode_mask_png(single.get_bytes(key)), decode_mask_png(pooled.get_bytes(key)))
+
+
+def test_torch_crf_in_threads_gives_the_masks_of_the_pydensecrf_pool(synthetic, tmp_path):
+    reference, _ = run_refine(synthetic, tmp_path / "pydensecrf", processes=2, backend="pydensecrf")
+    threaded, summary = run_refine(synthetic, tmp_path / "torch", processes=2, backend="torch")
+    keys = [key for key in reference.list() if key.endswith(".png")]
+    assert summary["images"] == len(keys) == 4
+    assert threaded.get_bytes("thresholds.json") == reference.get_bytes("thresholds.json")
+    for key in keys:
+        agree = decode_mask_png(threaded.get_bytes(key)) == decode_mask_png(reference.get_bytes(key))
+        assert agree.mean() >= 0.99, key
+
+
+def test_unknown_crf_backend_is_a_config_error(synthetic, tmp_path):
+    with pytest.raises(ConfigError, match="crf.backend"):
+        run_refine(synthetic, tmp_path, backend="densecrf")
 
 
 def test_resume_skips_images_already_refined(synthetic, tmp_path):

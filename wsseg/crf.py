@@ -1,10 +1,14 @@
-"""Fully connected CRF (Krähenbühl & Koltun, NeurIPS'11) over per-pixel class probabilities, with pydensecrf."""
+"""Fully connected CRF (Krähenbühl & Koltun, NeurIPS'11) over per-pixel class probabilities, with pydensecrf,
+the reference, or its PyTorch port (`wsseg.crf_torch`), chosen by `crf.backend`."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from wsseg.errors import ConfigError
 
 # The bilateral kernel widths in the literature (DeepLab, PSA, IRN) were tuned on PASCAL VOC images, about
 # 500x375; `scale_sxy_to_image` shrinks the spatial widths in proportion to the image's side so a 128-px image
@@ -12,6 +16,8 @@ import numpy as np
 REFERENCE_SIDE = math.sqrt(500 * 375)
 # Floor on probabilities before -log: a CAM of exactly 0 would otherwise give an infinite unary.
 PROBABILITY_FLOOR = 1e-5
+# "auto": the PyTorch CRF where CUDA is, pydensecrf (one CPU core per image, the faster of the two there) elsewhere.
+CRF_BACKENDS = ("auto", "torch", "pydensecrf")
 
 
 @dataclass(frozen=True)
@@ -51,19 +57,56 @@ def crf_marginals(image: np.ndarray, probabilities: np.ndarray, params: CrfParam
     if image.shape[:2] != (height, width):
         raise ValueError(f"image is {image.shape[:2]} but the probabilities are {(height, width)}")
     crf = dcrf.DenseCRF2D(width, height, labels)
-    crf.setUnaryEnergy(_unary(probabilities))
-    scale = params.spatial_scale(height, width)
-    # The Gaussian kernel removes pixel-scale speckle and stays at >= 1 px; the bilateral kernel pulls labels
-    # along regions of similar colour, the part that snaps a blurry CAM to object edges (paper, eq. 3).
-    crf.addPairwiseGaussian(sxy=max(params.gaussian_sxy * scale, 1.0), compat=params.gaussian_compat)
+    crf.setUnaryEnergy(unary_energy(probabilities))
+    gaussian_sxy, bilateral_sxy = kernel_widths(params, height, width)
+    crf.addPairwiseGaussian(sxy=gaussian_sxy, compat=params.gaussian_compat)
     # pydensecrf takes a writable buffer; decoded images are often read-only views, hence the copy.
-    crf.addPairwiseBilateral(sxy=max(params.bilateral_sxy * scale, 1.0), srgb=params.bilateral_srgb,
+    crf.addPairwiseBilateral(sxy=bilateral_sxy, srgb=params.bilateral_srgb,
                              rgbim=np.array(image, dtype=np.uint8, order="C"), compat=params.bilateral_compat)
     marginals = np.asarray(crf.inference(params.iterations), dtype=np.float32)
     return marginals.reshape(labels, height, width)
 
 
-def _unary(probabilities: np.ndarray) -> np.ndarray:
+def crf_marginals_batch(images: Sequence[np.ndarray], probabilities: Sequence[np.ndarray],
+                        params: CrfParams) -> list[np.ndarray]:
+    """`crf_marginals` of each image in turn: pydensecrf has no batched inference."""
+    return [crf_marginals(image, scores, params) for image, scores in zip(images, probabilities, strict=True)]
+
+
+BatchedCrf = Callable[[Sequence[np.ndarray], Sequence[np.ndarray], CrfParams], list[np.ndarray]]
+
+
+def batched_crf(backend: str) -> BatchedCrf:
+    """The `crf_marginals_batch` of the backend `crf.backend` names."""
+    if resolve_backend(backend) == "torch":
+        from wsseg.crf_torch import crf_marginals_batch as torch_batch  # imports torch; pydensecrf runs need not
+
+        return torch_batch
+    return crf_marginals_batch
+
+
+def resolve_backend(backend: str) -> str:
+    """"torch" or "pydensecrf" for a `crf.backend` setting."""
+    if backend not in CRF_BACKENDS:
+        raise ConfigError(f"crf.backend is {backend!r}; choose one of {', '.join(CRF_BACKENDS)}")
+    if backend != "auto":
+        return backend
+    import torch
+
+    return "torch" if torch.cuda.is_available() else "pydensecrf"
+
+
+def kernel_widths(params: CrfParams, height: int, width: int) -> tuple[float, float]:
+    """The Gaussian and bilateral kernels' spatial widths (sxy) in pixels for an image of this size.
+
+    The Gaussian kernel removes pixel-scale speckle and stays at >= 1 px; the bilateral kernel pulls labels
+    along regions of similar colour, the part that snaps a blurry CAM to object edges (paper, eq. 3).
+    """
+    scale = params.spatial_scale(height, width)
+    return max(params.gaussian_sxy * scale, 1.0), max(params.bilateral_sxy * scale, 1.0)
+
+
+def unary_energy(probabilities: np.ndarray) -> np.ndarray:
     """Unary energy -log p (paper, eq. 1), as the contiguous float32 (N, H*W) array pydensecrf expects."""
     scores = np.maximum(probabilities.astype(np.float32), 0.0)
     scores /= np.maximum(scores.sum(axis=0, keepdims=True), PROBABILITY_FLOOR)

@@ -1,12 +1,13 @@
 """One image's CAMs refined into a pseudo mask: two dense-CRF passes and IRN's uncertain band between them
-(Ahn et al., CVPR'19, sec. 3.1), at the working size, optionally guided by saliency."""
+(Ahn et al., CVPR'19, sec. 3.1), at the working size, optionally guided by saliency, with the CRF backend
+`crf.backend` names (the two passes go to it as one batch)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from wsseg.crf import CrfParams, crf_marginals
+from wsseg.crf import CrfParams, batched_crf
 from wsseg.data.images import resize_image, resize_maps, working_shape
 from wsseg.pseudo_masks import (
     background_score,
@@ -44,14 +45,12 @@ def refine_image(image: np.ndarray, cams: np.ndarray, labels: np.ndarray, refine
     if working != size:
         image, cams = resize_image(image, working), resize_maps(cams, working)
         saliency = None if saliency is None else resize_maps(saliency[None], working)[0]
-    passes = []
-    for which in ("foreground", "background"):
-        scores = pass_scores(cams, labels, refinement, which)
-        if saliency is not None:
-            scores = guided_by_saliency(scores, saliency)
-        marginals = resize_maps(crf_marginals(image, scores, params), size)
-        passes.append(to_global_labels(marginals.argmax(axis=0), labels))
-    return confident_labels(*passes)
+    scores = [pass_scores(cams, labels, refinement, which) for which in ("foreground", "background")]
+    if saliency is not None:
+        scores = [guided_by_saliency(pass_score, saliency) for pass_score in scores]
+    marginals = batched_crf(refinement.settings["backend"])([image, image], scores, params)
+    return confident_labels(*(to_global_labels(resize_maps(pass_marginals, size).argmax(axis=0), labels)
+                              for pass_marginals in marginals))
 
 
 def pass_scores(cams: np.ndarray, labels: np.ndarray, refinement: Refinement, which: str) -> np.ndarray:
@@ -68,4 +67,6 @@ def foreground_pass(image: np.ndarray, cams: np.ndarray, labels: np.ndarray, ref
     working = working_shape(*image.shape[:2], refinement.working_size)
     image, cams = resize_image(image, working), resize_maps(cams, working)
     scores = pass_scores(cams, labels, refinement, "foreground")
-    return to_global_labels(crf_marginals(image, scores, CrfParams.from_config(refinement.settings)).argmax(0), labels)
+    crf = batched_crf(refinement.settings["backend"])
+    (marginals,) = crf([image], [scores], CrfParams.from_config(refinement.settings))
+    return to_global_labels(marginals.argmax(0), labels)

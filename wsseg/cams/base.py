@@ -30,13 +30,20 @@ class CAMMethod:
                        size: tuple[int, int] | None = None) -> torch.Tensor:
         """ReLU'd maps, bilinearly upsampled to `size` (default: the input's), not normalised, so that maps from
         several scales and flips can be summed before normalising (as PSA and IRN do)."""
+        return upsample(self.rectified_maps(images, targets), size or images.shape[-2:])
+
+    def rectified_maps(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """ReLU'd maps at the features' resolution, zero in padded slots."""
         maps = F.relu(self.class_maps(images, targets).float())
-        maps = maps * (targets != NO_TARGET)[:, :, None, None]
-        return F.interpolate(maps, size=size or images.shape[-2:], mode="bilinear", align_corners=False)
+        return maps * (targets != NO_TARGET)[:, :, None, None]
 
     def class_maps(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(N, L, h, w) maps before ReLU, at the resolution of the classifier's features."""
         raise NotImplementedError
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
 def max_normalise(maps: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ are scored on different splits on purpose: the papers report pseudo-mask quality
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 from PIL import Image
@@ -16,6 +17,7 @@ from wsseg.classes import IGNORE_INDEX, ClassList
 from wsseg.errors import ConfigError, DataError
 from wsseg.metrics import ConfusionMatrix
 from wsseg.pseudo_masks import CamThresholdSweep, decode_mask_png, read_cam_file
+from wsseg.read_ahead import read_ahead
 from wsseg.report import Overlay, cam_heatmap, colorize, overlay_strip, render_html, render_markdown
 from wsseg.steps.refine import THRESHOLDS
 
@@ -27,6 +29,8 @@ def default_config(preset: str) -> dict:
         "flip": preset != "cpu-tiny",
         "overlays": 6,
         "upper_bound_miou": None,  # the fully supervised model's val mIoU, to show the ratio
+        # Threads decoding the next images while one is scored (wsseg.read_ahead); 0: in line.
+        "read_threads": 2,
     }
 
 
@@ -69,21 +73,20 @@ def _score_train(samples, cams, pseudo_masks, model, scores, out, settings, stri
                             "without_ground_truth"), 0)
     cam_ids = _ids(cams, ".npz")
     mask_ids = _ids(pseudo_masks, ".png") if pseudo_masks is not None else set()
-    overlays: list[Overlay] = []
-    for sample in tqdm(samples, desc="evaluate train", unit="img"):
+    scorable = []
+    for sample in samples:
         if sample.mask_path is None or sample.image_id not in cam_ids:
             counts["without_ground_truth" if sample.mask_path is None else "without_cam"] += 1
-            continue
-        has_pseudo_mask = sample.image_id in mask_ids
-        if pseudo_masks is not None and not has_pseudo_mask:
-            counts["without_pseudo_mask"] += 1
-        want_overlay = len(overlays) < settings["overlays"]
+        else:
+            scorable.append(sample)
+            counts["without_pseudo_mask"] += pseudo_masks is not None and sample.image_id not in mask_ids
+    overlays: list[Overlay] = []
+    read = partial(_read_train_image, cams, pseudo_masks, mask_ids)
+    for sample, outcome in tqdm(read_ahead(read, scorable, settings["read_threads"]), total=len(scorable),
+                                desc="evaluate train", unit="img"):
         try:
-            ground_truth = read_ground_truth(sample)
-            cam_scores, labels = _read_cams(cams, sample.image_id, ground_truth.shape)
-            pseudo_mask = _read_pseudo_mask(pseudo_masks, sample.image_id, ground_truth.shape) \
-                if has_pseudo_mask else None
-            image = read_image(sample.image_path) if want_overlay else None
+            ground_truth, cam_scores, labels, pseudo_mask = _unless_error(outcome)
+            image = read_image(sample.image_path) if len(overlays) < settings["overlays"] else None
         except GroundTruthSizeError:
             raise
         except DataError:
@@ -93,10 +96,26 @@ def _score_train(samples, cams, pseudo_masks, model, scores, out, settings, stri
             continue
         scores.add(ground_truth, cam_scores, labels, pseudo_mask)
         counts["train_scored"] += 1
-        if want_overlay:
+        if image is not None:
             overlays.append(_overlay(out, sample.image_id, image, ground_truth, cam_scores, pseudo_mask, model,
                                      settings))
     return counts, overlays
+
+
+def _read_train_image(cams, pseudo_masks, mask_ids: set[str], sample):
+    """One train image's ground truth, CAMs and pseudo mask (None without one)."""
+    ground_truth = read_ground_truth(sample)
+    cam_scores, labels = _read_cams(cams, sample.image_id, ground_truth.shape)
+    pseudo_mask = _read_pseudo_mask(pseudo_masks, sample.image_id, ground_truth.shape) \
+        if sample.image_id in mask_ids else None
+    return ground_truth, cam_scores, labels, pseudo_mask
+
+
+def _unless_error(outcome):
+    """A read-ahead outcome's data, or its error raised here, in the scoring loop that decides about it."""
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 class TrainScores:
@@ -220,23 +239,31 @@ def _predict(model, image: np.ndarray, settings: dict) -> np.ndarray:
 
 
 def _score_segmenter(model, samples, classes: ClassList, settings: dict, strict: bool):
-    from wsseg.data import read_image
-
     matrix, scored, skipped = ConfusionMatrix(len(classes)), 0, 0
-    for sample in tqdm([s for s in samples if s.mask_path is not None], desc="evaluate val", unit="img"):
+    labelled = [sample for sample in samples if sample.mask_path is not None]
+    for _, outcome in tqdm(read_ahead(_read_val_image, labelled, settings["read_threads"]), total=len(labelled),
+                           desc="evaluate val", unit="img"):
         try:
-            ground_truth = read_ground_truth(sample)
-            matrix.update(_predict(model, read_image(sample.image_path), settings), ground_truth)
-            scored += 1
+            image, ground_truth = _unless_error(outcome)
         except GroundTruthSizeError:
             raise
         except DataError:
             if strict:
                 raise
             skipped += 1
+            continue
+        matrix.update(_predict(model, image, settings), ground_truth)
+        scored += 1
     summary = {"split": "val", "multi_scale": settings["multi_scale"], "flip": settings["flip"],
                **matrix.summary(classes.names)}
     return summary, scored, skipped
+
+
+def _read_val_image(sample) -> tuple[np.ndarray, np.ndarray]:
+    from wsseg.data import read_image
+
+    ground_truth = read_ground_truth(sample)
+    return read_image(sample.image_path), ground_truth
 
 
 def _overlay(out, image_id, image, ground_truth, cams, pseudo_mask, model, settings) -> Overlay:

@@ -3,6 +3,11 @@
 Writes `<image_id>.npz` holding `cams` float16 (L, H, W) in [0, 1], one max-normalised map per image label at
 image resolution, and `labels` int16 (L,); then `summary.json`. Images already in the store are skipped, so a
 retried step finishes what an earlier attempt started. Images stream through: only a few batches are in memory.
+
+The model waits on nothing else: `decode_workers` DataLoader processes decode images ahead of it (into pinned
+memory on a GPU), and `writer_threads` compress and store finished maps behind it (`wsseg.writer_pool`). On a
+GPU the model also runs channels-last in bf16 (`precision`). Each scale is one forward pass over the batch and
+its flips; scales are not stacked into one, since padding them to a common size would change maps near borders.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from wsseg.cams import CAM_METHODS, NO_TARGET
@@ -28,6 +34,7 @@ from wsseg.errors import ConfigError, DataError
 from wsseg.steps.train_classifier import load_classifier
 from wsseg.store import ArtifactStore
 from wsseg.training import autocast, pick_device
+from wsseg.writer_pool import WriterPool
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +43,15 @@ PENDING_BATCHES = 4
 
 
 def default_config(preset: str) -> dict:
+    # decode_workers: DataLoader processes decoding images (0: in this process); writer_threads: threads compressing
+    # and storing maps (0: in line). On a CPU the model takes every core, and a decoding process would take one
+    # from it; a writer thread overlaps the zlib and store work, which release the GIL, with the model.
     config = {"method": "cam", "scales": [1.0, 0.5, 1.5, 2.0], "flip": True, "batch_size": 16,
-              "device": "auto", "precision": "bf16"}
+              "device": "auto", "precision": "bf16", "decode_workers": 8, "writer_threads": 4}
     if preset == "cpu":
-        config.update(batch_size=8)
+        config.update(batch_size=8, decode_workers=0, writer_threads=1)
     elif preset == "cpu-tiny":
-        config.update(scales=[1.0, 0.5], batch_size=4)
+        config.update(scales=[1.0, 0.5], batch_size=4, decode_workers=0, writer_threads=1)
     return config
 
 
@@ -51,19 +61,25 @@ def mine_cams(data_root, classifier: ArtifactStore, out: ArtifactStore, config: 
     if settings["method"] not in CAM_METHODS:
         raise ConfigError(f"cams.method: {settings['method']!r}; choose one of {', '.join(CAM_METHODS)}")
     device = pick_device(settings["device"])
-    methods = [(CAM_METHODS[settings["method"]](model), contributes)
+    methods = [(CAM_METHODS[settings["method"]](_for_device(model, device)), contributes)
                for model, contributes in load_localizers(classifier, classes, device)]
     samples = load_samples(data_root, split, classes)
     mined = {key.removesuffix(".npz") for key in out.list() if key.endswith(".npz")}
     counts = Counter(images=0, existing=0, skipped_unlabelled=0, skipped_corrupt=0)
+    to_mine = _unmined(samples, mined, counts)
+    batch_size = settings["batch_size"]
 
     started = time.perf_counter()
-    with tqdm(total=len(samples), desc=f"mining {settings['method']}", unit="img") as progress:
-        images = _images_to_mine(samples, mined, counts, strict, progress)
-        for batch in size_batches(images, settings["batch_size"], PENDING_BATCHES * settings["batch_size"]):
+    # One batch's writes may still run while the next batch is mined: the model never waits on them, and memory
+    # holds at most two batches of maps.
+    with (tqdm(total=len(samples), initial=len(samples) - len(to_mine), desc=f"mining {settings['method']}",
+               unit="img") as progress,
+          WriterPool(settings["writer_threads"], max_pending=batch_size) as writer):
+        images = _decoded(to_mine, settings["decode_workers"], device, counts, strict, progress)
+        for batch in size_batches(images, batch_size, PENDING_BATCHES * batch_size):
             mined_maps = _mine_batch(methods, batch, settings, device, config["working_size"])
             for (sample, _), cams in zip(batch, mined_maps, strict=True):
-                _store_cams(out, sample, cams)
+                writer.submit(_store_cams, out, sample, cams)
             counts["images"] += len(batch)
             progress.update(len(batch))
     seconds = time.perf_counter() - started
@@ -75,8 +91,8 @@ def mine_cams(data_root, classifier: ArtifactStore, out: ArtifactStore, config: 
     return summary
 
 
-def size_batches(items: Iterable[tuple[Sample, np.ndarray]], batch_size: int,
-                 max_pending: int) -> Iterator[list[tuple[Sample, np.ndarray]]]:
+def size_batches(items: Iterable[tuple[Sample, torch.Tensor]], batch_size: int,
+                 max_pending: int) -> Iterator[list[tuple[Sample, torch.Tensor]]]:
     """Batches of equal-sized images, pulled lazily from `items`; never more than `max_pending` wait.
 
     Real VOC images come in a few dozen sizes, so grouping beats padding (which would shift the maps near borders).
@@ -95,31 +111,55 @@ def size_batches(items: Iterable[tuple[Sample, np.ndarray]], batch_size: int,
     yield from buckets.values()
 
 
-def _images_to_mine(samples: list[Sample], mined: set[str], counts: Counter, strict: bool,
-                    progress: tqdm) -> Iterator[tuple[Sample, np.ndarray]]:
-    """(sample, image) for each labelled, readable image not mined yet; the others are counted and passed over."""
+def _unmined(samples: list[Sample], mined: set[str], counts: Counter) -> list[Sample]:
+    """The labelled samples not mined yet; the others are counted as existing or unlabelled."""
+    to_mine = []
     for sample in samples:
         if sample.image_id in mined:
-            reason = "existing"
+            counts["existing"] += 1
         elif not sample.labels:
-            reason = "skipped_unlabelled"
-        elif (image := _read_image(sample, strict)) is not None:
-            yield sample, image
-            continue
+            counts["skipped_unlabelled"] += 1
         else:
-            reason = "skipped_corrupt"
-        counts[reason] += 1
+            to_mine.append(sample)
+    return to_mine
+
+
+class _DecodedImages(Dataset):
+    """(index, (H, W, 3) uint8 tensor, None) per sample, or (index, None, DataError) where it cannot be decoded:
+    a worker hands the problem back for this process to skip and count, or raise in strict mode."""
+
+    def __init__(self, samples: list[Sample]):
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, DataError | None]:
+        try:
+            return index, torch.from_numpy(np.array(read_image(self.samples[index].image_path))), None
+        except DataError as error:
+            return index, None, error
+
+
+def _decoded(samples: list[Sample], workers: int, device: torch.device, counts: Counter, strict: bool,
+             progress: tqdm) -> Iterator[tuple[Sample, torch.Tensor]]:
+    """(sample, image) for each readable sample, in order; corrupt images are logged, counted and passed over."""
+    loader = DataLoader(_DecodedImages(samples), batch_size=None, num_workers=workers,
+                        pin_memory=device.type == "cuda")
+    for index, image, error in loader:
+        if error is None:
+            yield samples[index], image
+            continue
+        if strict:
+            raise error
+        log.warning("skipping corrupt image %s: %s", samples[index].image_id, error.problem)
+        counts["skipped_corrupt"] += 1
         progress.update(1)
 
 
-def _read_image(sample: Sample, strict: bool) -> np.ndarray | None:
-    try:
-        return read_image(sample.image_path)
-    except DataError as error:
-        if strict:
-            raise
-        log.warning("skipping corrupt image %s: %s", sample.image_id, error.problem)
-        return None
+def _for_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The model channels-last on a GPU, where cuDNN's convolutions run fastest in that layout (with bf16)."""
+    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
 
 def load_localizers(store: ArtifactStore, classes: ClassList, device) -> list[tuple[torch.nn.Module, set | None]]:
@@ -138,7 +178,9 @@ def _mine_batch(methods, batch: list[tuple[Sample, np.ndarray]], settings: dict,
                 working_size: int | None) -> list[np.ndarray]:
     """Each image's (L, H, W) maps for its own labels, computed at the working size, returned at image size; the
     union (pixel-wise maximum) of the maps of every classifier that contributes the label."""
-    images = torch.from_numpy(np.stack([image for _, image in batch])).to(device).permute(0, 3, 1, 2).float()
+    # Each (H, W, 3) image goes to the device as uint8 (from pinned memory, asynchronously, on a GPU); the
+    # permuted batch is channels-last as it stands.
+    images = torch.stack([image.to(device, non_blocking=True) for _, image in batch]).permute(0, 3, 1, 2).float()
     size = tuple(images.shape[-2:])
     working = working_shape(*size, working_size)
     if working != size:
@@ -153,7 +195,7 @@ def _mine_batch(methods, batch: list[tuple[Sample, np.ndarray]], settings: dict,
         with torch.no_grad(), autocast(device, settings["precision"]):
             maps = multiscale_maps(method, images, chosen.to(device), settings["scales"], settings["flip"], size)
         union = maps if union is None else torch.maximum(union, maps)
-    maps = union.cpu().numpy()
+    maps = union.half().cpu().numpy()  # as stored: half the bytes to copy off a GPU and to hold for the writers
     return [maps[row, :len(image_labels)] for row, image_labels in enumerate(labels)]
 
 
@@ -165,5 +207,5 @@ def _only(targets: torch.Tensor, classes: set) -> torch.Tensor:
 
 def _store_cams(out: ArtifactStore, sample: Sample, cams: np.ndarray) -> None:
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, cams=cams.astype(np.float16), labels=np.asarray(sample.labels, dtype=np.int16))
+    np.savez_compressed(buffer, cams=cams, labels=np.asarray(sample.labels, dtype=np.int16))
     out.put_bytes(f"{sample.image_id}.npz", buffer.getvalue())

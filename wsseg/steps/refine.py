@@ -5,9 +5,10 @@ trusted) and one with a low background level (its background is trusted); pixels
 marked 255 so the segmenter ignores them. The levels are chosen per run from the CAMs (`wsseg.thresholds`),
 or scaled to a few pixel-labelled images the user names (`calibration`), and kept in `thresholds.json`.
 With saliency guidance, salient segments take the class of the CAM seed inside them (Oh et al., CVPR'17).
-The CRF is the pipeline's slowest step and runs on the CPU, so images are spread over a process pool; each
-worker reads and writes the stores itself so that no image travels through the parent and memory stays flat
-however large the dataset.
+The CRF is the pipeline's slowest step. With pydensecrf (`crf.backend`; the default without CUDA) it runs on
+the CPU, so images are spread over a process pool; each worker reads and writes the stores itself so that no
+image travels through the parent and memory stays flat however large the dataset. The PyTorch CRF (the default
+where CUDA is) runs in threads of this one process instead (see `_in_threads`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import multiprocessing
 import os
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from wsseg.classes import IGNORE_INDEX, ClassList
+from wsseg.crf import resolve_backend
 from wsseg.data.samples import Sample
 from wsseg.errors import ConfigError, DataError
 from wsseg.pass_levels import choose_levels
@@ -44,6 +47,8 @@ THRESHOLDS = "thresholds.json"
 
 def default_config(preset: str) -> dict:
     return {
+        # "auto": the PyTorch CRF (wsseg.crf_torch) where CUDA is, pydensecrf (the reference) elsewhere.
+        "backend": "auto",
         "iterations": 5 if preset == "cpu-tiny" else 10,
         "gaussian_sxy": 3.0,
         "gaussian_compat": 3.0,
@@ -65,7 +70,8 @@ def default_config(preset: str) -> dict:
         "calibration": [],
         "saliency_guidance": False,
         "saliency": saliency_config(),
-        "processes": 0,  # 0 = every CPU this process may use (see available_cpus)
+        # Workers (processes; threads with the PyTorch CRF); 0 = every CPU this process may use (available_cpus).
+        "processes": 0,
         "chunk_size": 2,
     }
 
@@ -78,6 +84,7 @@ def refine_with_crf(data_root, cams, out, config: dict, classes: ClassList, stri
     if settings["background"] not in BACKGROUND_METHODS:
         raise ConfigError(f"crf.background is {settings['background']!r}; choose one of "
                           f"{', '.join(BACKGROUND_METHODS)}")
+    resolve_backend(settings["backend"])  # an unknown backend fails here, before any image is read
     with_cams = _ids_with_suffix(cams.list(), ".npz")
     finished = _ids_with_suffix(out.list(), ".png")
     train = load_samples(data_root, "train", classes)
@@ -208,12 +215,25 @@ def _refine_in_worker(task: RefineTask) -> RefineResult:
 
 
 def _results(tasks: list[RefineTask], cams, out, refinement: Refinement):
-    processes = min(refinement.settings["processes"] or available_cpus(), len(tasks))
-    if processes <= 1:
+    settings = refinement.settings
+    workers = min(settings["processes"] or available_cpus(), len(tasks))
+    if workers <= 1:
         yield from map(_Refiner(cams, out, refinement), tasks)
-        return
-    with multiprocessing.Pool(processes, _start_worker, (cams.uri, out.uri, refinement)) as pool:
-        yield from pool.imap_unordered(_refine_in_worker, tasks, chunksize=refinement.settings["chunk_size"])
+    elif resolve_backend(settings["backend"]) == "torch":
+        yield from _in_threads(_Refiner(cams, out, refinement), tasks, workers)
+    else:
+        with multiprocessing.Pool(workers, _start_worker, (cams.uri, out.uri, refinement)) as pool:
+            yield from pool.imap_unordered(_refine_in_worker, tasks, chunksize=settings["chunk_size"])
+
+
+def _in_threads(refiner: _Refiner, tasks: list[RefineTask], threads: int):
+    """The PyTorch CRF's workers: threads of this one process, since forked processes cannot share its CUDA
+    context; torch's operations release the GIL, so one image's decoding and encoding overlap another's CRF."""
+    with ThreadPoolExecutor(threads) as pool:
+        try:
+            yield from pool.map(refiner, tasks)
+        finally:
+            pool.shutdown(cancel_futures=True)  # a strict-mode error stops the images not yet started
 
 
 def available_cpus() -> int:
