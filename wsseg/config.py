@@ -28,6 +28,7 @@ STEP_SECTIONS = {
     "crf": "wsseg.steps.refine",
     "affinity": "wsseg.steps.train_affinity",
     "segmenter": "wsseg.steps.train_segmenter",
+    "semi": "wsseg.semi",
     "evaluate": "wsseg.steps.evaluate",
     "predict": "wsseg.predict",
 }

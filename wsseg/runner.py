@@ -1,4 +1,5 @@
 """`wsseg run PIPELINE`: a pipeline run locally through `kfp.local`, with the components a cluster runs.
+`wsseg run semi --labelled 1/8` trains the baseline and ClassMix branches of `pipelines/semi.py`.
 
 Each task runs as a subprocess in this environment (`SubprocessRunner(use_venv=False)`). The run's outputs
 go to the store (`--store`, default: the `--out` folder); a run re-started with the same `--out` and
@@ -13,7 +14,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-PIPELINE_NAMES = ("wsss", "supervised", "ablation")
+PIPELINE_NAMES = ("wsss", "supervised", "ablation", "semi")
 
 
 def register(subparsers) -> None:
@@ -30,6 +31,10 @@ def register(subparsers) -> None:
         if name == "ablation":
             sub.add_argument("--methods", default="cam", type=_methods,
                              help="comma-separated methods, e.g. cam,has,acol,mdc,mixup,aepsl,seam,sec,saliency")
+        if name == "semi":
+            sub.add_argument("--labelled", type=_labelled,
+                             help="the train images that keep their masks: a fraction (1/8) or a count (25); "
+                                  "default: the config's semi.labelled")
         sub.set_defaults(func=_run_command)
 
 
@@ -37,6 +42,12 @@ def _methods(text: str) -> list[str]:
     from wsseg.methods import parse_methods
 
     return parse_methods(text)
+
+
+def _labelled(text: str):
+    from wsseg.semi import parse_labelled
+
+    return parse_labelled(text)
 
 
 def _run_command(args) -> int:
@@ -47,6 +58,12 @@ def _run_command(args) -> int:
     if args.pipeline == "ablation":
         table = run_ablation(args.data, args.out, config, args.methods, args.store, args.run_name)
         print(render_ablation_table(table))
+        return 0
+    if args.pipeline == "semi":
+        if args.labelled is not None:
+            config["semi"]["labelled"] = args.labelled
+        headlines = run_semi(args.data, args.out, config, args.store, args.run_name)
+        print(render_summary_table(list(headlines.items())))
         return 0
     metrics = run_pipeline(args.pipeline, args.data, args.out, config, args.store, args.run_name)
     print(render_summary_table([(args.pipeline, metrics["headline"])]))
@@ -77,6 +94,32 @@ def run_ablation(data: str, out: str | Path, config: dict, methods: list[str], s
     table = open_store(store_uri).child(run_name).child(TABLE)
     log.info("ablation finished; table: %s", table.uri)
     return json.loads(table.get_bytes("ablation.json"))
+
+
+def run_semi(data: str, out: str | Path, config: dict, store_uri: str | None = None,
+             run_name: str | None = None) -> dict:
+    """The semi pipeline under kfp.local; returns each branch's (baseline, classmix) evaluation headline."""
+    from pipelines.semi import semi
+    from wsseg.semi import BRANCH_MODES
+    from wsseg.store import open_store
+
+    _check_semi(data, config)
+    store_uri, run_name = _run_locally(semi, data, out, config, store_uri, run_name or "semi")
+    run = open_store(store_uri).child(run_name)
+    return {branch: json.loads(run.child(branch).child("evaluate").get_bytes("metrics.json"))["headline"]
+            for branch in BRANCH_MODES}
+
+
+def _check_semi(data: str, config: dict) -> None:
+    """Refuse a bad `semi` section before any task starts (on a local dataset, the subset is drawn here too)."""
+    from wsseg.classes import ClassList
+    from wsseg.data import load_samples
+    from wsseg.semi import check_semi_settings, split_train
+
+    check_semi_settings(config["semi"], "classmix")
+    if not data.startswith("s3://"):
+        split_train(load_samples(data, "train", ClassList(config["classes"])), config["semi"]["labelled"],
+                    config["seed"])
 
 
 def _run_locally(pipeline, data: str, out: str | Path, config: dict, store_uri: str | None, run_name: str,

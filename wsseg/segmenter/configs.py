@@ -8,7 +8,9 @@ photometric distortion), SGD (AdamW when training from scratch) with a poly sche
 segmenter to start from) are local paths or URLs here: the step fetches store URIs first (`wsseg.weights`).
 
 `mode` picks the training objective: "standard" is cross-entropy on the pseudo masks; "sec" trains the same
-model with SEC's seed, expand and constrain losses (`wsseg.segmenter.sec`, METHODS.md §1).
+model with SEC's seed, expand and constrain losses (`wsseg.segmenter.sec`, METHODS.md §1); "classmix" adds to the
+cross-entropy on the labelled images ClassMix's loss on mixes of unlabelled ones, labelled by a mean teacher
+(`wsseg.segmenter.classmix`, METHODS.md §3; `datasets["unlabelled"]` holds those images).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ ADAMW = dict(type="AdamW", lr=0.008, weight_decay=0.0001)
 GENTLE_PHOTOMETRIC = dict(brightness_delta=16, contrast_range=[0.8, 1.2], saturation_range=[0.8, 1.2],
                           hue_delta=2)
 
-MODES = ("standard", "sec")
+MODES = ("standard", "sec", "classmix")
 # SEC's network outputs 41x41 scores for its 321x321 inputs; its decays and CRF widths are for that grid.
 SEC_OUTPUT_SIDE = 41
 # SEC's CRF (its pylayers' CRFLayer and krahenbuhl2013 wrapper): 10 iterations, bilateral compat 10, srgb 13,
@@ -50,14 +52,35 @@ SEC_CRF = dict(iterations=10, gaussian_sxy=round(3 / 12 * REFERENCE_SIDE / SEC_O
 SEC_DEFAULTS = dict(decay_present=0.996, decay_absent=0.0, decay_background=0.999,
                     decay_reference_pixels=SEC_OUTPUT_SIDE ** 2, crf=SEC_CRF)
 SEC_MODULE = "wsseg.segmenter.sec"
+# ClassMix (Olsson et al., WACV'21, sec. 4.1 and their code): teacher EMA α 0.99, confidence τ 0.968, λ 1, the
+# mixed images jittered (strength 0.25, with probability 0.8) and blurred (sigma 0.15-1.15, probability 0.5).
+CLASSMIX_DEFAULTS = dict(ema_momentum=0.99, confidence=0.968, unsupervised_weight=1.0,
+                         color_jitter=dict(probability=0.8, brightness=0.25, contrast=0.25, saturation=0.25, hue=0.25),
+                         blur=dict(probability=0.5, sigma=[0.15, 1.15]))
+# The CPU presets' synthetic classes differ by colour: their jitter leaves hues nearly alone (as GENTLE_PHOTOMETRIC).
+GENTLE_COLOR_JITTER = dict(probability=0.8, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.01)
+CLASSMIX_MODULES = ["wsseg.segmenter.classmix", "wsseg.segmenter.sampler"]
+MODE_SEGMENTORS = {"sec": ("SECSegmentor", "SEC's losses", [SEC_MODULE]),
+                   "classmix": ("ClassMixSegmentor", "ClassMix's mean teacher", CLASSMIX_MODULES)}
 
 
 def default_config(preset: str) -> dict:
     """The `segmenter` section of a run's config for `preset`. `depth`, `width` and `output_stride` scale every
     model family the same way (`wsseg.segmenter.models`); `model` may also name a user's mmseg config."""
-    return dict(model="deeplabv3plus", **_preset(preset), init_checkpoint=None,
+    settings = _preset(preset)
+    return dict(model="deeplabv3plus", **settings, init_checkpoint=None,
                 photometric={} if preset == "gpu" else dict(GENTLE_PHOTOMETRIC), mode="standard",
-                sec=copy.deepcopy(SEC_DEFAULTS))
+                sec=copy.deepcopy(SEC_DEFAULTS), classmix=_classmix_preset(preset, settings))
+
+
+def _classmix_preset(preset: str, settings: dict) -> dict:
+    """ClassMix's settings; the teacher's labels count fully after the first tenth of training, and each batch
+    holds as many unlabelled images as labelled ones (ClassMix's VOC runs: 10 and 10)."""
+    classmix = copy.deepcopy(CLASSMIX_DEFAULTS)
+    if preset != "gpu":
+        classmix["color_jitter"] = dict(GENTLE_COLOR_JITTER)
+    return dict(classmix, rampup_iterations=settings["iterations"] // 10,
+                unlabelled_batch_size=settings["batch_size"])
 
 
 def _preset(preset: str) -> dict:
@@ -83,24 +106,26 @@ def _preset(preset: str) -> dict:
 def build_mmseg_config(settings: dict, classes: ClassList, datasets: dict, work_dir: str, out_uri: str, *,
                        distributed: bool, cuda: bool, seed: int) -> Config:
     """The full mmseg config; `datasets` maps "train" (and "val" when validating) to dataset dicts, and
-    checkpoints go to `work_dir` and, for resuming, to the store at `out_uri`."""
-    if settings["mode"] not in MODES:
-        raise ConfigError(f"segmenter.mode is {settings['mode']!r}; choose one of {', '.join(MODES)}")
-    sec = settings["mode"] == "sec"
+    checkpoints go to `work_dir` and, for resuming, to the store at `out_uri`. "train" may be a list of dataset
+    dicts to concatenate (labelled images whose masks come from different stores); with ClassMix, "unlabelled" is
+    the dataset dict of the unlabelled images."""
+    mode = settings["mode"]
+    if mode not in MODES:
+        raise ConfigError(f"segmenter.mode is {mode!r}; choose one of {', '.join(MODES)}")
     crop = (settings["crop_size"], settings["crop_size"])
     iterations = settings["iterations"]
     testing = test_pipeline(crop)
     model = model_config(settings, len(classes), crop, norm="SyncBN" if distributed and cuda else "BN")
-    if sec and model["type"] != "EncoderDecoder":
-        raise ConfigError(f"segmenter.mode: sec trains an EncoderDecoder with SEC's losses, but segmenter.model "
-                          f"{settings['model']} is a {model['type']}; choose a family or an EncoderDecoder config")
-    training = (sec_train_pipeline if sec else train_pipeline)(crop, settings["photometric"])
+    if mode in MODE_SEGMENTORS and model["type"] != "EncoderDecoder":
+        raise ConfigError(f"segmenter.mode: {mode} trains an EncoderDecoder with {MODE_SEGMENTORS[mode][1]}, but "
+                          f"segmenter.model {settings['model']} is a {model['type']}; choose a family or an "
+                          "EncoderDecoder config")
     config = dict(
         default_scope="mmseg",
         work_dir=work_dir,
         randomness=dict(seed=seed),
-        model=dict(model, type="SECSegmentor", **settings["sec"]) if sec else model,
-        train_dataloader=_dataloader(datasets["train"], training, settings, train=True),
+        model=_mode_model(model, settings),
+        train_dataloader=_train_dataloader(datasets, crop, settings),
         optim_wrapper=_optim_wrapper(settings, bf16=settings["bf16"] and cuda),
         param_scheduler=[dict(type="PolyLR", eta_min=settings["optimizer"]["lr"] / 100, power=0.9, begin=0,
                               end=iterations, by_epoch=False)],
@@ -128,15 +153,55 @@ def build_mmseg_config(settings: dict, classes: ClassList, datasets: dict, work_
         # DDP on CPU takes no device ids; mmengine would otherwise pass [LOCAL_RANK].
         config["model_wrapper_cfg"] = dict(type="MMDistributedDataParallel", device_ids=None)
     if "val" in datasets:
-        config.update(val_dataloader=_dataloader(datasets["val"], testing, settings, train=False),
+        config.update(val_dataloader=_dataloader(dict(datasets["val"], pipeline=testing), settings, train=False),
                       val_cfg=dict(type="ValLoop"),
                       val_evaluator=dict(type="IoUMetric", iou_metrics=["mIoU"]))
-    if sec:
+    if mode in MODE_SEGMENTORS:
         # Config.fromfile imports these when the stored config is loaded (wsseg.segmenter.inference), which
-        # registers SECSegmentor there; mmengine's Runner does not, so it is imported here for training.
-        config["custom_imports"] = dict(imports=[SEC_MODULE], allow_failed_imports=False)
+        # registers the mode's segmentor there; mmengine's Runner does not, so they are imported here for training.
+        config["custom_imports"] = dict(imports=MODE_SEGMENTORS[mode][2], allow_failed_imports=False)
         import_modules_from_strings(**config["custom_imports"])
     return Config(config)
+
+
+def _mode_model(model: dict, settings: dict) -> dict:
+    """The model dict for `segmenter.mode`: the family's EncoderDecoder, or the mode's segmentor around it."""
+    mode = settings["mode"]
+    if mode == "sec":
+        return dict(model, type="SECSegmentor", **settings["sec"])
+    if mode == "classmix":
+        segmentor_settings = {key: value for key, value in checked_classmix(settings).items()
+                              if key != "unlabelled_batch_size"}
+        return dict(model, type="ClassMixSegmentor", **segmentor_settings)
+    return model
+
+
+def checked_classmix(settings: dict) -> dict:
+    """`segmenter.classmix`, refused where ClassMix cannot train with it."""
+    classmix = settings["classmix"]
+    if not 0 < classmix["ema_momentum"] < 1:
+        raise ConfigError(f"segmenter.classmix.ema_momentum is {classmix['ema_momentum']}; the teacher keeps this "
+                          "share of itself at each step, so it must lie between 0 and 1 (ClassMix: 0.99)")
+    if classmix["unlabelled_batch_size"] < 2:
+        raise ConfigError(f"segmenter.classmix.unlabelled_batch_size is {classmix['unlabelled_batch_size']}; "
+                          "ClassMix mixes pairs of unlabelled images, so set it to 2 or more")
+    return classmix
+
+
+def _train_dataloader(datasets: dict, crop: tuple[int, int], settings: dict) -> dict:
+    """The labelled datasets `datasets["train"]` (a dict, or a list of them to concatenate) through the mode's
+    training pipeline; with ClassMix, batches that add `datasets["unlabelled"]`'s images to them."""
+    mode = settings["mode"]
+    training = (sec_train_pipeline if mode == "sec" else train_pipeline)(crop, settings["photometric"])
+    labelled = [dict(part, pipeline=training) for part in _listed(datasets["train"])]
+    if mode != "classmix":
+        dataset = labelled[0] if len(labelled) == 1 else dict(type="ConcatDataset", datasets=labelled)
+        return _dataloader(dataset, settings, train=True)
+    unlabelled = checked_classmix(settings)["unlabelled_batch_size"]
+    loader = _dataloader(dict(type="ConcatDataset", datasets=[
+        *labelled, dict(datasets["unlabelled"], pipeline=unlabelled_train_pipeline(crop))]), settings, train=True)
+    return dict(loader, batch_size=settings["batch_size"] + unlabelled,
+                sampler=dict(type="LabelledUnlabelledSampler", labelled=settings["batch_size"], unlabelled=unlabelled))
 
 
 def train_pipeline(crop: tuple[int, int], photometric: dict) -> list[dict]:
@@ -168,6 +233,18 @@ def sec_train_pipeline(crop: tuple[int, int], photometric: dict) -> list[dict]:
     ]
 
 
+def unlabelled_train_pipeline(crop: tuple[int, int]) -> list[dict]:
+    """ClassMix's unlabelled images: scaled, cropped and flipped as the labelled ones, with no mask and no
+    photometric change (the teacher labels them as they are; the mixes are jittered after)."""
+    return [
+        dict(type="LoadImageFromFile"),
+        dict(type="RandomResize", scale=resize_scale(crop), ratio_range=(0.5, 2.0), keep_ratio=True),
+        dict(type="RandomCrop", crop_size=crop),
+        dict(type="RandomFlip", prob=0.5),
+        dict(type="PackSegInputs"),
+    ]
+
+
 def test_pipeline(crop: tuple[int, int]) -> list[dict]:
     # Masks are loaded after the resize: predictions are scored at the image's own resolution.
     return [dict(type="LoadImageFromFile"), dict(type="Resize", scale=resize_scale(crop), keep_ratio=True),
@@ -184,12 +261,16 @@ def metainfo(classes: ClassList) -> dict:
     return dict(classes=tuple(classes.names), palette=[palette[3 * i:3 * i + 3] for i in range(len(classes))])
 
 
-def _dataloader(dataset: dict, pipeline: list[dict], settings: dict, train: bool) -> dict:
+def _dataloader(dataset: dict, settings: dict, train: bool) -> dict:
     workers = settings["num_workers"] if train else 0
     return dict(batch_size=settings["batch_size"] if train else 1, num_workers=workers,
                 persistent_workers=workers > 0,
                 sampler=dict(type="InfiniteSampler" if train else "DefaultSampler", shuffle=train),
-                dataset=dict(dataset, pipeline=pipeline))
+                dataset=dataset)
+
+
+def _listed(datasets: dict | list[dict]) -> list[dict]:
+    return datasets if isinstance(datasets, list) else [datasets]
 
 
 def _optim_wrapper(settings: dict, bf16: bool) -> dict:

@@ -39,10 +39,13 @@ class WssegDataset(BaseSegDataset):
     `mask_store` is None. Class names come from `metainfo["classes"]`. Images whose image or mask is
     unreadable or inconsistent are left out and listed in `skipped` (image id -> problem); with `strict` the
     first one raises `DataError`. Each data info holds the sample's image-level labels under `IMAGE_LABELS`.
+    `image_ids` keeps those images of the split alone (semi-supervised training's subsets); `without_masks` reads
+    no mask at all (its unlabelled images, loaded by a pipeline without `LoadAnnotations`).
     """
 
     def __init__(self, dataset_root: str, split: str = "train", mask_store: str | None = None,
-                 mask_cache: str | None = None, strict: bool = False, **kwargs):
+                 mask_cache: str | None = None, strict: bool = False, image_ids: list[str] | None = None,
+                 without_masks: bool = False, **kwargs):
         if mask_store and not mask_cache:
             raise ValueError("a mask_store needs a mask_cache folder to fetch the masks into")
         self.dataset_root = str(dataset_root)
@@ -50,6 +53,8 @@ class WssegDataset(BaseSegDataset):
         self.mask_store = mask_store
         self.mask_cache = mask_cache
         self.strict = strict
+        self.image_ids = None if image_ids is None else set(image_ids)
+        self.without_masks = without_masks
         self.skipped: dict[str, str] = {}
         super().__init__(img_suffix="", seg_map_suffix=".png", reduce_zero_label=False,
                          ignore_index=IGNORE_INDEX, **kwargs)
@@ -59,6 +64,8 @@ class WssegDataset(BaseSegDataset):
         store = open_store(self.mask_store) if self.mask_store else None
         data_list = []
         for sample in load_samples(self.dataset_root, self.split, classes):
+            if self.image_ids is not None and sample.image_id not in self.image_ids:
+                continue
             try:
                 mask_path = self._checked_mask_path(sample, store, len(classes))
             except DataError as error:
@@ -71,12 +78,15 @@ class WssegDataset(BaseSegDataset):
                               "label_map": self.label_map, "reduce_zero_label": False, "seg_fields": [],
                               IMAGE_LABELS: sample.labels})
         if not data_list:
-            raise DataError(self.dataset_root, f"no usable image with a mask in split {self.split!r}"
+            raise DataError(self.dataset_root, f"no usable image{'' if self.without_masks else ' with a mask'} "
+                                               f"in split {self.split!r}"
                                                f"{f' (masks from {store.uri})' if store else ''}")
         return data_list
 
-    def _checked_mask_path(self, sample: Sample, store: ArtifactStore | None, num_classes: int) -> str:
+    def _checked_mask_path(self, sample: Sample, store: ArtifactStore | None, num_classes: int) -> str | None:
         image = read_image(sample.image_path)
+        if self.without_masks:
+            return None
         mask_path = self._fetch_mask(sample.image_id, store) if store else sample.mask_path
         if mask_path is None:
             raise DataError(sample.image_path, "no ground-truth mask for this image")

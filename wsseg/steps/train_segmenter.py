@@ -6,6 +6,10 @@ re-run resumes from that copy, since the local work dir dies with the pod. At th
 `checkpoint.pth` (weights and meta, no optimizer), `mmseg_config.py` and `metrics.json` (time, images/s, val
 mIoU on the ground truth). Under torchrun (WORLD_SIZE > 1) the same function trains data-parallel; rank 0
 alone writes.
+
+With `semi.labelled` set (`wsseg.semi`), only that subset of train trains on its ground truth; the other images
+are left out, labelled by the pseudo masks (`semi.labels: pseudo`), or, with `segmenter.mode: classmix`, read as
+unlabelled images.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mmengine.dataset import ConcatDataset
 from mmengine.dist import barrier
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import Runner
@@ -24,12 +29,14 @@ from mmengine.runner import Runner
 import wsseg.segmenter.dataset  # noqa: F401  (registers WssegDataset)
 from wsseg.classes import ClassList
 from wsseg.data import dataset_splits, load_samples
+from wsseg.errors import ConfigError
 from wsseg.kube.train_job import default_launch
 from wsseg.segmenter import configs
 from wsseg.segmenter.distributed import join_process_group, world_position
 from wsseg.segmenter.hooks import RESUME_KEY, StoreCheckpointHook
 from wsseg.segmenter.models import is_config_file, pretrained_weights
-from wsseg.store import ArtifactStore
+from wsseg.semi import SemiSplit, check_semi_settings, split_train
+from wsseg.store import ArtifactStore, open_store
 from wsseg.weights import local_weights
 
 log = logging.getLogger(__name__)
@@ -65,7 +72,10 @@ def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, 
 
     with tempfile.TemporaryDirectory(prefix="wsseg-segmenter-") as work_dir:
         settings = staged_settings(settings, Path(work_dir, "inputs"))
+        split = semi_split(data_root, config, classes)
         datasets = _datasets(data_root, masks, classes, settings, Path(work_dir, "masks"), strict)
+        if split:
+            datasets.update(_semi_datasets(datasets["train"], split, masks, config))
         mmseg_config = configs.build_mmseg_config(settings, classes, datasets, work_dir, out.uri,
                                                   distributed=world_size > 1, cuda=cuda,
                                                   seed=config.get("seed", 0))
@@ -76,6 +86,8 @@ def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, 
         seconds = _train(runner)
         scores = runner.val() if "val" in datasets else {}
         metrics = _metrics(runner, settings, seconds, scores, world_size, supervised=masks is None)
+        if split:
+            metrics.update(labelled_images=len(split.labelled), unlabelled_images=len(split.unlabelled))
         if rank == 0:
             _publish(out, _final_checkpoint(runner, work_dir), mmseg_config, metrics)
         barrier()
@@ -104,6 +116,49 @@ def _datasets(data_root, masks: ArtifactStore | None, classes: ClassList, settin
     if settings["validate"] and _has_val_masks(data_root, classes):
         datasets["val"] = dict(common, split="val", test_mode=True)
     return datasets
+
+
+def semi_split(data_root, config: dict, classes: ClassList) -> SemiSplit | None:
+    """The train split's labelled subset and the rest, where `semi.labelled` asks for one."""
+    semi = config["semi"]
+    check_semi_settings(semi, config["segmenter"]["mode"])
+    if semi["labelled"] is None:
+        return None
+    split = split_train(load_samples(data_root, "train", classes), semi["labelled"], config.get("seed", 0))
+    if not split.unlabelled and (semi["labels"] == "pseudo" or config["segmenter"]["mode"] == "classmix"):
+        raise ConfigError(f"semi.labelled takes all {len(split.labelled)} train images, leaving none to learn "
+                          "from without their masks; label a fraction such as \"1/8\" or fewer images")
+    return split
+
+
+def _semi_datasets(train: dict, split: SemiSplit, masks: ArtifactStore | None, config: dict) -> dict:
+    """The train dataset dicts of semi-supervised training: the labelled subset on its ground truth, the other
+    images on pseudo masks (`semi.labels: pseudo`) and, for ClassMix, those images without masks."""
+    others = [sample.image_id for sample in split.unlabelled]
+    datasets = dict(train=[dict(train, image_ids=[sample.image_id for sample in split.labelled], mask_store=None)])
+    pseudo_masks = _pseudo_mask_store(masks, config["semi"])
+    if pseudo_masks:
+        datasets["train"].append(dict(train, image_ids=others, mask_store=pseudo_masks.uri))
+    if config["segmenter"]["mode"] == "classmix":
+        datasets["unlabelled"] = dict(train, image_ids=others, mask_store=None, without_masks=True)
+    return datasets
+
+
+def _pseudo_mask_store(masks: ArtifactStore | None, semi: dict) -> ArtifactStore | None:
+    """Where the images outside the labelled subset take their masks from: none, unless `semi.labels: pseudo`."""
+    if semi["labels"] != "pseudo":
+        if masks:
+            raise ConfigError(f"train-segmenter was given pseudo masks ({masks.uri}) and semi.labelled, whose subset "
+                              "trains on its ground truth; set semi.labels: pseudo to label the other train images "
+                              "with those masks, or semi.labelled: null to train on the masks alone")
+        return None
+    if masks:
+        return masks
+    if semi["pseudo_masks"]:
+        return open_store(semi["pseudo_masks"])
+    raise ConfigError("semi.labels: pseudo labels the train images outside semi.labelled with a WSSS run's pseudo "
+                      "masks, but none were given; name their store in semi.pseudo_masks (such as "
+                      "<store>/<run>/propagate) or give it to train-segmenter as --masks")
 
 
 def _has_val_masks(data_root, classes: ClassList) -> bool:
@@ -145,10 +200,15 @@ def _metrics(runner: Runner, settings: dict, seconds: float, scores: dict, world
         iterations=runner.iter, resumed_from_iteration=start_iter, training_time_s=round(seconds, 1),
         images_per_s=round(settings["batch_size"] * world_size / step_seconds, 2) if step_seconds else 0.0,
         world_size=world_size, supervised=supervised,
-        skipped_images=len(runner.train_dataloader.dataset.skipped))
+        skipped_images=_skipped_images(runner.train_dataloader.dataset))
     if scores:
         metrics.update(val_miou=round(scores["mIoU"], 2), val_pixel_accuracy=round(scores["aAcc"], 2))
     return metrics
+
+
+def _skipped_images(dataset) -> int:
+    parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
+    return sum(len(part.skipped) for part in parts)
 
 
 def _final_checkpoint(runner: Runner, work_dir: str) -> Path:

@@ -1,0 +1,36 @@
+"""Semi-supervised segmentation (METHODS.md §3): the same segmenter trained on the labelled subset alone (the
+baseline) and with ClassMix's mean teacher on the other train images too, each evaluated on val.
+
+`semi.labelled` in the config picks the subset (`wsseg.semi`); each branch runs in its own prefix of the run's
+store (`<run>/baseline/`, `<run>/classmix/`) with its own config.
+"""
+from kfp import dsl
+
+from components.evaluate import evaluate
+from components.open_run import open_run
+from components.open_semi_branch import open_semi_branch
+from components.train_segmenter import train_segmenter
+from pipelines.cluster import DEFAULT_S3_SECRET, gpu_step, light_step, uncached, with_store_credentials
+from wsseg.semi import BRANCH_MODES
+
+
+@dsl.pipeline(name="semi", description="Segmenter on a labelled subset, alone and with ClassMix on the other images")
+def semi(data: str, store_uri: str, config_yaml: str = "preset: gpu", run_name: str = "",
+         s3_endpoint: str = "", s3_secret: str = DEFAULT_S3_SECRET):
+    run = open_run(store_uri=store_uri, run_name=run_name, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                   config_yaml=config_yaml, s3_endpoint=s3_endpoint)
+    tasks = {"light": [run], "gpu": []}
+    for name in BRANCH_MODES:
+        branch = open_semi_branch(run_store=run.output, branch=name, config_yaml=config_yaml, s3_endpoint=s3_endpoint)
+        common = {"data": data, "run_store": branch.outputs["run_store"],
+                  "config_yaml": branch.outputs["config_yaml"], "s3_endpoint": s3_endpoint}
+        segmenter = train_segmenter(**common)
+        evaluation = evaluate(segmenter=segmenter.outputs["segmenter"], **common)
+        tasks["light"] += [branch, evaluation]
+        tasks["gpu"].append(segmenter)
+    for task in tasks["light"]:
+        light_step(task)
+    for task in tasks["gpu"]:
+        gpu_step(task)
+    for task in tasks["light"] + tasks["gpu"]:
+        uncached(with_store_credentials(task, s3_secret))

@@ -1,0 +1,133 @@
+"""Semi-supervised segmentation's data (METHODS.md §3): which train images keep their pixel labels.
+
+`semi.labelled` picks the labelled subset of the train split: a fraction ("1/8", as the semi-supervised papers
+split VOC), a count (25) or a list of image ids. The choice is a seeded shuffle of the split (`seed`), so every
+step and every branch of a run picks the same images. Null (the default) labels every train image, as before.
+The other train images are unlabelled: their masks are never read, and `segmenter.mode: classmix` learns from
+their images alone.
+
+`semi.labels: pseudo` labels those other images too, with a WSSS run's pseudo masks (the train-segmenter step's
+`masks` input, else the store `semi.pseudo_masks` names): image labels and a few ground-truth masks combine.
+The subset keeps its ground truth either way.
+
+The `semi` pipeline trains the same segmenter twice, as a baseline on the labelled set alone and with ClassMix
+(`branch_config`), each in its own prefix of the run's store.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from fractions import Fraction
+
+from wsseg.config import dump_config, load_config_text
+from wsseg.data import Sample
+from wsseg.errors import ConfigError
+from wsseg.store import open_store
+
+LABEL_SOURCES = ("ground_truth", "pseudo")
+# The semi pipeline's branches and the segmenter mode each trains with.
+BRANCH_MODES = {"baseline": "standard", "classmix": "classmix"}
+
+
+def default_config(preset: str) -> dict:
+    return dict(labelled=None, labels="ground_truth", pseudo_masks=None)
+
+
+@dataclass(frozen=True)
+class SemiSplit:
+    """The train samples split by `semi.labelled`: ground-truth labelled, and the rest."""
+
+    labelled: list[Sample]
+    unlabelled: list[Sample]
+
+
+def split_train(samples: list[Sample], labelled, seed: int) -> SemiSplit:
+    """`samples` (the train split, in its order) split into the labelled subset `labelled` names and the rest."""
+    chosen = set(labelled_ids(labelled, [sample.image_id for sample in samples], seed))
+    return SemiSplit([sample for sample in samples if sample.image_id in chosen],
+                     [sample for sample in samples if sample.image_id not in chosen])
+
+
+def labelled_ids(labelled, image_ids: list[str], seed: int) -> list[str]:
+    """The image ids `semi.labelled` names among `image_ids`: a list of ids, or a fraction or count of them
+    drawn by a shuffle seeded with `seed`."""
+    if isinstance(labelled, (list, tuple)):
+        return _listed_ids(labelled, image_ids)
+    shuffled = sorted(image_ids)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled[:labelled_count(labelled, len(image_ids))]
+
+
+def labelled_count(labelled, total: int) -> int:
+    """How many of `total` train images `semi.labelled` (a count, or a fraction such as "1/8") labels."""
+    if isinstance(labelled, bool) or not isinstance(labelled, (int, str)):
+        raise ConfigError(f"semi.labelled is {labelled!r}; give a fraction such as \"1/8\", a count such as 25, or "
+                          "a list of image ids")
+    if isinstance(labelled, int) or labelled.strip().isdigit():
+        count = int(labelled)
+        if not 1 <= count <= total:
+            raise ConfigError(f"semi.labelled is {count}, but the train split has {total} images; give a count "
+                              f"from 1 to {total}, or a fraction such as \"1/8\"")
+        return count
+    # A fraction of a split takes whole images, rounded down (VOC's 1/8 of 10582 is 1322), and at least one.
+    return max(1, int(_fraction(labelled) * total))
+
+
+def parse_labelled(text: str):
+    """`--labelled` on the command line: a count when it is a whole number, else a fraction kept as written."""
+    return int(text) if text.strip().isdigit() else text
+
+
+def _fraction(text: str) -> Fraction:
+    try:
+        fraction = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"semi.labelled is {text!r}, not a fraction; write one such as \"1/8\" (or a count such "
+                          "as 25)") from None
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"semi.labelled is {text!r}; a fraction of the train split must be above 0 and at most "
+                          "1, such as \"1/8\"")
+    return fraction
+
+
+def _listed_ids(labelled, image_ids: list[str]) -> list[str]:
+    known = set(image_ids)
+    unknown = [str(image_id) for image_id in labelled if str(image_id) not in known]
+    if unknown:
+        raise ConfigError(f"semi.labelled lists {len(unknown)} image id(s) not in the train split, such as "
+                          f"{', '.join(unknown[:5])}; list ids from ImageSets/Segmentation/train.txt (or the "
+                          "manifest's train rows), quoted where YAML would read them as numbers (\"2007_000032\")")
+    if not labelled:
+        raise ConfigError("semi.labelled is an empty list; list at least one train image id")
+    return [str(image_id) for image_id in labelled]
+
+
+def check_semi_settings(semi: dict, mode: str) -> None:
+    """Refuse settings that cannot train: ClassMix or pseudo labels without a labelled subset, an unknown label
+    source."""
+    if semi["labels"] not in LABEL_SOURCES:
+        raise ConfigError(f"semi.labels is {semi['labels']!r}; choose one of {', '.join(LABEL_SOURCES)}")
+    if semi["labels"] == "pseudo" and semi["labelled"] is None:
+        raise ConfigError("semi.labels: pseudo labels the train images outside semi.labelled with pseudo masks, but "
+                          "semi.labelled is not set; set it (such as \"1/8\"), or set semi.labels: ground_truth and "
+                          "give train-segmenter the pseudo masks alone")
+    if mode == "classmix" and semi["labelled"] is None:
+        raise ConfigError("segmenter.mode: classmix learns from the train images outside the labelled subset, but "
+                          "semi.labelled is not set; set it to a fraction such as \"1/8\", a count or a list of ids")
+
+
+def branch_config(config_yaml: str, branch: str) -> str:
+    """The run's config for one branch of the semi pipeline: its segmenter mode set."""
+    if branch not in BRANCH_MODES:
+        raise ConfigError(f"semi pipeline branch {branch!r}; choose one of {', '.join(BRANCH_MODES)}")
+    config = load_config_text(config_yaml)
+    config["segmenter"]["mode"] = BRANCH_MODES[branch]
+    return dump_config(config)
+
+
+def open_branch_run(run_store_uri: str, branch: str, config_yaml: str) -> tuple[str, str]:
+    """The branch's prefix of the run store and its config, stored there."""
+    config_text = branch_config(config_yaml, branch)
+    store = open_store(run_store_uri).child(branch)
+    store.put_bytes("config.yaml", config_text.encode())
+    return store.uri, config_text
