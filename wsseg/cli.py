@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "wsseg.kube.commands",
     "wsseg.predict",
     "wsseg.export",
+    "wsseg.registry_commands",
 )
 
 

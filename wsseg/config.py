@@ -31,6 +31,7 @@ STEP_SECTIONS = {
     "semi": "wsseg.semi",
     "evaluate": "wsseg.steps.evaluate",
     "predict": "wsseg.predict",
+    "registry": "wsseg.registry",
 }
 
 

@@ -1,0 +1,94 @@
+"""`wsseg models list|show|promote|rollback`: a person's view of the model registry (`wsseg.registry`)."""
+from __future__ import annotations
+
+import json
+
+from wsseg.registry import ModelRegistry, default_config
+from wsseg.store import open_store
+
+DEFAULT_NAME = default_config("cpu")["name"]
+TABLE_COLUMNS = ("", "version", "parent", "classes", "all mIoU", "old mIoU", "new mIoU", "gate", "created", "source")
+
+
+def register(subparsers) -> None:
+    models = subparsers.add_parser("models", help="the model registry: versions, the current one, promotions")
+    commands = models.add_subparsers(dest="models_command", required=True)
+    listing = commands.add_parser("list", help="a table of the versions; * marks the current one")
+    _add_registry_arguments(listing)
+    listing.set_defaults(func=_list)
+
+    show = commands.add_parser("show", help="a version's version.json (the current one by default)")
+    _add_registry_arguments(show)
+    show.add_argument("version", nargs="?", type=int, help="the version number (default: the current one)")
+    show.set_defaults(func=_show)
+
+    promote = commands.add_parser("promote", help="make a version current, bypassing the gate")
+    _add_registry_arguments(promote)
+    promote.add_argument("version", type=int)
+    promote.add_argument("--reason", required=True, help="why, kept in the pointer's history")
+    promote.set_defaults(func=_promote)
+
+    rollback = commands.add_parser("rollback", help="make the previously current version current again")
+    _add_registry_arguments(rollback)
+    rollback.add_argument("--reason", required=True, help="why, kept in the pointer's history")
+    rollback.set_defaults(func=_rollback)
+
+
+def _add_registry_arguments(parser) -> None:
+    parser.add_argument("--registry", required=True, metavar="URI",
+                        help="the registry's store, e.g. s3://wsseg/registry (a path or store URI)")
+    parser.add_argument("--name", default=DEFAULT_NAME, help=f"the model's name in the registry ({DEFAULT_NAME})")
+
+
+def _open(args) -> ModelRegistry:
+    return ModelRegistry(open_store(args.registry), args.name)
+
+
+def _list(args) -> int:
+    registry = _open(args)
+    current = registry.current_number()
+    rows = [_row(record, record["version"] == current) for record in registry.versions()]
+    print(format_table(TABLE_COLUMNS, rows) if rows else f"{registry.uri} holds no versions yet")
+    return 0
+
+
+def _show(args) -> int:
+    registry = _open(args)
+    record = registry.current() if args.version is None else registry.version(args.version)
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+def _promote(args) -> int:
+    _print_pointer(_open(args).promote(args.version, args.reason))
+    return 0
+
+
+def _rollback(args) -> int:
+    _print_pointer(_open(args).rollback(args.reason))
+    return 0
+
+
+def _print_pointer(pointer: dict) -> None:
+    print(json.dumps({"current": pointer["version"], "change": pointer["history"][-1]}))
+
+
+def _row(record: dict, is_current: bool) -> list[str]:
+    metrics = record["metrics"]
+    decision = record.get("promotion")
+    gate = "-" if decision is None else ("pass" if decision["promoted"] else "fail")
+    parent = record["parent"]
+    return ["*" if is_current else "", str(record["version"]), "-" if parent is None else str(parent),
+            str(len(record["classes"])), *(_figure(metrics.get(key)) for key in ("all_miou", "old_miou", "new_miou")),
+            gate, record["created"], record["source"]]
+
+
+def _figure(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def format_table(columns, rows: list[list[str]]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(columns, *rows, strict=True)]
+    lines = [columns, *rows]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+                     for line in lines)
