@@ -10,7 +10,9 @@ segmenter to start from) are local paths or URLs here: the step fetches store UR
 `mode` picks the training objective: "standard" is cross-entropy on the pseudo masks; "sec" trains the same
 model with SEC's seed, expand and constrain losses (`wsseg.segmenter.sec`, METHODS.md §1); "classmix" adds to the
 cross-entropy on the labelled images ClassMix's loss on mixes of unlabelled ones, labelled by a mean teacher
-(`wsseg.segmenter.classmix`, METHODS.md §3; `datasets["unlabelled"]` holds those images).
+(`wsseg.segmenter.classmix`, METHODS.md §3; `datasets["unlabelled"]` holds those images); "wilson" adds classes to
+the segmenter `segmenter.wilson.old_checkpoint` names, from image labels alone (`wsseg.segmenter.wilson`,
+METHODS.md §2): the model is that segmenter's, grown by the new classes, and `segmenter.model` is not read.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ ADAMW = dict(type="AdamW", lr=0.008, weight_decay=0.0001)
 GENTLE_PHOTOMETRIC = dict(brightness_delta=16, contrast_range=[0.8, 1.2], saturation_range=[0.8, 1.2],
                           hue_delta=2)
 
-MODES = ("standard", "sec", "classmix")
+MODES = ("standard", "sec", "classmix", "wilson")
 # SEC's network outputs 41x41 scores for its 321x321 inputs; its decays and CRF widths are for that grid.
 SEC_OUTPUT_SIDE = 41
 # SEC's CRF (its pylayers' CRFLayer and krahenbuhl2013 wrapper): 10 iterations, bilateral compat 10, srgb 13,
@@ -60,8 +62,15 @@ CLASSMIX_DEFAULTS = dict(ema_momentum=0.99, confidence=0.968, unsupervised_weigh
 # The CPU presets' synthetic classes differ by colour: their jitter leaves hues nearly alone (as GENTLE_PHOTOMETRIC).
 GENTLE_COLOR_JITTER = dict(probability=0.8, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.01)
 CLASSMIX_MODULES = ["wsseg.segmenter.classmix", "wsseg.segmenter.sampler"]
+# WILSON (Cermelli et al., CVPR'22, and their code): α 0.5; L_CLS and L_LOC weighted 1; nGWP's ε 1; the focal
+# penalty's γ 3 and λ 0.01. old_checkpoint: the previous step's train-segmenter output (a folder or store URI);
+# old_classes, new_classes: foreground classes before the step and added by it (VOC 15-5: 15 and 5); protocol: the
+# step's images (`wsseg.data.splits`: disjoint or overlap).
+WILSON_DEFAULTS = dict(old_checkpoint=None, old_classes=None, new_classes=None, protocol="disjoint", alpha=0.5,
+                       cls_weight=1.0, loc_weight=1.0, epsilon=1.0, focal_gamma=3.0, focal_lambda=0.01)
 MODE_SEGMENTORS = {"sec": ("SECSegmentor", "SEC's losses", [SEC_MODULE]),
-                   "classmix": ("ClassMixSegmentor", "ClassMix's mean teacher", CLASSMIX_MODULES)}
+                   "classmix": ("ClassMixSegmentor", "ClassMix's mean teacher", CLASSMIX_MODULES),
+                   "wilson": ("WILSONSegmentor", "WILSON's localizer", ["wsseg.segmenter.wilson"])}
 
 
 def default_config(preset: str) -> dict:
@@ -70,7 +79,8 @@ def default_config(preset: str) -> dict:
     settings = _preset(preset)
     return dict(model="deeplabv3plus", **settings, init_checkpoint=None,
                 photometric={} if preset == "gpu" else dict(GENTLE_PHOTOMETRIC), mode="standard",
-                sec=copy.deepcopy(SEC_DEFAULTS), classmix=_classmix_preset(preset, settings))
+                sec=copy.deepcopy(SEC_DEFAULTS), classmix=_classmix_preset(preset, settings),
+                wilson=dict(WILSON_DEFAULTS))
 
 
 def _classmix_preset(preset: str, settings: dict) -> dict:
@@ -173,6 +183,10 @@ def _mode_model(model: dict, settings: dict) -> dict:
         segmentor_settings = {key: value for key, value in checked_classmix(settings).items()
                               if key != "unlabelled_batch_size"}
         return dict(model, type="ClassMixSegmentor", **segmentor_settings)
+    if mode == "wilson":
+        from wsseg.segmenter.wilson import wilson_model
+
+        return wilson_model(model, settings["wilson"])
     return model
 
 
@@ -192,7 +206,7 @@ def _train_dataloader(datasets: dict, crop: tuple[int, int], settings: dict) -> 
     """The labelled datasets `datasets["train"]` (a dict, or a list of them to concatenate) through the mode's
     training pipeline; with ClassMix, batches that add `datasets["unlabelled"]`'s images to them."""
     mode = settings["mode"]
-    training = (sec_train_pipeline if mode == "sec" else train_pipeline)(crop, settings["photometric"])
+    training = MODE_TRAIN_PIPELINES.get(mode, train_pipeline)(crop, settings["photometric"])
     labelled = [dict(part, pipeline=training) for part in _listed(datasets["train"])]
     if mode != "classmix":
         dataset = labelled[0] if len(labelled) == 1 else dict(type="ConcatDataset", datasets=labelled)
@@ -231,6 +245,15 @@ def sec_train_pipeline(crop: tuple[int, int], photometric: dict) -> list[dict]:
         dict(type="PhotoMetricDistortion", **photometric),
         dict(type="PackSegInputs", meta_keys=(*meta_keys, IMAGE_LABELS)),
     ]
+
+
+def image_label_train_pipeline(crop: tuple[int, int], photometric: dict) -> list[dict]:
+    """WILSON's training input: SEC's (the whole image, so that every labelled class stays in view, with its image
+    labels), reading no mask: a new step has image labels alone."""
+    return [step for step in sec_train_pipeline(crop, photometric) if step["type"] != "LoadAnnotations"]
+
+
+MODE_TRAIN_PIPELINES = {"sec": sec_train_pipeline, "wilson": image_label_train_pipeline}
 
 
 def unlabelled_train_pipeline(crop: tuple[int, int]) -> list[dict]:

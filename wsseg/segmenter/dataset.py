@@ -40,12 +40,14 @@ class WssegDataset(BaseSegDataset):
     unreadable or inconsistent are left out and listed in `skipped` (image id -> problem); with `strict` the
     first one raises `DataError`. Each data info holds the sample's image-level labels under `IMAGE_LABELS`.
     `image_ids` keeps those images of the split alone (semi-supervised training's subsets); `without_masks` reads
-    no mask at all (its unlabelled images, loaded by a pipeline without `LoadAnnotations`).
+    no mask at all (its unlabelled images, loaded by a pipeline without `LoadAnnotations`). `annotation_classes`
+    names the classes the annotations use where the metainfo keeps only the first of them (an incremental step's
+    seen classes, whose images may show later ones).
     """
 
     def __init__(self, dataset_root: str, split: str = "train", mask_store: str | None = None,
                  mask_cache: str | None = None, strict: bool = False, image_ids: list[str] | None = None,
-                 without_masks: bool = False, **kwargs):
+                 without_masks: bool = False, annotation_classes: list[str] | None = None, **kwargs):
         if mask_store and not mask_cache:
             raise ValueError("a mask_store needs a mask_cache folder to fetch the masks into")
         self.dataset_root = str(dataset_root)
@@ -55,12 +57,13 @@ class WssegDataset(BaseSegDataset):
         self.strict = strict
         self.image_ids = None if image_ids is None else set(image_ids)
         self.without_masks = without_masks
+        self.annotation_classes = annotation_classes
         self.skipped: dict[str, str] = {}
         super().__init__(img_suffix="", seg_map_suffix=".png", reduce_zero_label=False,
                          ignore_index=IGNORE_INDEX, **kwargs)
 
     def load_data_list(self) -> list[dict]:
-        classes = ClassList(self.metainfo["classes"])
+        classes = ClassList(self.annotation_classes or self.metainfo["classes"])
         store = open_store(self.mask_store) if self.mask_store else None
         data_list = []
         for sample in load_samples(self.dataset_root, self.split, classes):

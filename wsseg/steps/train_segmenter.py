@@ -9,7 +9,9 @@ alone writes.
 
 With `semi.labelled` set (`wsseg.semi`), only that subset of train trains on its ground truth; the other images
 are left out, labelled by the pseudo masks (`semi.labels: pseudo`), or, with `segmenter.mode: classmix`, read as
-unlabelled images.
+unlabelled images. With `segmenter.mode: wilson`, it adds classes to the segmenter `segmenter.wilson.old_checkpoint`
+names, from the step's train images (`wsseg.data.splits`) and their image labels alone: the model segments the
+classes seen so far, no mask is read, and there is no validation (the seen classes' scores are the evaluate step's).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from wsseg.segmenter import configs
 from wsseg.segmenter.distributed import join_process_group, world_position
 from wsseg.segmenter.hooks import RESUME_KEY, StoreCheckpointHook
 from wsseg.segmenter.models import is_config_file, pretrained_weights
+from wsseg.segmenter.wilson import seen_classes, step_image_ids
 from wsseg.semi import SemiSplit, check_semi_settings, split_train
 from wsseg.store import ArtifactStore, open_store
 from wsseg.weights import local_weights
@@ -73,7 +76,10 @@ def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, 
     with tempfile.TemporaryDirectory(prefix="wsseg-segmenter-") as work_dir:
         settings = staged_settings(settings, Path(work_dir, "inputs"))
         split = semi_split(data_root, config, classes)
-        datasets = _datasets(data_root, masks, classes, settings, Path(work_dir, "masks"), strict)
+        if settings["mode"] == "wilson":
+            classes, datasets = _wilson_datasets(data_root, masks, classes, settings["wilson"], strict)
+        else:
+            datasets = _datasets(data_root, masks, classes, settings, Path(work_dir, "masks"), strict)
         if split:
             datasets.update(_semi_datasets(datasets["train"], split, masks, config))
         mmseg_config = configs.build_mmseg_config(settings, classes, datasets, work_dir, out.uri,
@@ -85,7 +91,8 @@ def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, 
         runner = Runner.from_cfg(mmseg_config)
         seconds = _train(runner)
         scores = runner.val() if "val" in datasets else {}
-        metrics = _metrics(runner, settings, seconds, scores, world_size, supervised=masks is None)
+        metrics = _metrics(runner, settings, seconds, scores, world_size,
+                           supervised=masks is None and settings["mode"] != "wilson")
         if split:
             metrics.update(labelled_images=len(split.labelled), unlabelled_images=len(split.unlabelled))
         if rank == 0:
@@ -103,7 +110,38 @@ def staged_settings(settings: dict, folder: Path) -> dict:
                   init_checkpoint=local_weights(settings["init_checkpoint"], "segmenter.init_checkpoint", folder))
     if is_config_file(settings["model"]):
         staged["model"] = local_weights(settings["model"], "segmenter.model", folder)
+    if settings["mode"] == "wilson":
+        staged["wilson"] = dict(settings["wilson"],
+                                old_checkpoint=str(_staged_old_segmenter(settings["wilson"], folder / "old")))
     return staged
+
+
+def _staged_old_segmenter(wilson: dict, folder: Path) -> Path:
+    """A local copy of the segmenter `segmenter.wilson.old_checkpoint` names (its checkpoint and mmseg config)."""
+    if not wilson["old_checkpoint"]:
+        raise ConfigError("segmenter.mode: wilson adds classes to a trained segmenter; set "
+                          "segmenter.wilson.old_checkpoint to the previous step's train-segmenter output (a folder or "
+                          "store URI holding checkpoint.pth and mmseg_config.py)")
+    store = open_store(wilson["old_checkpoint"])
+    for key in (CHECKPOINT, MMSEG_CONFIG):
+        if not store.exists(key):
+            raise ConfigError(f"segmenter.wilson.old_checkpoint: {store.uri} holds no {key}; name the output of the "
+                              "previous step's train-segmenter")
+        store.get_file(key, folder / key)
+    return folder
+
+
+def _wilson_datasets(data_root, masks: ArtifactStore | None, classes: ClassList, wilson: dict,
+                     strict: bool) -> tuple[ClassList, dict]:
+    """The classes seen by the step, and its train images without masks (their image labels are packed)."""
+    if masks:
+        raise ConfigError(f"train-segmenter was given masks ({masks.uri}), but segmenter.mode: wilson learns the new "
+                          "classes from image labels alone; leave the masks out")
+    seen = seen_classes(classes, wilson)
+    train = dict(type="WssegDataset", dataset_root=str(data_root), metainfo=configs.metainfo(seen), strict=strict,
+                 split="train", image_ids=step_image_ids(data_root, classes, wilson), without_masks=True,
+                 annotation_classes=list(classes.names))
+    return seen, dict(train=train)
 
 
 def _datasets(data_root, masks: ArtifactStore | None, classes: ClassList, settings: dict, mask_cache: Path,

@@ -1,0 +1,295 @@
+"""WILSON, incremental learning of new classes from image-level labels without the old data (Cermelli et al.,
+CVPR'22; METHODS.md §2), as mmseg modules.
+
+A step adds new classes to the segmenter of the previous step, the old model, from new images that carry image-level
+labels of the new classes only. `WILSONSegmentor` is mmseg's EncoderDecoder with the old model's architecture and
+weights, its decode head grown by the new classes, plus the frozen old model and a localizer
+(`WILSONLocalizerHead`) on the encoder's last stage. The localizer learns the new classes from the image labels
+(L_CLS on its nGWP-pooled scores with the focal size penalty) and keeps background and old classes where the old
+model puts them (L_LOC). Its maps and the old model's scores make the soft pseudo label that the decode head learns
+with a per-class BCE (L_SEG). Prediction is EncoderDecoder's own: neither the localizer nor the old model takes part.
+The checkpoint holds both, so that a stored step loads alone; the next step reads this step's encoder and decoder
+back as its old model (`old_encoder_decoder`), so that steps chain (15-1: five of them).
+
+Where METHODS.md says less than WILSON's code (github.com/fcdl94/WILSON), the code decides: the localizer's soft
+maps keep only the background and the image's labelled new classes before they make a pseudo label (an image's
+pixels are never labelled with a class it does not show), and new classes start from the background's classifier
+with MiB's balanced bias (`grow_classifier`).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from mmcv.cnn import ConvModule
+from mmengine.config import Config
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.models.segmentors import EncoderDecoder
+from mmseg.models.utils import resize
+from mmseg.registry import MODELS
+from torch import nn
+
+from wsseg.classes import ClassList
+from wsseg.data import incremental_split, load_samples
+from wsseg.errors import ConfigError
+from wsseg.segmenter.dataset import IMAGE_LABELS
+from wsseg.segmenter.inference import CHECKPOINT, MMSEG_CONFIG
+from wsseg.segmenter.models import _with_norm
+
+# WILSON's localizer: three convolutions, the first two 3x3 with batch norm and leaky ReLU (its InPlaceABN's).
+LOCALIZER_ACTIVATION = dict(type="LeakyReLU", negative_slope=0.01)
+# The arguments of the old model: what EncoderDecoder takes, without the auxiliary head (no step after the first
+# has pixel labels for it) and without a mode's own (a WILSON step's localizer, old model, ...).
+ENCODER_DECODER_KEYS = set(inspect.signature(EncoderDecoder.__init__).parameters) - {"self", "auxiliary_head"}
+
+
+def ngwp_scores(maps: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Normalised global weighted pooling, y_c = sum_i m_ic z_ic / (ε + sum_i m_ic), m the softmax over classes of
+    the maps z (B, C, H, W): (B, C). ε keeps a class that no pixel claims near 0 instead of at its mean score."""
+    masks, logits = maps.softmax(1).flatten(2), maps.flatten(2)
+    return (masks * logits).sum(-1) / (epsilon + masks.sum(-1))
+
+
+def focal_size_penalty(maps: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """(1 - s_c)^γ log(λ + s_c), s_c = sum_i m_ic / |I| the share of the image class c claims: (B, C). Strongly
+    negative for a class claiming almost nothing, fading as it grows, it makes a present class spread over its
+    object (Araslanov & Roth, CVPR'20, whose γ = 3 and λ = 0.01 WILSON keeps)."""
+    size = maps.softmax(1).flatten(2).mean(-1)
+    return (1 - size) ** gamma * torch.log(lam + size)
+
+
+def pseudo_labels(maps: torch.Tensor, old_logits: torch.Tensor, new_labels: torch.Tensor,
+                  alpha: float) -> torch.Tensor:
+    """q̂ (B, C, H, W), the decode head's soft targets: the old model's sigmoid scores for the old classes, the
+    localizer's α·one-hot(argmax m) + (1 - α)·m for the new ones, and for the background the smaller of the two.
+
+    maps: the localizer's (B, C, H, W); old_logits: the old model's (B, C_old, H, W), background first;
+    new_labels: (B, C - C_old), 1 for each new class the image is labelled with. m is the softmax over all classes,
+    then zeroed outside the background and the image's new classes, as in WILSON's code.
+    """
+    old_scores = old_logits.sigmoid()
+    shown = torch.cat([torch.ones_like(new_labels[:, :1]), torch.zeros_like(old_scores[:, 1:, 0, 0]), new_labels], 1)
+    masks = maps.softmax(1) * shown[:, :, None, None]
+    hard = F.one_hot(masks.argmax(1), masks.shape[1]).permute(0, 3, 1, 2).to(masks)
+    localizer = alpha * hard + (1 - alpha) * masks
+    # The old model knows where old objects are, the localizer where new ones are: a pixel is background only where
+    # neither claims it.
+    background = torch.minimum(old_scores[:, :1], localizer[:, :1])
+    return torch.cat([background, old_scores[:, 1:], localizer[:, old_scores.shape[1]:]], 1)
+
+
+@torch.no_grad()
+def grow_classifier(new: nn.Conv2d, old: nn.Conv2d) -> None:
+    """`new` (1x1, more classes) from `old`: the old classes' weights and biases copied; each new class and the
+    background take the background's weights with bias b_bg - log(N + 1) for N new classes (MiB's initialisation,
+    Cermelli et al., CVPR'20, WILSON's `init_balanced`): the background's score is shared among itself and the
+    new classes, which are at first indistinguishable from it."""
+    old_count = old.out_channels
+    balanced_bias = old.bias[0] - math.log(new.out_channels - old_count + 1)
+    new.weight[:old_count] = old.weight
+    new.weight[old_count:] = old.weight[0]
+    new.bias[:old_count] = old.bias
+    new.bias[old_count:] = balanced_bias
+    new.bias[0] = balanced_bias
+
+
+@MODELS.register_module()
+class WILSONLocalizerHead(BaseDecodeHead):
+    """WILSON's localizer: scores z for background, old and new classes from the encoder's last stage, and its two
+    losses. epsilon: nGWP's ε; focal_gamma, focal_lambda: the focal size penalty's γ and λ; cls_weight,
+    loc_weight: the weights of L_CLS and L_LOC."""
+
+    def __init__(self, epsilon: float, focal_gamma: float, focal_lambda: float, cls_weight: float,
+                 loc_weight: float, **kwargs):
+        super().__init__(**kwargs)
+        self.convs = nn.Sequential(*(
+            ConvModule(channels, self.channels, 3, padding=1, norm_cfg=self.norm_cfg, act_cfg=LOCALIZER_ACTIVATION)
+            for channels in (self.in_channels, self.channels)))
+        self.pooling = dict(epsilon=epsilon, gamma=focal_gamma, lam=focal_lambda)
+        self.weights = dict(cls=cls_weight, loc=loc_weight)
+
+    def forward(self, inputs) -> torch.Tensor:
+        return self.cls_seg(self.convs(self._transform_inputs(inputs)))
+
+    def image_scores(self, maps: torch.Tensor) -> torch.Tensor:
+        """ŷ before the sigmoid: nGWP plus the focal size penalty, (B, C)."""
+        pooling = self.pooling
+        return ngwp_scores(maps, pooling["epsilon"]) + focal_size_penalty(maps, pooling["gamma"], pooling["lam"])
+
+    def loss_by_maps(self, maps: torch.Tensor, new_labels: torch.Tensor, old_logits: torch.Tensor) -> dict:
+        """L_CLS: BCE of the pooled scores of the new classes against the image labels, averaged over classes and
+        images (the old classes have no labels here). L_LOC: BCE of σ(z) of the background and old classes against
+        the old model's σ scores, averaged over pixels and classes: sigmoids, since a pixel's classes are judged
+        independently. maps (B, C, H, W) and old_logits (B, C_old, H, W) on one grid; new_labels (B, C - C_old)."""
+        old_count = old_logits.shape[1]
+        scores = self.image_scores(maps)[:, old_count:]
+        classification = F.binary_cross_entropy_with_logits(scores, new_labels)
+        localization = F.binary_cross_entropy_with_logits(maps[:, :old_count], old_logits.sigmoid())
+        return dict(loss_cls=self.weights["cls"] * classification, loss_loc=self.weights["loc"] * localization)
+
+
+@MODELS.register_module()
+class WILSONSegmentor(EncoderDecoder):
+    """EncoderDecoder learning new classes with WILSON. localizer: the `WILSONLocalizerHead` dict; old_model: the
+    previous step's EncoderDecoder dict; old_checkpoint: its weights, loaded by `init_weights` (training only: a
+    stored step's checkpoint holds the old model already); alpha: the pseudo label's share of hard labels."""
+
+    def __init__(self, localizer: dict, old_model: dict, old_checkpoint: str | None, alpha: float, **kwargs):
+        super().__init__(**kwargs)
+        self.localizer = MODELS.build(localizer)
+        self.old_model = MODELS.build(old_model)
+        self.old_model.requires_grad_(False)
+        self.old_checkpoint = old_checkpoint
+        self.alpha = alpha
+
+    def train(self, mode: bool = True) -> WILSONSegmentor:
+        super().train(mode)
+        # The old model is a fixed reference: its batch-norm statistics and dropout stay as they were trained.
+        self.old_model.eval()
+        return self
+
+    def init_weights(self) -> None:
+        """The old model from `old_checkpoint`, and this model started from it (the decode head grown)."""
+        super().init_weights()
+        if self.old_checkpoint:
+            self._load_old_model(self.old_checkpoint)
+            self._start_from_old_model()
+
+    def loss(self, inputs: torch.Tensor, data_samples: list) -> dict:
+        features = self.extract_feat(inputs)
+        # float32 losses: under bf16 autocast, sigmoids near 0 or 1 would lose their precision.
+        logits = self.decode_head(features).float()
+        old_logits = self.old_logits(inputs, logits.shape[-2:])
+        maps = resize(self.localizer(features).float(), logits.shape[-2:], mode="bilinear",
+                      align_corners=self.align_corners)
+        new_labels = self._new_class_labels(data_samples, old_logits.shape[1], logits.device)
+        losses = self.localizer.loss_by_maps(maps, new_labels, old_logits)
+        # The pseudo label is a target: L_SEG trains the decode head, not the localizer.
+        targets = pseudo_labels(maps.detach(), old_logits, new_labels, self.alpha)
+        losses["loss_seg"] = F.binary_cross_entropy_with_logits(logits, targets)
+        return losses
+
+    @torch.no_grad()
+    def old_logits(self, inputs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The old model's decode-head scores (B, C_old, h, w), on the grid `size` of the new decode head's."""
+        logits = self.old_model.decode_head(self.old_model.extract_feat(inputs)).float()
+        return logits if logits.shape[-2:] == size else resize(logits, size, mode="bilinear",
+                                                               align_corners=self.align_corners)
+
+    def _new_class_labels(self, data_samples: list, old_count: int, device: torch.device) -> torch.Tensor:
+        """(B, C - C_old) float: 1 where an image is labelled with that new class; old labels are not read."""
+        labels = torch.zeros(len(data_samples), self.num_classes - old_count, device=device)
+        for row, sample in zip(labels, data_samples, strict=True):
+            row[[label - old_count for label in sample.metainfo[IMAGE_LABELS] if label >= old_count]] = 1
+        return labels
+
+    def _load_old_model(self, path: str) -> None:
+        # The previous step's own output (train-segmenter's weights and meta), as the step publishes it.
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        parts = {name for name, _ in self.old_model.named_children()}
+        kept = {key: value for key, value in state.items() if key.split(".", 1)[0] in parts}
+        missing = self.old_model.load_state_dict(kept, strict=False).missing_keys
+        if missing:
+            raise ConfigError(f"segmenter.wilson.old_checkpoint: {path} lacks {len(missing)} weights of the model "
+                              f"its mmseg_config.py describes (such as {missing[0]}); name the output of the "
+                              "previous step's train-segmenter")
+
+    def _start_from_old_model(self) -> None:
+        old = self.old_model
+        self.backbone.load_state_dict(old.backbone.state_dict())
+        if self.with_neck:
+            self.neck.load_state_dict(old.neck.state_dict())
+        head_state = {key: value for key, value in old.decode_head.state_dict().items()
+                      if not key.startswith("conv_seg.")}
+        self.decode_head.load_state_dict(head_state, strict=False)
+        grow_classifier(self.decode_head.conv_seg, old.decode_head.conv_seg)
+
+
+def wilson_model(family_model: dict, wilson: dict) -> dict:
+    """The WILSONSegmentor dict of a step: the old model's architecture, read from the mmseg config in the folder
+    `wilson["old_checkpoint"]` (the previous step's train-segmenter output, made local), its decode head grown to
+    `family_model`'s classes, with `family_model`'s data preprocessor and normalisation layers."""
+    folder = Path(wilson["old_checkpoint"])
+    norm = family_model["decode_head"]["norm_cfg"]["type"]
+    old = _with_norm(old_encoder_decoder(_stored_model(folder / MMSEG_CONFIG)), norm)
+    num_classes = family_model["decode_head"]["num_classes"]
+    _check_settings(wilson, old["decode_head"]["num_classes"], num_classes)
+    new = dict(old, data_preprocessor=family_model["data_preprocessor"],
+               decode_head=dict(old["decode_head"], num_classes=num_classes))
+    return dict(new, type="WILSONSegmentor", old_model=old, old_checkpoint=str(folder / CHECKPOINT),
+                alpha=wilson["alpha"], localizer=localizer_config(new["decode_head"], wilson))
+
+
+def old_encoder_decoder(model: dict) -> dict:
+    """The EncoderDecoder of a stored segmenter's model dict (any mode's: a WILSON step's own old model and localizer
+    are left out), without auxiliary head or backbone weights to fetch: the checkpoint holds them all."""
+    if model["type"] == "CascadeEncoderDecoder" or isinstance(model["decode_head"], list):
+        raise ConfigError("segmenter.wilson.old_checkpoint names a segmenter with a cascade of decode heads; "
+                          "WILSON grows a single decode head, so train the first step with an EncoderDecoder")
+    encoder_decoder = {key: value for key, value in model.items() if key in ENCODER_DECODER_KEYS}
+    encoder_decoder["backbone"] = dict(encoder_decoder["backbone"], init_cfg=None)
+    return dict(encoder_decoder, type="EncoderDecoder", pretrained=None)
+
+
+def localizer_config(decode_head: dict, wilson: dict) -> dict:
+    """The localizer on the encoder's last stage, as wide as the decode head, scoring the same classes."""
+    in_channels = decode_head["in_channels"]
+    last_stage = in_channels[-1] if isinstance(in_channels, list) else in_channels
+    return dict(type="WILSONLocalizerHead", in_channels=last_stage, in_index=-1, channels=decode_head["channels"],
+                num_classes=decode_head["num_classes"], dropout_ratio=0.0, norm_cfg=decode_head["norm_cfg"],
+                align_corners=decode_head["align_corners"],
+                epsilon=wilson["epsilon"], focal_gamma=wilson["focal_gamma"], focal_lambda=wilson["focal_lambda"],
+                cls_weight=wilson["cls_weight"], loc_weight=wilson["loc_weight"])
+
+
+def seen_classes(classes: ClassList, wilson: dict) -> ClassList:
+    """The background, the old and the new classes: the first 1 + old_classes + new_classes of `classes`."""
+    old, new = wilson["old_classes"], wilson["new_classes"]
+    for name, count in (("old_classes", old), ("new_classes", new)):
+        if not isinstance(count, int) or count < 1:
+            raise ConfigError(f"segmenter.wilson.{name} is {count!r}; set it to the number of foreground classes the "
+                              f"{'old model segments' if name == 'old_classes' else 'step adds'} (VOC 15-5: 15, 5)")
+    if 1 + old + new > len(classes):
+        raise ConfigError(f"segmenter.wilson.old_classes {old} + new_classes {new} exceed the dataset's "
+                          f"{len(classes) - 1} foreground classes; lower them")
+    return ClassList(classes.names[:1 + old + new])
+
+
+def step_image_ids(data_root, classes: ClassList, wilson: dict) -> list[str]:
+    """The train images of the step, as WILSON's protocols pick them (`wsseg.data.splits`): each shows a new class;
+    with `protocol: disjoint` none shows a class beyond them."""
+    old, new = wilson["old_classes"], wilson["new_classes"]
+    # The classes after the first `old`, in steps of `new`: this step is step 1 of task "<old>-<new>".
+    try:
+        samples = incremental_split(load_samples(data_root, "train", classes), f"{old}-{new}", 1,
+                                    wilson["protocol"], classes)
+    except ConfigError as error:
+        raise ConfigError(f"segmenter.wilson (old_classes {old}, new_classes {new}, protocol "
+                          f"{wilson['protocol']!r}): {error}") from None
+    if not samples:
+        raise ConfigError(f"segmenter.wilson: no train image of {data_root} shows one of the new classes "
+                          f"{', '.join(classes.names[1 + old:1 + old + new])} under protocol {wilson['protocol']!r}; "
+                          "check old_classes and new_classes, or try protocol: overlap")
+    return [sample.image_id for sample in samples]
+
+
+def _stored_model(path: Path) -> dict:
+    return Config.fromfile(str(path)).model.to_dict()
+
+
+def _check_settings(wilson: dict, old_model_classes: int, num_classes: int) -> None:
+    old, new = wilson["old_classes"], wilson["new_classes"]
+    if old_model_classes != 1 + old:
+        raise ConfigError(f"segmenter.wilson.old_classes is {old}, but the old model in "
+                          f"{wilson['old_checkpoint']} segments {old_model_classes - 1} foreground classes; set "
+                          f"old_classes: {old_model_classes - 1}")
+    if num_classes != 1 + old + new:
+        raise ConfigError(f"segmenter.wilson: old_classes {old} + new_classes {new} and the background make "
+                          f"{1 + old + new} classes, but the run has {num_classes}; give the step the classes seen "
+                          "so far, the first 1 + old_classes + new_classes of the dataset's")
+    if not 0 <= wilson["alpha"] <= 1:
+        raise ConfigError(f"segmenter.wilson.alpha is {wilson['alpha']}; it mixes hard and soft pseudo labels, so it "
+                          "lies between 0 and 1 (WILSON: 0.5)")
