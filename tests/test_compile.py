@@ -7,7 +7,7 @@ import yaml
 from pipelines import PIPELINES
 from wsseg.compile_pipelines import compile_pipelines
 
-GPU_COMPONENTS = ("train-classifier", "mine-cams", "train-segmenter", "predict")
+GPU_COMPONENTS = ("train-classifier", "mine-cams", "train-segmenter", "predict", "incremental-update")
 
 
 SENTINEL_KEY_ID = "SENTINELKEYID4242"
@@ -84,3 +84,10 @@ def test_gpu_steps_get_shared_memory_and_retries(compiled):
             assert spec["emptyDirMounts"][0]["medium"] == "Memory"
     tasks = documents[0]["root"]["dag"]["tasks"]
     assert all("retryPolicy" in tasks[name] for name in ("train-classifier", "refine", "train-segmenter"))
+
+
+def test_the_incremental_pipeline_updates_only_when_the_inbox_has_a_batch(compiled):
+    tasks = {task["taskInfo"]["name"]: task for task in compiled["incremental"][1][0]["root"]["dag"]["tasks"].values()}
+    assert set(tasks) == {"check-inbox", "new-batch"}
+    condition = tasks["new-batch"]["triggerPolicy"]["condition"]
+    assert "check-inbox-Output" in condition and "!= ''" in condition

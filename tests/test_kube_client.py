@@ -278,3 +278,26 @@ def test_server_errors_are_reported_without_a_traceback(kfp_server, tiny_pipelin
 
     assert code == 2
     assert "403" in err and "namespace denied" in err and "Traceback" not in err
+
+
+def test_schedule_incremental_creates_the_recurring_update_run(kfp_server, tmp_path, capsys):
+    from kfp import compiler
+
+    from pipelines import PIPELINES
+
+    compiled = tmp_path / "incremental.yaml"
+    compiler.Compiler().compile(PIPELINES["incremental"], str(compiled))
+    code, out, _ = _wsseg(capsys, "schedule", str(compiled), "--host", kfp_server.url, "--cron", "0 0 3 * * *",
+                          "--param", "data=s3://wsseg/voc-val", "--param", "registry=s3://wsseg/registry",
+                          "--param", "inbox=s3://wsseg/inbox", "--param", "store_uri=s3://wsseg/runs")
+
+    assert code == 0 and out.startswith(f"{kfp_server.url}/#/recurringrun/details/")
+    [upload] = kfp_server.calls("POST", f"{API}/pipelines/upload_version")
+    assert upload["files"]["uploadfile"] == compiled.read_bytes()
+    [recurring] = kfp_server.calls("POST", f"{API}/recurringruns")
+    body = recurring["json"]
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
+    # One run at a time: the registry has no compare-and-swap (wsseg.registry).
+    assert int(body["max_concurrency"]) == 1 and body["no_catchup"] is True
+    assert body["runtime_config"]["parameters"] == {"data": "s3://wsseg/voc-val", "registry": "s3://wsseg/registry",
+                                                    "inbox": "s3://wsseg/inbox", "store_uri": "s3://wsseg/runs"}

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "wsseg.predict",
     "wsseg.export",
     "wsseg.registry_commands",
+    "wsseg.incremental_commands",
 )
 
 

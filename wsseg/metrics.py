@@ -78,3 +78,23 @@ def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 def _percent(value: float) -> float | None:
     return None if np.isnan(value) else round(float(value) * 100, 2)
+
+
+def unseen_as_background(ground_truth: np.ndarray, num_seen: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """The ground truth of an incremental step's evaluation (MiB's protocol, Cermelli et al., CVPR'20): a class the
+    model has not been taught yet (index >= `num_seen`) counts as background, the ignore index stays."""
+    unseen = (ground_truth >= num_seen) & (ground_truth != ignore_index)
+    return np.where(unseen, 0, ground_truth).astype(ground_truth.dtype)
+
+
+def incremental_mious(matrix: ConfusionMatrix, num_old: int) -> dict:
+    """`old_miou` over the background and the first `num_old` foreground classes, `new_miou` over the classes after
+    them, `all_miou` over all, in percent. The background counts as old: the old model knew it, and a step that
+    forgets old objects or over-claims new ones shows it there too."""
+    iou = matrix.iou()
+    return {"old_miou": _percent(_nanmean(iou[:1 + num_old])), "new_miou": _percent(_nanmean(iou[1 + num_old:])),
+            "all_miou": _percent(matrix.miou())}
+
+
+def _nanmean(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")

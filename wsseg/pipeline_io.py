@@ -132,3 +132,30 @@ def publish_evaluation(evaluation, metrics, report, summary) -> None:
     for artifact, key in ((report, "report.html"), (summary, "report.md")):
         Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
         Path(artifact.path).write_bytes(store.get_bytes(key))
+
+
+def run_incremental_update(data: str, run_store_uri: str, config_yaml: str, registry_uri: str, inbox_uri: str,
+                           batch: str, output, metrics, summary, s3_endpoint: str = "") -> dict:
+    """The incremental pipeline's update of one inbox batch (`wsseg.steps.incremental_update`) into the run's
+    `incremental-update/<batch>/` prefix; publish `output`, the gate's figures as `metrics` and its report as
+    `summary`."""
+    from wsseg.inbox import Inbox
+    from wsseg.registry import ModelRegistry
+    from wsseg.steps.incremental_update import REPORT, headline, incremental_update
+
+    use_endpoint(s3_endpoint)
+    config = load_config_text(config_yaml)
+    registry = ModelRegistry(open_store(registry_uri), config["registry"]["name"])
+    out = open_store(run_store_uri).child("incremental-update").child(batch)
+    started = time.perf_counter()
+    result = incremental_update(local_dataset(data), registry, Inbox(open_store(inbox_uri)), batch, out, config,
+                                ClassList(config["classes"]), strict=config["strict"])
+    out.put_bytes(STEP_RECORD, json.dumps({"command": "incremental-update", "summary": result,
+                                           "seconds": round(time.perf_counter() - started, 1)}, indent=2).encode())
+    figures = headline(result)
+    publish(output, out, dict(figures, batch=batch))
+    for name, value in figures.items():
+        metrics.log_metric(name, value)
+    Path(summary.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(summary.path).write_bytes(out.get_bytes(REPORT))
+    return result

@@ -1,6 +1,7 @@
-"""`wsseg models list|show|promote|rollback`: a person's view of the model registry (`wsseg.registry`)."""
+"""`wsseg models list|show|promote|rollback|register`: a person's view of the model registry (`wsseg.registry`)."""
 from __future__ import annotations
 
+import argparse
 import json
 
 from wsseg.registry import ModelRegistry, default_config
@@ -32,6 +33,19 @@ def register(subparsers) -> None:
     _add_registry_arguments(rollback)
     rollback.add_argument("--reason", required=True, help="why, kept in the pointer's history")
     rollback.set_defaults(func=_rollback)
+
+    first = commands.add_parser("register", help="register a supervised segmenter as the first version (step 0)")
+    _add_registry_arguments(first)
+    first.add_argument("--segmenter", required=True, metavar="URI",
+                       help="train-segmenter's output (checkpoint.pth, mmseg_config.py) trained on the old classes")
+    first.add_argument("--classes", required=True, type=_class_count, metavar="N",
+                       help="how many foreground classes it segments: the first N of the config's `classes` "
+                            "(VOC 15-5 and 15-1: 15)")
+    first.add_argument("--data", metavar="URI", help="a held-out dataset (val split, with masks) to score it on")
+    first.add_argument("--trained-on", default="", metavar="URI", help="the data it was trained on, for lineage")
+    first.add_argument("--config", help="YAML config, a path or a store URI (its classes, registry.gate, evaluate)")
+    first.add_argument("--preset", help="cpu-tiny, cpu or gpu (default: the config's, else cpu)")
+    first.set_defaults(func=_register_step_zero)
 
 
 def _add_registry_arguments(parser) -> None:
@@ -66,6 +80,32 @@ def _promote(args) -> int:
 
 def _rollback(args) -> int:
     _print_pointer(_open(args).rollback(args.reason))
+    return 0
+
+
+def _class_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of foreground classes, such as 15")
+    return int(text)
+
+
+def _register_step_zero(args) -> int:
+    from wsseg.classes import ClassList
+    from wsseg.config import load_config
+    from wsseg.errors import ConfigError
+    from wsseg.pipeline_io import local_dataset
+    from wsseg.steps.incremental_update import register_step_zero
+
+    config = load_config(args.config, args.preset)
+    names = config["classes"]
+    if args.classes >= len(names) - 1:
+        raise ConfigError(f"--classes {args.classes}: the config's `classes` has {len(names) - 1} foreground "
+                          "classes, and step 0 leaves some for later steps; give fewer")
+    held_out = local_dataset(args.data) if args.data else None
+    record, decision = register_step_zero(ModelRegistry(open_store(args.registry), args.name),
+                                          open_store(args.segmenter), ClassList(names[:1 + args.classes]), config,
+                                          held_out, args.trained_on)
+    print(json.dumps({"version": record["version"], "promoted": decision.promoted, "reasons": decision.reasons}))
     return 0
 
 

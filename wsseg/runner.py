@@ -1,5 +1,7 @@
 """`wsseg run PIPELINE`: a pipeline run locally through `kfp.local`, with the components a cluster runs.
-`wsseg run semi --labelled 1/8` trains the baseline and ClassMix branches of `pipelines/semi.py`.
+`wsseg run semi --labelled 1/8` trains the baseline and ClassMix branches of `pipelines/semi.py`;
+`wsseg run incremental --registry URI --inbox URI` grows the registry's model by the inbox's oldest new batch
+(`pipelines/incremental.py`; `--data` is then the held-out set both models are scored on).
 
 Each task runs as a subprocess in this environment (`SubprocessRunner(use_venv=False)`). The run's outputs
 go to the store (`--store`, default: the `--out` folder); a run re-started with the same `--out` and
@@ -14,7 +16,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-PIPELINE_NAMES = ("wsss", "supervised", "ablation", "semi")
+PIPELINE_NAMES = ("wsss", "supervised", "ablation", "semi", "incremental")
 
 
 def register(subparsers) -> None:
@@ -35,6 +37,9 @@ def register(subparsers) -> None:
             sub.add_argument("--labelled", type=_labelled,
                              help="the train images that keep their masks: a fraction (1/8) or a count (25); "
                                   "default: the config's semi.labelled")
+        if name == "incremental":
+            sub.add_argument("--registry", required=True, metavar="URI", help="the model registry's store")
+            sub.add_argument("--inbox", required=True, metavar="URI", help="the store new batches arrive in")
         sub.set_defaults(func=_run_command)
 
 
@@ -64,6 +69,10 @@ def _run_command(args) -> int:
             config["semi"]["labelled"] = args.labelled
         headlines = run_semi(args.data, args.out, config, args.store, args.run_name)
         print(render_summary_table(list(headlines.items())))
+        return 0
+    if args.pipeline == "incremental":
+        marker = run_incremental(args.data, args.out, config, args.registry, args.inbox, args.store, args.run_name)
+        print(json.dumps(marker or {"batch": None, "outcome": f"no new batch in {args.inbox}"}))
         return 0
     metrics = run_pipeline(args.pipeline, args.data, args.out, config, args.store, args.run_name)
     print(render_summary_table([(args.pipeline, metrics["headline"])]))
@@ -108,6 +117,20 @@ def run_semi(data: str, out: str | Path, config: dict, store_uri: str | None = N
     run = open_store(store_uri).child(run_name)
     return {branch: json.loads(run.child(branch).child("evaluate").get_bytes("metrics.json"))["headline"]
             for branch in BRANCH_MODES}
+
+
+def run_incremental(data: str, out: str | Path, config: dict, registry: str, inbox: str,
+                    store_uri: str | None = None, run_name: str | None = None) -> dict | None:
+    """The incremental pipeline under kfp.local; returns the processed batch's marker (its version and the gate's
+    decision), or None when the inbox had no new batch."""
+    from pipelines.incremental import incremental
+    from wsseg.inbox import Inbox
+    from wsseg.store import open_store
+
+    batch = Inbox(open_store(inbox)).oldest_pending()
+    _run_locally(incremental, data, out, config, store_uri, run_name or "incremental", registry=registry,
+                 inbox=inbox)
+    return Inbox(open_store(inbox)).processed(batch) if batch else None
 
 
 def _check_semi(data: str, config: dict) -> None:

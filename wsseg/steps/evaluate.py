@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from wsseg.classes import IGNORE_INDEX, ClassList
 from wsseg.errors import ConfigError, DataError
-from wsseg.metrics import ConfusionMatrix
+from wsseg.metrics import ConfusionMatrix, incremental_mious, unseen_as_background
 from wsseg.pseudo_masks import CamThresholdSweep, decode_mask_png, read_cam_file
 from wsseg.read_ahead import read_ahead
 from wsseg.report import Overlay, cam_heatmap, colorize, overlay_strip, render_html, render_markdown
@@ -239,7 +239,35 @@ def _predict(model, image: np.ndarray, settings: dict) -> np.ndarray:
 
 
 def _score_segmenter(model, samples, classes: ClassList, settings: dict, strict: bool):
-    matrix, scored, skipped = ConfusionMatrix(len(classes)), 0, 0
+    matrix, scored, skipped = _segmenter_matrix(model, samples, len(classes), settings, strict)
+    summary = {"split": "val", "multi_scale": settings["multi_scale"], "flip": settings["flip"],
+               **matrix.summary(classes.names)}
+    return summary, scored, skipped
+
+
+def score_seen_classes(segmenter, samples, seen: ClassList, num_old: int, settings: dict,
+                       strict: bool = False) -> dict:
+    """An incremental step's figures for the segmenter in the store `segmenter` on `samples` (a held-out split with
+    masks): `old_miou`, `new_miou` and `all_miou` (`wsseg.metrics.incremental_mious`) over the classes `seen` so
+    far, of which the first `num_old` foreground ones are old; classes not seen yet count as background (MiB's
+    protocol). A model that knows fewer classes (the current one, before the step) is scored on the same classes,
+    so its figures and a candidate's compare."""
+    model = _load_model(segmenter)
+    matrix, scored, skipped = _segmenter_matrix(model, samples, len(seen), settings, strict,
+                                                partial(unseen_as_background, num_seen=len(seen)))
+    if not scored:
+        raise ConfigError(f"no held-out image with a mask to score {segmenter.uri} on ({skipped} skipped); give a "
+                          "dataset whose val split has masks (VOC's SegmentationClass, a manifest's mask column)")
+    per_class = matrix.summary(seen.names)["per_class"]
+    return {**incremental_mious(matrix, num_old), "per_class_iou": {name: figures["iou"] for name, figures in
+                                                                   per_class.items()},
+            "scored_images": scored, "skipped_images": skipped}
+
+
+def _segmenter_matrix(model, samples, num_classes: int, settings: dict, strict: bool, ground_truth_of=None):
+    """The confusion matrix of the model's predictions on the samples with masks (each mask through
+    `ground_truth_of` where given), the images scored and those skipped as unreadable."""
+    matrix, scored, skipped = ConfusionMatrix(num_classes), 0, 0
     labelled = [sample for sample in samples if sample.mask_path is not None]
     for _, outcome in tqdm(read_ahead(_read_val_image, labelled, settings["read_threads"]), total=len(labelled),
                            desc="evaluate val", unit="img"):
@@ -252,11 +280,11 @@ def _score_segmenter(model, samples, classes: ClassList, settings: dict, strict:
                 raise
             skipped += 1
             continue
+        if ground_truth_of is not None:
+            ground_truth = ground_truth_of(ground_truth)
         matrix.update(_predict(model, image, settings), ground_truth)
         scored += 1
-    summary = {"split": "val", "multi_scale": settings["multi_scale"], "flip": settings["flip"],
-               **matrix.summary(classes.names)}
-    return summary, scored, skipped
+    return matrix, scored, skipped
 
 
 def _read_val_image(sample) -> tuple[np.ndarray, np.ndarray]:

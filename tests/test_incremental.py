@@ -1,0 +1,258 @@
+"""Incremental updates (issue 10): old/new/all mIoU under MiB's protocol on hand-made predictions, the inbox, and
+inbox batches growing the registry's model the WILSON way through the promotion gate, on a tiny synthetic task
+(two old classes, then one new class per batch) with a few training iterations, crashes and reruns included."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from wsseg.classes import ClassList
+from wsseg.config import default_config
+from wsseg.data import load_samples, make_synthetic_voc
+from wsseg.errors import DataError
+from wsseg.inbox import Inbox
+from wsseg.metrics import ConfusionMatrix, incremental_mious, unseen_as_background
+from wsseg.registry import ModelRegistry
+from wsseg.store import open_store
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+CLASSES = ClassList(("background", "a", "b", "c", "d"))
+OLD_CLASSES = ClassList(CLASSES.names[:3])
+
+
+def test_classes_not_seen_yet_count_as_background_and_ignored_pixels_stay_ignored():
+    ground_truth = np.array([[0, 1, 2, 3], [4, 255, 3, 1]], np.uint8)
+    assert unseen_as_background(ground_truth, num_seen=3).tolist() == [[0, 1, 2, 0], [0, 255, 0, 1]]
+
+
+def test_old_new_and_all_miou_on_hand_made_predictions():
+    # Seen: background, a (old), b (new); the ground truth's class 3 is not seen yet and counts as background.
+    ground_truth = np.array([0, 0, 1, 1, 2, 2, 3, 255], np.uint8)
+    prediction = np.array([0, 1, 1, 1, 2, 0, 0, 2], np.uint8)
+    matrix = ConfusionMatrix(3)
+    matrix.update(prediction, unseen_as_background(ground_truth, 3))
+    # background: 2 right of 3 true, 1 false positive (a) + 1 (from b) -> IoU 2/4; a: 2 / 3; b: 1 / 2.
+    figures = incremental_mious(matrix, num_old=1)
+    assert figures == {"old_miou": round((2 / 4 + 2 / 3) / 2 * 100, 2), "new_miou": 50.0,
+                       "all_miou": round((2 / 4 + 2 / 3 + 1 / 2) / 3 * 100, 2)}
+
+
+def test_a_first_version_reports_its_foreground_as_new_classes():
+    matrix = ConfusionMatrix(2)
+    matrix.update(np.array([0, 1, 1]), np.array([0, 1, 0]))
+    assert incremental_mious(matrix, num_old=0) == {"old_miou": 50.0, "new_miou": 50.0, "all_miou": 50.0}
+
+
+def drop_batch(inbox_root, name: str, samples, with_manifest: bool = True):
+    """A batch as a labeller uploads it: the images, then a manifest of their image-level labels (no masks)."""
+    folder = inbox_root / name
+    folder.mkdir(parents=True)
+    rows = ["image,labels"]
+    for sample in samples:
+        shutil.copy(sample.image_path, folder / sample.image_path.name)
+        rows.append(f"{sample.image_path.name},{';'.join(CLASSES.names[label] for label in sample.labels)}")
+    if with_manifest:
+        (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_the_inbox_hands_out_complete_batches_oldest_first_until_marked(tmp_path):
+    samples = [sample for sample in _data(tmp_path)["train"]]
+    for name in ("2026-12-02", "2026-12-01"):
+        drop_batch(tmp_path / "inbox", name, samples[:2])
+    drop_batch(tmp_path / "inbox", "2026-12-03-uploading", samples[:2], with_manifest=False)
+    inbox = Inbox(open_store(tmp_path / "inbox"))
+
+    assert inbox.pending() == ["2026-12-01", "2026-12-02"]
+    inbox.mark_processed("2026-12-01", {"version": 2})
+    assert inbox.oldest_pending() == "2026-12-02" and inbox.processed("2026-12-01")["version"] == 2
+    inbox.mark_processed("2026-12-02", {"version": 3})
+    assert inbox.oldest_pending() is None
+
+
+def test_a_batch_must_label_the_next_classes(tmp_path):
+    from wsseg.steps.incremental_update import step_classes
+
+    samples = _data(tmp_path)["train"]
+    shows = {label: [s for s in samples if label in s.labels and max(s.labels) == label] for label in (2, 3, 4)}
+    step = step_classes(list(OLD_CLASSES.names), shows[3], CLASSES, tmp_path / "manifest.csv")
+    assert (step.seen.names, step.num_old, step.added) == (CLASSES.names[:4], 2, ["c"])
+    with pytest.raises(DataError, match="no image shows c"):
+        step_classes(list(OLD_CLASSES.names), shows[4], CLASSES, tmp_path / "manifest.csv")
+    with pytest.raises(DataError, match="not segment yet.*label the batch's images with them, or remove"):
+        step_classes(list(OLD_CLASSES.names), shows[2], CLASSES, tmp_path / "manifest.csv")
+
+
+def _data(root) -> dict:
+    """A tiny synthetic set of the four classes: 12 train images (c alone in 4 of them, d in 8), 3 val images."""
+    folder = root / "voc"
+    if not folder.exists():
+        make_synthetic_voc(folder, train=12, val=3, seed=0, size=64, classes=CLASSES)
+    return {split: load_samples(folder, split, CLASSES) for split in ("train", "val")} | {"root": folder}
+
+
+def tiny_config(**gate) -> dict:
+    config = default_config("cpu-tiny")
+    config["classes"] = list(CLASSES.names)
+    config["segmenter"].update(iterations=2, validate=False)
+    config["evaluate"]["read_threads"] = 0
+    config["registry"]["gate"].update(gate)
+    return config
+
+
+@pytest.fixture(scope="module")
+def step_zero(tmp_path_factory):
+    """The task's step 0: a supervised segmenter of the old classes, trained on their masks."""
+    from wsseg.steps.train_segmenter import train_segmenter
+
+    root = tmp_path_factory.mktemp("step0")
+    old_data = make_synthetic_voc(root / "old", train=4, val=1, seed=1, size=64, classes=OLD_CLASSES)
+    store = open_store(root / "train-segmenter")
+    train_segmenter(old_data, None, store, tiny_config(), OLD_CLASSES)
+    return store
+
+
+@pytest.fixture
+def incremental_task(tmp_path, step_zero):
+    """A registry whose version 1 (current) is step 0, an inbox with batch 1 (c) and batch 2 (d), the held-out set."""
+    from wsseg.steps.incremental_update import register_step_zero
+
+    data = _data(tmp_path)
+    registry = ModelRegistry(open_store(tmp_path / "registry"))
+    record, decision = register_step_zero(registry, step_zero, OLD_CLASSES, tiny_config(), held_out=data["root"])
+    assert record["version"] == 1 and decision.promoted and registry.current_number() == 1
+    assert record["metrics"]["new_miou"] is not None and record["parent"] is None
+    newest = {label: [s for s in data["train"] if max(s.labels) == label] for label in (3, 4)}
+    drop_batch(tmp_path / "inbox", "batch-1", newest[3])
+    drop_batch(tmp_path / "inbox", "batch-2", newest[4])
+    return registry, Inbox(open_store(tmp_path / "inbox")), data["root"], open_store(tmp_path / "work")
+
+
+def update_oldest(task, config) -> dict:
+    from wsseg.steps.incremental_update import incremental_update
+
+    registry, inbox, held_out, work = task
+    batch = inbox.oldest_pending()
+    return incremental_update(held_out, registry, inbox, batch, work.child(batch), config, CLASSES)
+
+
+@pytest.mark.slow
+def test_two_batches_become_two_versions_each_grown_from_the_last(incremental_task):
+    registry, inbox, _, work = incremental_task
+    config = tiny_config(max_old_drop=None)
+    first, second = update_oldest(incremental_task, config), update_oldest(incremental_task, config)
+
+    assert [(r["version"], r["parent"], r["classes"]) for r in registry.versions()] == [
+        (1, None, list(OLD_CLASSES.names)), (2, 1, list(CLASSES.names[:4])), (3, 2, list(CLASSES.names))]
+    assert registry.current_number() == 3 and inbox.pending() == []
+    assert (first["classes_added"], second["classes_added"]) == (["c"], ["d"])
+    assert inbox.processed("batch-2")["version"] == 3 and inbox.processed("batch-2")["promoted"]
+    # Both models were scored on the same classes: the current one never predicts the class it does not know.
+    assert second["current"]["per_class_iou"].keys() == second["candidate"]["per_class_iou"].keys()
+    assert second["current"]["new_miou"] in (0.0, None)
+    assert "**Promoted**" in work.child("batch-2").get_bytes("report.md").decode()
+
+
+@pytest.mark.slow
+def test_a_gate_failure_keeps_the_current_version_and_says_so(incremental_task):
+    registry, inbox, _, work = incremental_task
+    result = update_oldest(incremental_task, tiny_config(min_new_miou=101))
+
+    assert registry.current_number() == 1 and [r["version"] for r in registry.versions()] == [1, 2]
+    assert not result["promoted"] and not registry.version(2)["promotion"]["promoted"]
+    assert inbox.processed("batch-1")["promoted"] is False and inbox.oldest_pending() == "batch-2"
+    report = work.child("batch-1").get_bytes("report.md").decode()
+    assert "**Not promoted**" in report and "version 1 stays current" in report
+    assert "registry.gate.min_new_miou 101" in report
+
+
+@pytest.mark.slow
+def test_reruns_after_crashes_finish_the_batch_without_duplicate_versions(incremental_task, monkeypatch):
+    import wsseg.steps.incremental_update as step
+
+    registry, inbox, _, work = incremental_task
+    config = tiny_config(min_new_miou=101)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed after training, before registration")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(step, "propose", crash)
+        with pytest.raises(RuntimeError, match="killed"):
+            update_oldest(incremental_task, config)
+    trained = work.child("batch-1").child("from-v0001").child("train-segmenter")
+    checkpoint = trained.get_bytes("checkpoint.pth")
+    assert [r["version"] for r in registry.versions()] == [1] and inbox.oldest_pending() == "batch-1"
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Inbox, "mark_processed", crash)
+        with pytest.raises(RuntimeError, match="killed"):
+            update_oldest(incremental_task, config)
+    # The rerun trained nothing more: the model it registered is the one the crashed attempt trained.
+    assert trained.get_bytes("checkpoint.pth") == checkpoint
+    assert registry.store.child("v0002").get_bytes("checkpoint.pth") == checkpoint
+
+    result = update_oldest(incremental_task, config)
+    assert result["version"] == 2 and [r["version"] for r in registry.versions()] == [1, 2]
+    assert inbox.processed("batch-1")["version"] == 2
+
+    # A registration killed while copying (no version.json yet) is invisible; the rerun registers into its folder.
+    registry.store.child("v0002").delete("version.json")
+    inbox.store.child("batch-1").delete("processed.json")
+    assert update_oldest(incremental_task, config)["version"] == 2
+    assert [r["version"] for r in registry.versions()] == [1, 2] and registry.current_number() == 1
+
+
+def test_an_empty_inbox_run_ends_at_once_and_changes_nothing(tmp_path, fake_model):
+    from wsseg.runner import run_incremental
+
+    registry = ModelRegistry(open_store(tmp_path / "registry"))
+    registry.promote(registry.register(fake_model(), classes=list(OLD_CLASSES.names), metrics={}, data="d",
+                                       config="c")["version"], reason="step 0")
+    before = sorted(registry.store.list()), registry.store.get_bytes("current.json")
+    drop_batch(tmp_path / "inbox", "batch-1", _data(tmp_path)["train"][:1])
+    Inbox(open_store(tmp_path / "inbox")).mark_processed("batch-1", {"version": 1})
+    inbox_before = sorted(open_store(tmp_path / "inbox").list())
+
+    started = time.perf_counter()
+    marker = run_incremental(str(_data(tmp_path)["root"]), tmp_path / "run", tiny_config(), str(tmp_path / "registry"),
+                             str(tmp_path / "inbox"))
+    assert marker is None and time.perf_counter() - started < 120
+    assert (sorted(registry.store.list()), registry.store.get_bytes("current.json")) == before
+    assert sorted(open_store(tmp_path / "inbox").list()) == inbox_before
+    assert not (tmp_path / "run" / "store").exists()
+
+
+@pytest.mark.slow
+def test_the_incremental_pipeline_turns_a_batch_into_a_gated_version(incremental_task, tmp_path):
+    from wsseg.runner import run_incremental
+
+    registry, inbox, held_out, _ = incremental_task
+    marker = run_incremental(str(held_out), tmp_path / "run", tiny_config(max_old_drop=None),
+                             str(tmp_path / "registry"), inbox.uri)
+    assert marker["batch"] == "batch-1" and marker["version"] == 2 and marker["promoted"]
+    assert registry.current_number() == 2 and inbox.oldest_pending() == "batch-2"
+    update = open_store(tmp_path / "run" / "store").child("incremental").child("incremental-update").child("batch-1")
+    assert "**Promoted**" in update.get_bytes("report.md").decode()
+    assert json.loads(update.get_bytes("step.json"))["summary"]["version"] == 2
+
+
+def test_models_register_makes_the_step_zero_segmenter_version_one(tmp_path, fake_model, capsys):
+    from wsseg.cli import main
+
+    segmenter = fake_model()
+    assert main(["models", "register", "--registry", str(tmp_path / "registry"), "--segmenter", segmenter.uri,
+                 "--classes", "15", "--trained-on", "voc-15-5-step0"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    registry = ModelRegistry(open_store(tmp_path / "registry"))
+    assert printed["version"] == 1 and printed["promoted"] and registry.current_number() == 1
+    record = registry.current()
+    assert len(record["classes"]) == 16 and record["parent"] is None and record["data"] == "voc-15-5-step0"
+    assert main(["models", "register", "--registry", str(tmp_path / "registry"), "--segmenter", segmenter.uri,
+                 "--classes", "15"]) == 2
+    assert "holds versions already" in capsys.readouterr().err

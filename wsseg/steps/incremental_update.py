@@ -1,0 +1,223 @@
+"""incremental-update: the next model of the registry from one inbox batch, the WILSON way (METHODS.md §2).
+
+For the batch (`wsseg.inbox`): fetch the registry's current version; train the candidate with `segmenter.mode:
+wilson` on the batch's images and image-level labels, the current version as its old model and the classes the
+batch labels beyond the current ones as its new classes; score candidate and current on the same held-out split
+(`data`'s val, classes not seen yet as background: `evaluate.score_seen_classes`); `propose` the candidate, which
+the gate (`registry.gate`) promotes or not; mark the batch processed. The decision lands in the batch's marker, in
+`report.md` and in the step's summary.
+
+Nothing is lost to a crash, and nothing is done twice. Training resumes from its store (train-segmenter's
+`last.pth`, under `<out>/from-v<parent>/`, so that a batch retried after the current version changed trains from
+the new one). A registration that crashed before its version.json is invisible and its folder is reused; once a
+version from this batch exists, a rerun does not train or register again but finishes the promotion the gate
+decided and marks the batch.
+
+`register_step_zero` makes a registry's first version: a fully supervised segmenter of the old classes (a task's
+step 0, trained by train-segmenter on those classes' masks).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wsseg.classes import ClassList
+from wsseg.config import dump_config
+from wsseg.data import Sample, load_samples
+from wsseg.errors import ConfigError, DataError
+from wsseg.inbox import Inbox
+from wsseg.promotion import propose
+from wsseg.registry import EmptyRegistry, ModelRegistry
+from wsseg.store import ArtifactStore
+
+if TYPE_CHECKING:
+    from wsseg.promotion import PromotionDecision
+
+log = logging.getLogger(__name__)
+
+REPORT = "report.md"
+OUTCOME = "outcome.json"
+FIGURES = ("old_miou", "new_miou", "all_miou")
+
+
+@dataclass(frozen=True)
+class StepClasses:
+    """The classes of an incremental step: `seen` (background, old, new) of which the first `num_old` foreground
+    ones are old."""
+
+    seen: ClassList
+    num_old: int
+
+    @property
+    def num_new(self) -> int:
+        return len(self.seen) - 1 - self.num_old
+
+    @property
+    def added(self) -> list[str]:
+        return list(self.seen.names[1 + self.num_old:])
+
+
+def incremental_update(data_root, registry: ModelRegistry, inbox: Inbox, batch: str, out: ArtifactStore,
+                       config: dict, classes: ClassList, strict: bool = False) -> dict:
+    """Train, score and propose the model of `batch`, mark the batch processed; returns the outcome (`outcome`)."""
+    record = _version_of_batch(registry, inbox.batch_uri(batch))
+    if record is None:
+        record = _train_and_propose(data_root, registry, inbox, batch, out, config, classes, strict)
+    else:
+        log.info("incremental-update: %s is version %d already; finishing its promotion", batch, record["version"])
+        _finish_promotion(registry, record)
+    result = outcome(registry, batch, record)
+    out.put_bytes(OUTCOME, json.dumps(result, indent=2).encode())
+    out.put_bytes(REPORT, render_report(result).encode())
+    inbox.mark_processed(batch, {key: result[key] for key in ("version", "parent", "promoted", "reasons")})
+    return result
+
+
+def _train_and_propose(data_root, registry: ModelRegistry, inbox: Inbox, batch: str, out: ArtifactStore,
+                       config: dict, classes: ClassList, strict: bool) -> dict:
+    from wsseg.steps.evaluate import score_seen_classes
+    from wsseg.steps.train_segmenter import train_segmenter
+
+    current = _current_version(registry)
+    work = out.child(f"from-v{current['version']:04d}")
+    parent_model = registry.fetch(current["version"], work.child("parent"))
+    with tempfile.TemporaryDirectory(prefix="wsseg-batch-") as folder:
+        manifest = inbox.fetch(batch, Path(folder))
+        step = step_classes(current["classes"], load_samples(manifest, "train", classes), classes, manifest)
+        step_config = wilson_config(config, parent_model.uri, step)
+        work.put_bytes("config.yaml", dump_config(step_config).encode())
+        candidate = work.child("train-segmenter")
+        train_segmenter(manifest, None, candidate, step_config, step.seen, strict=strict)
+    held_out = load_samples(data_root, "val", classes)
+    scores = {name: score_seen_classes(model, held_out, step.seen, step.num_old, config["evaluate"], strict)
+              for name, model in (("candidate", candidate), ("current", parent_model))}
+    record, decision = propose(registry, candidate, scores=scores["candidate"], current_scores=scores["current"],
+                               gate=config["registry"]["gate"], classes=list(step.seen.names),
+                               data=inbox.batch_uri(batch), config=f"{work.uri}/config.yaml",
+                               source=f"incremental-update of inbox batch {batch}: adds {', '.join(step.added)}")
+    log.info("incremental-update: %s is version %d, %s", batch, record["version"],
+             "promoted" if decision.promoted else "not promoted: " + "; ".join(decision.reasons))
+    return record
+
+
+def _current_version(registry: ModelRegistry) -> dict:
+    try:
+        return registry.current()
+    except EmptyRegistry as error:
+        raise EmptyRegistry(f"{error}. An incremental update grows the current version; register the step-0 "
+                            "segmenter first: wsseg models register --registry ... --segmenter STORE --classes N"
+                            ) from None
+
+
+def step_classes(parent_classes: list[str], samples: list[Sample], classes: ClassList, manifest: Path) -> StepClasses:
+    """The step's classes: the parent's, then those the batch labels after them, which must come next in `classes`
+    (WILSON grows the decode head by the next output channels) and each show in some image (L_CLS learns a class
+    from the images labelled with it)."""
+    if list(classes.names[:len(parent_classes)]) != list(parent_classes):
+        raise ConfigError(f"the current version segments {parent_classes}, which are not the first classes of the "
+                          f"config's `classes` {list(classes.names)}; list its classes first, in its order")
+    num_old = len(parent_classes) - 1
+    labelled = {label for sample in samples for label in sample.labels}
+    new = sorted(label for label in labelled if label > num_old)
+    if not new:
+        raise DataError(manifest, f"no train image is labelled with a class the current version does not segment "
+                                  f"yet (it knows {', '.join(parent_classes[1:])}); an incremental step learns new "
+                                  "classes: label the batch's images with them, or remove the batch")
+    unshown = [classes.names[index] for index in range(num_old + 1, new[-1]) if index not in labelled]
+    if unshown:
+        raise DataError(manifest, f"the batch labels {classes.names[new[-1]]} but no image shows "
+                                  f"{', '.join(unshown)}, which come before it in `classes`; add images of them to "
+                                  "the batch, or reorder `classes` so that the batch's classes come next")
+    return StepClasses(ClassList(classes.names[:new[-1] + 1]), num_old)
+
+
+def wilson_config(config: dict, parent_uri: str, step: StepClasses) -> dict:
+    """The run's config with train-segmenter in WILSON's mode, growing the parent by the step's classes."""
+    step_config = copy.deepcopy(config)
+    segmenter = step_config["segmenter"]
+    segmenter["mode"] = "wilson"
+    # The batch has image labels alone: there is nothing to validate on (the held-out scores are this step's).
+    segmenter["validate"] = False
+    segmenter["wilson"].update(old_checkpoint=parent_uri, old_classes=step.num_old, new_classes=step.num_new)
+    return step_config
+
+
+def _version_of_batch(registry: ModelRegistry, batch_uri: str) -> dict | None:
+    """The version an earlier attempt registered from this batch, if any."""
+    return next((record for record in registry.versions() if record["data"] == batch_uri), None)
+
+
+def _finish_promotion(registry: ModelRegistry, record: dict) -> None:
+    """Promote a version the gate passed, unless it was promoted already (a rollback since is a person's choice)."""
+    decision = record["promotion"] or {}
+    promoted_before = any(change["action"] == "promote" and change["version"] == record["version"]
+                          for change in registry.history())
+    if decision.get("promoted") and not promoted_before:
+        registry.promote(record["version"], by="promotion gate",
+                         reason="passed the promotion gate: " + "; ".join(decision["reasons"]))
+
+
+def outcome(registry: ModelRegistry, batch: str, record: dict) -> dict:
+    """What became of the batch, from its version's record: the scores and the gate's decision."""
+    decision = record["promotion"]
+    parent_classes = registry.version(record["parent"])["classes"] if record["parent"] is not None else []
+    return {"batch": batch, "version": record["version"], "parent": record["parent"],
+            "classes_added": record["classes"][len(parent_classes):], "promoted": decision["promoted"],
+            "reasons": decision["reasons"], "candidate": decision["figures"]["candidate"],
+            "current": decision["figures"]["current"], "current_version": registry.current_number()}
+
+
+def headline(result: dict) -> dict:
+    """The outcome's figures as flat numbers (KFP metrics): promoted 1/0, then each model's mIoUs."""
+    figures = {"promoted": int(result["promoted"]), "version": result["version"]}
+    for model in ("candidate", "current"):
+        for name in FIGURES:
+            value = (result[model] or {}).get(name)
+            if value is not None:
+                figures[f"{model}_{name}"] = value
+    return figures
+
+
+def render_report(result: dict) -> str:
+    parent, version = result["parent"], result["version"]
+    verdict = (f"**Promoted**: version {version} is current." if result["promoted"] else
+               f"**Not promoted**: version {version} is registered, version {result['current_version']} stays "
+               "current.")
+    rows = [f"| current (v{parent}) | " + " | ".join(_figure(result["current"], name) for name in FIGURES) + " |"
+            ] if parent is not None else []
+    rows.append(f"| candidate (v{version}) | " + " | ".join(_figure(result["candidate"], name) for name in FIGURES)
+                + " |")
+    return "\n".join([
+        f"# Incremental update: inbox batch {result['batch']}", "",
+        f"Version {version}, grown from version {parent}, adds {', '.join(result['classes_added']) or 'no class'}.",
+        "", "| model | old mIoU | new mIoU | all mIoU |", "| --- | --- | --- | --- |", *rows, "",
+        "## Promotion gate", "", verdict, "", *(f"- {reason}" for reason in result["reasons"]), ""])
+
+
+def _figure(scores: dict | None, name: str) -> str:
+    value = (scores or {}).get(name)
+    return "-" if value is None else f"{value:.2f}"
+
+
+def register_step_zero(registry: ModelRegistry, segmenter: ArtifactStore, seen: ClassList, config: dict,
+                       held_out=None, trained_on: str = "", strict: bool = False) -> tuple[dict, PromotionDecision]:
+    """Register the supervised segmenter in `segmenter` (a train-segmenter output, trained on `trained_on`) as the
+    registry's first version, segmenting `seen`; scored on `held_out`'s val split where given (its classes as
+    `new_miou`: a first version has nothing to forget), and made current if the gate passes."""
+    if registry.versions():
+        raise ConfigError(f"{registry.uri} holds versions already; step 0 is the first one. Later steps come from "
+                          "the incremental pipeline (or register into another registry or --name)")
+    scores = {}
+    if held_out is not None:
+        from wsseg.steps.evaluate import score_seen_classes
+
+        scores = score_seen_classes(segmenter, load_samples(held_out, "val", ClassList(config["classes"])), seen,
+                                    0, config["evaluate"], strict)
+    return propose(registry, segmenter, scores=scores, current_scores=None, gate=config["registry"]["gate"],
+                   classes=list(seen.names), data=trained_on, config=f"{segmenter.uri}/mmseg_config.py",
+                   source=f"step 0: supervised segmenter of {', '.join(seen.foreground)}, from {segmenter.uri}")
