@@ -78,3 +78,21 @@ def test_splits_command_prints_counts_per_step(tiny_voc, capsys):
     train = load_samples(tiny_voc, "train")
     expected = [len(incremental_split(train, "15-1", step, "overlap")) for step in range(6)]
     assert [int(line.split()[2]) for line in lines] == expected
+
+
+def test_step_zero_manifest_holds_the_old_class_images_with_masks_of_old_classes_only(tiny_voc, tmp_path, capsys):
+    import numpy as np
+
+    from wsseg.classes import VOC_CLASSES, ClassList
+    from wsseg.data import read_mask
+
+    manifest = tmp_path / "step0.csv"
+    assert main(["data", "splits", str(tiny_voc), "--task", "15-1", "--step-zero-manifest", str(manifest)]) == 0
+    assert "first 16" in capsys.readouterr().out
+    old_classes = ClassList(VOC_CLASSES[:16])
+    step_zero = load_samples(manifest, "train", old_classes)
+    assert [s.image_id for s in step_zero] == [s.image_id for s in incremental_split(
+        load_samples(tiny_voc, "train"), "15-1", 0, "disjoint")]
+    assert step_zero and all(s.mask_path for s in step_zero)
+    assert all(set(np.unique(read_mask(s.mask_path))) <= {*range(16), 255} for s in step_zero)
+    assert main(["data", "splits", str(tiny_voc), "--mode", "overlap", "--step-zero-manifest", str(manifest)]) == 2

@@ -256,3 +256,13 @@ def test_models_register_makes_the_step_zero_segmenter_version_one(tmp_path, fak
     assert main(["models", "register", "--registry", str(tmp_path / "registry"), "--segmenter", segmenter.uri,
                  "--classes", "15"]) == 2
     assert "holds versions already" in capsys.readouterr().err
+
+
+def test_incremental_update_alone_does_nothing_when_no_batch_waits(tmp_path, capsys):
+    from wsseg.cli import main
+
+    (tmp_path / "inbox").mkdir()
+    assert main(["incremental-update", "--data", str(tmp_path), "--registry", str(tmp_path / "registry"),
+                 "--inbox", str(tmp_path / "inbox"), "--out", str(tmp_path / "out"), "--preset", "cpu-tiny"]) == 0
+    assert json.loads(capsys.readouterr().out)["batch"] is None
+    assert not (tmp_path / "registry").exists() and not (tmp_path / "out").exists()

@@ -21,6 +21,9 @@ def register(subparsers) -> None:
     splits.add_argument("--task", default="15-5", help="<old>-<new> classes, e.g. 15-5, 15-1, 10-10")
     splits.add_argument("--mode", default="disjoint", choices=("disjoint", "overlap"))
     splits.add_argument("--split", default="train")
+    splits.add_argument("--step-zero-manifest", metavar="CSV",
+                        help="also write step 0's images (with their masks) as a manifest, the data train-segmenter "
+                             "learns the old classes from before `wsseg models register` (--mode disjoint)")
     _add_classes_option(splits)
     splits.set_defaults(func=_splits)
 
@@ -68,7 +71,25 @@ def _splits(args: argparse.Namespace) -> int:
         names = [args.classes.names[index] for index in plan.step_classes(step)]
         count = len(incremental_split(samples, args.task, step, args.mode, args.classes))
         print(f"step {step}: {count:>6} images  classes {', '.join(names)}")
+    if args.step_zero_manifest:
+        _write_step_zero(samples, args)
     return 0
+
+
+def _write_step_zero(samples, args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from wsseg.data.manifest import write_manifest
+    from wsseg.data.splits import incremental_split, parse_task
+
+    if args.mode != "disjoint":
+        raise ConfigError("--step-zero-manifest: step 0 trains on its images' masks, which under --mode overlap show "
+                          "later classes too; write it with --mode disjoint")
+    step_zero = incremental_split(samples, args.task, 0, args.mode, args.classes)
+    write_manifest(step_zero, args.classes, Path(args.step_zero_manifest))
+    old = parse_task(args.task, len(args.classes) - 1).old
+    print(f"wrote step 0's {len(step_zero)} images to {args.step_zero_manifest}; train them with `classes` set to the "
+          f"first {old + 1} ({', '.join(args.classes.names[:old + 1])})")
 
 
 def _synth(args: argparse.Namespace) -> int:

@@ -70,6 +70,17 @@ def scan_manifest(path: Path, split: str, classes: ClassList) -> tuple[list[Samp
     return samples, problems
 
 
+def write_manifest(samples: list[Sample], classes: ClassList, path: Path, split: str = DEFAULT_SPLIT) -> Path:
+    """A CSV manifest of `samples` (absolute paths, labels by name) that `load_samples` reads back."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("image", "labels", "mask", "split", "id"))
+        for sample in samples:
+            writer.writerow((sample.image_path.resolve(), ";".join(classes.names[label] for label in sample.labels),
+                             sample.mask_path.resolve() if sample.mask_path else "", split, sample.image_id))
+    return path
+
+
 def _split_labels(text: str) -> tuple[str, ...]:
     return tuple(name for name in re.split(r"[;,\s]+", text.strip()) if name)
 
