@@ -3,6 +3,7 @@
 (a) the CAMs on train, at the background threshold that scores best (swept in one pass over the images, as
 IRN's eval_cam does); (b) the pseudo masks on train; (c) the segmenter on val. Pseudo masks and final models
 are scored on different splits on purpose: the papers report pseudo-mask quality on train, models on val.
+`score_seen_classes` gives an incremental step's old/new/all mIoU of a segmenter on val (the promotion gate's figures).
 """
 from __future__ import annotations
 
