@@ -85,49 +85,46 @@ def imagenet_weights(settings: dict) -> str | None:
 def deeplabv3plus(settings: dict, num_classes: int, crop: tuple[int, int], norm: str) -> dict:
     """mmseg's deeplabv3plus_r50-d8 model, scaled by depth and width (as its r18 variant scales the heads)."""
     channels = _resnet_channels(settings)
-    norm_cfg = dict(type=norm, requires_grad=True)
     # ASPP rates double with the output stride halved (DeepLabV3, sec. 3.3).
     aspp_rates = (1, 12, 24, 36) if settings["output_stride"] == 8 else (1, 6, 12, 18)
-    return _encoder_decoder(
-        settings, crop, _resnet(settings, norm_cfg, dilated=True),
-        decode_head=dict(type="DepthwiseSeparableASPPHead", in_channels=channels.stages[3], in_index=3,
-                         channels=channels.head, dilations=aspp_rates, c1_in_channels=channels.stages[0],
-                         c1_channels=max(12, channels.stages[0] * 48 // 256), dropout_ratio=0.1,
-                         num_classes=num_classes, norm_cfg=norm_cfg, align_corners=False,
-                         ignore_index=IGNORE_INDEX, loss_decode=_loss()),
-        auxiliary_head=_auxiliary_head(channels, num_classes, norm_cfg))
+    return _resnet_model(settings, num_classes, crop, norm, channels, dict(
+        type="DepthwiseSeparableASPPHead", in_channels=channels.stages[3], in_index=3, channels=channels.head,
+        dilations=aspp_rates, c1_in_channels=channels.stages[0],
+        c1_channels=max(12, channels.stages[0] * 48 // 256)))
 
 
 def fcn(settings: dict, num_classes: int, crop: tuple[int, int], norm: str) -> dict:
     """mmseg's fcn_r50-d8 model, scaled by depth and width."""
     channels = _resnet_channels(settings)
-    norm_cfg = dict(type=norm, requires_grad=True)
-    return _encoder_decoder(
-        settings, crop, _resnet(settings, norm_cfg, dilated=True),
-        decode_head=dict(type="FCNHead", in_channels=channels.stages[3], in_index=3, channels=channels.head,
-                         num_convs=2, concat_input=True, **_head_common(num_classes, norm_cfg)),
-        auxiliary_head=_auxiliary_head(channels, num_classes, norm_cfg))
+    return _resnet_model(settings, num_classes, crop, norm, channels, dict(
+        type="FCNHead", in_channels=channels.stages[3], in_index=3, channels=channels.head, num_convs=2,
+        concat_input=True))
 
 
 def pspnet(settings: dict, num_classes: int, crop: tuple[int, int], norm: str) -> dict:
     """mmseg's pspnet_r50-d8 model, scaled by depth and width."""
     channels = _resnet_channels(settings)
-    norm_cfg = dict(type=norm, requires_grad=True)
-    return _encoder_decoder(
-        settings, crop, _resnet(settings, norm_cfg, dilated=True),
-        decode_head=dict(type="PSPHead", in_channels=channels.stages[3], in_index=3, channels=channels.head,
-                         pool_scales=(1, 2, 3, 6), **_head_common(num_classes, norm_cfg)),
-        auxiliary_head=_auxiliary_head(channels, num_classes, norm_cfg))
+    return _resnet_model(settings, num_classes, crop, norm, channels, dict(
+        type="PSPHead", in_channels=channels.stages[3], in_index=3, channels=channels.head,
+        pool_scales=(1, 2, 3, 6)))
 
 
 def upernet(settings: dict, num_classes: int, crop: tuple[int, int], norm: str) -> dict:
     """mmseg's upernet_r50 model, scaled by depth and width; its pyramid reads every stage of an undilated ResNet."""
     channels = _resnet_channels(settings)
+    return _resnet_model(settings, num_classes, crop, norm, channels, dict(
+        type="UPerHead", in_channels=list(channels.stages), in_index=[0, 1, 2, 3], pool_scales=(1, 2, 3, 6),
+        channels=channels.head), dilated=False)
+
+
+def _resnet_model(settings: dict, num_classes: int, crop: tuple[int, int], norm: str, channels: _ResNetChannels,
+                  decode_head: dict, dilated: bool = True) -> dict:
+    """An EncoderDecoder on the scaled ResNetV1c: `decode_head` (its type and shape) with the heads' common
+    settings, and the FCN auxiliary head on stage 3 that every mmseg ResNet model carries."""
     norm_cfg = dict(type=norm, requires_grad=True)
     return _encoder_decoder(
-        settings, crop, _resnet(settings, norm_cfg, dilated=False),
-        decode_head=dict(type="UPerHead", in_channels=list(channels.stages), in_index=[0, 1, 2, 3],
-                         pool_scales=(1, 2, 3, 6), channels=channels.head, **_head_common(num_classes, norm_cfg)),
+        settings, crop, _resnet(settings, norm_cfg, dilated=dilated),
+        decode_head=dict(decode_head, **_head_common(num_classes, norm_cfg)),
         auxiliary_head=_auxiliary_head(channels, num_classes, norm_cfg))
 
 
