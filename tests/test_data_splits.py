@@ -95,4 +95,38 @@ def test_step_zero_manifest_holds_the_old_class_images_with_masks_of_old_classes
         load_samples(tiny_voc, "train"), "15-1", 0, "disjoint")]
     assert step_zero and all(s.mask_path for s in step_zero)
     assert all(set(np.unique(read_mask(s.mask_path))) <= {*range(16), 255} for s in step_zero)
-    assert main(["data", "splits", str(tiny_voc), "--mode", "overlap", "--step-zero-manifest", str(manifest)]) == 2
+    assert not (tmp_path / "step0_masks").exists(), "disjoint step 0 trains on the dataset's own masks"
+
+
+def test_overlap_step_zero_sets_later_classes_to_background_in_masks_train_segmenter_reads(
+        tiny_voc, tmp_path, capsys):
+    from PIL import Image
+    from test_segmenter import build_dataset
+
+    from wsseg.classes import IGNORE_INDEX, VOC_CLASSES, ClassList
+    from wsseg.data import read_mask
+
+    manifest = tmp_path / "step0.csv"
+    assert main(["data", "splits", str(tiny_voc), "--task", "15-5", "--mode", "overlap",
+                 "--step-zero-manifest", str(manifest)]) == 0
+    old_classes = ClassList(VOC_CLASSES[:16])
+    originals = {s.image_id: s for s in incremental_split(load_samples(tiny_voc, "train"), "15-5", 0, "overlap")}
+    step_zero = load_samples(manifest, "train", old_classes)
+    assert [s.image_id for s in step_zero] == list(originals)
+    changed_pixels, changed_images = 0, 0
+    for sample in step_zero:
+        source = read_mask(originals[sample.image_id].mask_path)
+        written = read_mask(sample.mask_path)
+        later = (source > 15) & (source != IGNORE_INDEX)
+        assert sample.mask_path.parent == tmp_path / "step0_masks"
+        assert (written[later] == 0).all() and (written[~later] == source[~later]).all()
+        changed_pixels, changed_images = changed_pixels + int(later.sum()), changed_images + bool(later.any())
+    assert changed_images >= 2, "the tiny set's step 0 should show later classes under overlap"
+    assert f"set {changed_pixels} pixels of {changed_images} images to background" in capsys.readouterr().out
+    first = step_zero[0]
+    with Image.open(first.mask_path) as written, Image.open(originals[first.image_id].mask_path) as source:
+        assert written.mode == source.mode == "P" and written.getpalette() == source.getpalette()
+
+    dataset = build_dataset(manifest, old_classes, None, tmp_path / "cache", strict=True)
+    assert len(dataset) == len(step_zero)
+    np.testing.assert_array_equal(dataset[0]["data_samples"].gt_sem_seg.data[0].numpy(), read_mask(first.mask_path))

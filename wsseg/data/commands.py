@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     splits.add_argument("--split", default="train")
     splits.add_argument("--step-zero-manifest", metavar="CSV",
                         help="also write step 0's images (with their masks) as a manifest, the data train-segmenter "
-                             "learns the old classes from before `wsseg models register` (--mode disjoint)")
+                             "learns the old classes from before `wsseg models register`; with --mode overlap, the "
+                             "masks go to <CSV stem>_masks/ with later classes set to background")
     _add_classes_option(splits)
     splits.set_defaults(func=_splits)
 
@@ -80,15 +81,18 @@ def _write_step_zero(samples, args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from wsseg.data.manifest import write_manifest
-    from wsseg.data.splits import incremental_split, parse_task
+    from wsseg.data.splits import incremental_split, parse_task, without_later_classes
 
-    if args.mode != "disjoint":
-        raise ConfigError("--step-zero-manifest: step 0 trains on its images' masks, which under --mode overlap show "
-                          "later classes too; write it with --mode disjoint")
-    step_zero = incremental_split(samples, args.task, 0, args.mode, args.classes)
-    write_manifest(step_zero, args.classes, Path(args.step_zero_manifest))
+    manifest = Path(args.step_zero_manifest)
     old = parse_task(args.task, len(args.classes) - 1).old
-    print(f"wrote step 0's {len(step_zero)} images to {args.step_zero_manifest}; train them with `classes` set to the "
+    step_zero = incremental_split(samples, args.task, 0, args.mode, args.classes)
+    if args.mode == "overlap":
+        masks = manifest.with_name(f"{manifest.stem}_masks")
+        step_zero, changed = without_later_classes(step_zero, old, masks)
+        print(f"set {sum(changed)} pixels of {sum(map(bool, changed))} images to background where they show a class "
+              f"beyond the first {old} (overlap); their masks are in {masks}")
+    write_manifest(step_zero, args.classes, manifest)
+    print(f"wrote step 0's {len(step_zero)} images to {manifest}; train them with `classes` set to the "
           f"first {old + 1} ({', '.join(args.classes.names[:old + 1])})")
 
 

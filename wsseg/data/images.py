@@ -55,11 +55,29 @@ def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def read_mask(path: str | Path) -> np.ndarray:
     """The label mask at `path` as (H, W) uint8 class indices (255 = ignore)."""
+    return np.asarray(_decode_mask(path))
+
+
+def relabel_mask(source: str | Path, target: str | Path, lookup: np.ndarray) -> int:
+    """Write the mask at `source` to `target` with each class index i replaced by `lookup[i]` (256 uint8 entries),
+    as a PNG of the source's mode and palette, so that it reads and shows as the source does; the number of pixels
+    whose index changed."""
+    mask = _decode_mask(source)
+    indices = np.asarray(mask)
+    relabelled = lookup[indices]
+    image = Image.fromarray(relabelled)
+    if mask.mode == "P":
+        image.putpalette(mask.getpalette())
+    image.save(target, format="PNG")
+    return int(np.count_nonzero(relabelled != indices))
+
+
+def _decode_mask(path: str | Path) -> Image.Image:
     mask = _decode(path)
     if mask.mode not in INDEX_MASK_MODES:
         raise DataError(path, f"mask has PIL mode {mask.mode!r}; expected a palette ('P') or greyscale "
                               "('L') PNG whose pixel values are class indices")
-    return np.asarray(mask)
+    return mask
 
 
 def _decode(path: str | Path) -> Image.Image:

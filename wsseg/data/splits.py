@@ -8,8 +8,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
-from wsseg.classes import ClassList
+import numpy as np
+
+from wsseg.classes import IGNORE_INDEX, ClassList
+from wsseg.data.images import relabel_mask
 from wsseg.data.samples import Sample
 from wsseg.errors import ConfigError
 
@@ -71,3 +75,23 @@ def incremental_split(samples: list[Sample], task: str, step: int, mode: str = "
             continue
         kept.append(dataclasses.replace(sample, labels=tuple(sorted(labels & current))))
     return kept
+
+
+def without_later_classes(samples: list[Sample], old: int, folder: Path) -> tuple[list[Sample], list[int]]:
+    """Step 0's samples under the overlap protocol, their masks rewritten into `folder` with every pixel of a class
+    beyond the first `old` set to background, the ignore value and the old classes kept; and for each sample, how
+    many pixels that changed. Overlap's step 0 images may show later classes, which MiB (Cermelli et al., CVPR'20,
+    sec. 4.1) labels background there: step 0 knows only the old ones. A sample without a mask stays as it is."""
+    lookup = np.arange(256, dtype=np.uint8)
+    lookup[old + 1:IGNORE_INDEX] = 0
+    folder.mkdir(parents=True, exist_ok=True)
+    relabelled, changed = [], []
+    for sample in samples:
+        if sample.mask_path is None:
+            relabelled.append(sample)
+            changed.append(0)
+            continue
+        target = folder / f"{sample.image_id}.png"
+        changed.append(relabel_mask(sample.mask_path, target, lookup))
+        relabelled.append(dataclasses.replace(sample, mask_path=target))
+    return relabelled, changed
