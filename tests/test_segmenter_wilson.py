@@ -142,6 +142,50 @@ def test_pseudo_label_mixes_hard_and_soft_localizer_maps_and_takes_the_backgroun
     assert float(unlabelled[:, 3].max()) == 0.0
 
 
+def test_pseudo_label_without_the_old_model_is_the_localizers_with_old_classes_at_zero():
+    maps = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(3))
+    labelled = torch.tensor([[1.0], [0.0]])
+    alpha = 0.5
+    targets = pseudo_labels(maps, None, labelled, alpha)
+
+    masks = maps.softmax(1) * torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]]).view(2, 4, 1, 1)
+    hard = torch.nn.functional.one_hot(masks.argmax(1), 4).permute(0, 3, 1, 2).float()
+    torch.testing.assert_close(targets, alpha * hard + (1 - alpha) * masks)
+    assert float(targets[:, 1:3].abs().max()) == 0.0
+    # With the old model's prior, the same maps give other targets for the old classes and the background.
+    with_prior = pseudo_labels(maps, torch.zeros(2, 3, 3, 3), labelled, alpha)
+    assert not torch.allclose(with_prior[:, :3], targets[:, :3])
+    torch.testing.assert_close(with_prior[:, 3], targets[:, 3])
+
+
+@pytest.mark.parametrize("old_model_prior", [True, False])
+def test_fine_tuning_starts_from_the_old_model_but_trains_without_its_scores(old_segmenter, old_model_prior):
+    model = build_segmentor(wilson_settings(old_segmenter, old_model_prior=old_model_prior),
+                            ClassList(CLASSES.names[:4]))
+    model.init_weights()
+    model.train()
+    old_classifier = model.old_model.decode_head.conv_seg
+    torch.testing.assert_close(model.decode_head.conv_seg.weight[:3], old_classifier.weight)
+    inputs, samples = batch([(3,), (1, 3)])
+
+    def losses() -> dict:
+        torch.manual_seed(0)  # the decode head's dropout draws the same masks in both passes
+        with torch.no_grad():
+            return model.loss(inputs, samples)
+
+    before = losses()
+    with torch.no_grad():
+        old_classifier.bias += torch.tensor([4.0, -3.0, 2.0])
+    after = losses()
+    assert ("loss_loc" in before) is old_model_prior
+    if old_model_prior:
+        assert not torch.allclose(before["loss_seg"], after["loss_seg"])
+        assert not torch.allclose(before["loss_loc"], after["loss_loc"])
+    else:
+        assert before.keys() == after.keys() == {"loss_cls", "loss_seg"}
+        torch.testing.assert_close(before, after)
+
+
 def test_localization_prior_vanishes_where_the_localizer_matches_the_old_model(wilson_segmentor):
     localizer = wilson_segmentor.localizer
     labels = torch.tensor([[1.0]])
@@ -217,6 +261,8 @@ def test_settings_that_do_not_fit_the_old_model_are_refused_by_name(old_segmente
         build_segmentor(wilson_settings(old_segmenter, old_classes=3, new_classes=1), ClassList(CLASSES.names[:5]))
     with pytest.raises(ConfigError, match="segmenter.wilson.alpha"):
         build_segmentor(wilson_settings(old_segmenter, alpha=1.5), ClassList(CLASSES.names[:4]))
+    with pytest.raises(ConfigError, match="segmenter.wilson.old_model_prior is 'no'; set true .* or false"):
+        build_segmentor(wilson_settings(old_segmenter, old_model_prior="no"), ClassList(CLASSES.names[:4]))
 
 
 @pytest.fixture

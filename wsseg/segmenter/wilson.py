@@ -15,6 +15,10 @@ Where METHODS.md says less than WILSON's code (github.com/fcdl94/WILSON), the co
 maps keep only the background and the image's labelled new classes before they make a pseudo label (an image's
 pixels are never labelled with a class it does not show), and new classes start from the background's classifier
 with MiB's balanced bias (`grow_classifier`).
+
+With `old_model_prior` false, a step is the fine-tuning baseline of WILSON's tables (the forgetting lower bound): it
+starts from the old model as always, but the localizer learns from L_CLS alone and the pseudo label is the
+localizer's, so nothing holds the old classes in place.
 """
 from __future__ import annotations
 
@@ -61,20 +65,25 @@ def focal_size_penalty(maps: torch.Tensor, gamma: float, lam: float) -> torch.Te
     return (1 - size) ** gamma * torch.log(lam + size)
 
 
-def pseudo_labels(maps: torch.Tensor, old_logits: torch.Tensor, new_labels: torch.Tensor,
+def pseudo_labels(maps: torch.Tensor, old_logits: torch.Tensor | None, new_labels: torch.Tensor,
                   alpha: float) -> torch.Tensor:
     """q̂ (B, C, H, W), the decode head's soft targets: the old model's sigmoid scores for the old classes, the
     localizer's α·one-hot(argmax m) + (1 - α)·m for the new ones, and for the background the smaller of the two.
 
-    maps: the localizer's (B, C, H, W); old_logits: the old model's (B, C_old, H, W), background first;
-    new_labels: (B, C - C_old), 1 for each new class the image is labelled with. m is the softmax over all classes,
-    then zeroed outside the background and the image's new classes, as in WILSON's code.
+    maps: the localizer's (B, C, H, W); old_logits: the old model's (B, C_old, H, W), background first, or None
+    without the old model's prior (fine-tuning), where the localizer's background is kept and the old classes' targets
+    are 0; new_labels: (B, C - C_old), 1 for each new class the image is labelled with. m is the softmax over all
+    classes, then zeroed outside the background and the image's new classes, as in WILSON's code.
     """
-    old_scores = old_logits.sigmoid()
-    shown = torch.cat([torch.ones_like(new_labels[:, :1]), torch.zeros_like(old_scores[:, 1:, 0, 0]), new_labels], 1)
+    old_count = maps.shape[1] - new_labels.shape[1]
+    shown = torch.cat([torch.ones_like(new_labels[:, :1]), new_labels.new_zeros(len(new_labels), old_count - 1),
+                       new_labels], 1)
     masks = maps.softmax(1) * shown[:, :, None, None]
     hard = F.one_hot(masks.argmax(1), masks.shape[1]).permute(0, 3, 1, 2).to(masks)
     localizer = alpha * hard + (1 - alpha) * masks
+    if old_logits is None:
+        return localizer
+    old_scores = old_logits.sigmoid()
     # The old model knows where old objects are, the localizer where new ones are: a pixel is background only where
     # neither claims it.
     background = torch.minimum(old_scores[:, :1], localizer[:, :1])
@@ -119,31 +128,38 @@ class WILSONLocalizerHead(BaseDecodeHead):
         pooling = self.pooling
         return ngwp_scores(maps, pooling["epsilon"]) + focal_size_penalty(maps, pooling["gamma"], pooling["lam"])
 
-    def loss_by_maps(self, maps: torch.Tensor, new_labels: torch.Tensor, old_logits: torch.Tensor) -> dict:
+    def loss_by_maps(self, maps: torch.Tensor, new_labels: torch.Tensor, old_logits: torch.Tensor | None) -> dict:
         """L_CLS: BCE of the pooled scores of the new classes against the image labels, averaged over classes and
         images (the old classes have no labels here). L_LOC: BCE of σ(z) of the background and old classes against
         the old model's σ scores, averaged over pixels and classes: sigmoids, since a pixel's classes are judged
-        independently. maps (B, C, H, W) and old_logits (B, C_old, H, W) on one grid; new_labels (B, C - C_old)."""
-        old_count = old_logits.shape[1]
+        independently; none when old_logits is None (fine-tuning). maps (B, C, H, W) and old_logits
+        (B, C_old, H, W) on one grid; new_labels (B, C - C_old)."""
+        old_count = maps.shape[1] - new_labels.shape[1]
         scores = self.image_scores(maps)[:, old_count:]
-        classification = F.binary_cross_entropy_with_logits(scores, new_labels)
-        localization = F.binary_cross_entropy_with_logits(maps[:, :old_count], old_logits.sigmoid())
-        return dict(loss_cls=self.weights["cls"] * classification, loss_loc=self.weights["loc"] * localization)
+        losses = dict(loss_cls=self.weights["cls"] * F.binary_cross_entropy_with_logits(scores, new_labels))
+        if old_logits is not None:
+            localization = F.binary_cross_entropy_with_logits(maps[:, :old_count], old_logits.sigmoid())
+            losses["loss_loc"] = self.weights["loc"] * localization
+        return losses
 
 
 @MODELS.register_module()
 class WILSONSegmentor(EncoderDecoder):
     """EncoderDecoder learning new classes with WILSON. localizer: the `WILSONLocalizerHead` dict; old_model: the
     previous step's EncoderDecoder dict; old_checkpoint: its weights, loaded by `init_weights` (training only: a
-    stored step's checkpoint holds the old model already); alpha: the pseudo label's share of hard labels."""
+    stored step's checkpoint holds the old model already); alpha: the pseudo label's share of hard labels;
+    old_model_prior: false trains without the old model's scores (no L_LOC, the localizer's pseudo label alone);
+    true by default, as the steps stored before the setting existed were trained."""
 
-    def __init__(self, localizer: dict, old_model: dict, old_checkpoint: str | None, alpha: float, **kwargs):
+    def __init__(self, localizer: dict, old_model: dict, old_checkpoint: str | None, alpha: float,
+                 old_model_prior: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.localizer = MODELS.build(localizer)
         self.old_model = MODELS.build(old_model)
         self.old_model.requires_grad_(False)
         self.old_checkpoint = old_checkpoint
         self.alpha = alpha
+        self.old_model_prior = old_model_prior
 
     def train(self, mode: bool = True) -> WILSONSegmentor:
         super().train(mode)
@@ -162,10 +178,10 @@ class WILSONSegmentor(EncoderDecoder):
         features = self.extract_feat(inputs)
         # float32 losses: under bf16 autocast, sigmoids near 0 or 1 would lose their precision.
         logits = self.decode_head(features).float()
-        old_logits = self.old_logits(inputs, logits.shape[-2:])
+        old_logits = self.old_logits(inputs, logits.shape[-2:]) if self.old_model_prior else None
         maps = resize(self.localizer(features).float(), logits.shape[-2:], mode="bilinear",
                       align_corners=self.align_corners)
-        new_labels = self._new_class_labels(data_samples, old_logits.shape[1], logits.device)
+        new_labels = self._new_class_labels(data_samples, self.old_model.decode_head.num_classes, logits.device)
         losses = self.localizer.loss_by_maps(maps, new_labels, old_logits)
         # The pseudo label is a target: L_SEG trains the decode head, not the localizer.
         targets = pseudo_labels(maps.detach(), old_logits, new_labels, self.alpha)
@@ -220,7 +236,8 @@ def wilson_model(family_model: dict, wilson: dict) -> dict:
     new = dict(old, data_preprocessor=family_model["data_preprocessor"],
                decode_head=dict(old["decode_head"], num_classes=num_classes))
     return dict(new, type="WILSONSegmentor", old_model=old, old_checkpoint=str(folder / CHECKPOINT),
-                alpha=wilson["alpha"], localizer=localizer_config(new["decode_head"], wilson))
+                alpha=wilson["alpha"], old_model_prior=wilson["old_model_prior"],
+                localizer=localizer_config(new["decode_head"], wilson))
 
 
 def old_encoder_decoder(model: dict) -> dict:
@@ -293,3 +310,6 @@ def _check_settings(wilson: dict, old_model_classes: int, num_classes: int) -> N
     if not 0 <= wilson["alpha"] <= 1:
         raise ConfigError(f"segmenter.wilson.alpha is {wilson['alpha']}; it mixes hard and soft pseudo labels, so it "
                           "lies between 0 and 1 (WILSON: 0.5)")
+    if not isinstance(wilson["old_model_prior"], bool):
+        raise ConfigError(f"segmenter.wilson.old_model_prior is {wilson['old_model_prior']!r}; set true (WILSON) or "
+                          "false (fine-tuning without the old model's scores, WILSON's lower bound)")
