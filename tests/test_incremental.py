@@ -3,6 +3,7 @@ inbox batches growing the registry's model the WILSON way through the promotion 
 (two old classes, then one new class per batch) with a few training iterations, crashes and reruns included."""
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import time
@@ -155,7 +156,13 @@ def test_two_batches_become_two_versions_each_grown_from_the_last(incremental_ta
     # Both models were scored on the same classes: the current one never predicts the class it does not know.
     assert second["current"]["per_class_iou"].keys() == second["candidate"]["per_class_iou"].keys()
     assert second["current"]["new_miou"] in (0.0, None)
-    assert "**Promoted**" in work.child("batch-2").get_bytes("report.md").decode()
+    report = work.child("batch-2").get_bytes("report.md").decode()
+    assert "**Promoted**" in report
+    # The forgetting curve of version 3's lineage: one row per step, each with the figures its version recorded.
+    curve = report.split("## Forgetting curve")[1]
+    assert [line.split(" | ")[1] for line in curve.splitlines() if line[:3] in ("| 0", "| 1", "| 2")] == [
+        "v1", "v2", "v3"]
+    assert f"| {registry.version(3)['metrics']['old_miou']:.2f} |" in curve
 
 
 @pytest.mark.slow
@@ -240,6 +247,10 @@ def test_the_incremental_pipeline_turns_a_batch_into_a_gated_version(incremental
     update = open_store(tmp_path / "run" / "store").child("incremental").child("incremental-update").child("batch-1")
     assert "**Promoted**" in update.get_bytes("report.md").decode()
     assert json.loads(update.get_bytes("step.json"))["summary"]["version"] == 2
+    # KFP's HTML output is the report with the forgetting curve embedded.
+    published = next((tmp_path / "run" / "kfp-local").rglob("report"), None)
+    assert published is not None and published.read_bytes() == update.get_bytes("report.html")
+    assert base64.b64encode(update.get_bytes("forgetting_curve.png")).decode() in published.read_text()
 
 
 def test_models_register_makes_the_step_zero_segmenter_version_one(tmp_path, fake_model, capsys):

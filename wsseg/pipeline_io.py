@@ -135,13 +135,13 @@ def publish_evaluation(evaluation, metrics, report, summary) -> None:
 
 
 def run_incremental_update(data: str, run_store_uri: str, config_yaml: str, registry_uri: str, inbox_uri: str,
-                           batch: str, output, metrics, summary, s3_endpoint: str = "") -> dict:
+                           batch: str, output, metrics, summary, report, s3_endpoint: str = "") -> dict:
     """The incremental pipeline's update of one inbox batch (`wsseg.steps.incremental_update`) into the run's
-    `incremental-update/<batch>/` prefix; publish `output`, the gate's figures as `metrics` and its report as
-    `summary`."""
+    `incremental-update/<batch>/` prefix; publish `output`, the gate's figures as `metrics` and its report, with
+    the forgetting curve, as `summary` (Markdown) and `report` (HTML, the curve's PNG embedded)."""
     from wsseg.inbox import Inbox
     from wsseg.registry import ModelRegistry
-    from wsseg.steps.incremental_update import REPORT, headline, incremental_update
+    from wsseg.steps.incremental_update import REPORT, REPORT_HTML, headline, incremental_update
 
     use_endpoint(s3_endpoint)
     config = load_config_text(config_yaml)
@@ -156,6 +156,7 @@ def run_incremental_update(data: str, run_store_uri: str, config_yaml: str, regi
     publish(output, out, dict(figures, batch=batch))
     for name, value in figures.items():
         metrics.log_metric(name, value)
-    Path(summary.path).parent.mkdir(parents=True, exist_ok=True)
-    Path(summary.path).write_bytes(out.get_bytes(REPORT))
+    for artifact, key in ((summary, REPORT), (report, REPORT_HTML)):
+        Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(artifact.path).write_bytes(out.get_bytes(key))
     return result

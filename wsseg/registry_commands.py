@@ -1,8 +1,10 @@
-"""`wsseg models list|show|promote|rollback|register`: a person's view of the model registry (`wsseg.registry`)."""
+"""`wsseg models list|show|promote|rollback|register|curve`: a person's view of the model registry
+(`wsseg.registry`)."""
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from wsseg.registry import ModelRegistry, default_config
 from wsseg.store import open_store
@@ -46,6 +48,13 @@ def register(subparsers) -> None:
     first.add_argument("--config", help="YAML config, a path or a store URI (its classes, registry.gate, evaluate)")
     first.add_argument("--preset", help="cpu-tiny, cpu or gpu (default: the config's, else cpu)")
     first.set_defaults(func=_register_step_zero)
+
+    curve = commands.add_parser("curve", help="the forgetting curve of a version's lineage: a PNG plot, and its "
+                                              "old / new / all-class mIoU per step printed as a table")
+    _add_registry_arguments(curve)
+    curve.add_argument("--version", type=int, help="the lineage's last version (default: the newest, promoted or not)")
+    curve.add_argument("--out", required=True, type=Path, metavar="PATH", help="the PNG file to write")
+    curve.set_defaults(func=_curve)
 
 
 def _add_registry_arguments(parser) -> None:
@@ -106,6 +115,17 @@ def _register_step_zero(args) -> int:
                                           open_store(args.segmenter), ClassList(names[:1 + args.classes]), config,
                                           held_out, args.trained_on)
     print(json.dumps({"version": record["version"], "promoted": decision.promoted, "reasons": decision.reasons}))
+    return 0
+
+
+def _curve(args) -> int:
+    from wsseg.forgetting_curve import forgetting_curve, plot_forgetting_curve, render_curve_markdown
+
+    steps = forgetting_curve(_open(args), args.version)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(plot_forgetting_curve(steps))
+    print(render_curve_markdown(steps))
+    print(f"\nforgetting curve written to {args.out}")
     return 0
 
 

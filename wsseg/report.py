@@ -60,13 +60,13 @@ def render_summary_table(rows: list[tuple[str, dict]], upper_bound: dict | None 
     segmenter / upper bound is the figure WSSS papers quote (the best reach about 85-90 % of it on VOC).
     """
     upper = upper_bound.get("segmenter_miou") if upper_bound else None
-    return _markdown_table(SUMMARY_COLUMNS, [_summary_cells(name, headline, upper) for name, headline in rows])
+    return markdown_table(SUMMARY_COLUMNS, [_summary_cells(name, headline, upper) for name, headline in rows])
 
 
 def render_markdown(metrics: dict, overlays: list[Overlay]) -> str:
     lines = ["# wsseg evaluation", ""]
     for title, note, header, rows in _sections(metrics):
-        lines += [f"## {title}", ""] + ([note, ""] if note else []) + [_markdown_table(header, rows), ""]
+        lines += [f"## {title}", ""] + ([note, ""] if note else []) + [markdown_table(header, rows), ""]
     if overlays:
         lines += ["## Overlays", ""]
         for overlay in overlays:
@@ -80,19 +80,28 @@ def render_html(metrics: dict, overlays: list[Overlay]) -> str:
     body = []
     for title, note, header, rows in _sections(metrics):
         body += [f"<h2>{html.escape(title)}</h2>"] + ([f"<p>{html.escape(note)}</p>"] if note else [])
-        body.append(_html_table(header, rows))
+        body.append(html_table(header, rows))
     if overlays:
         body.append("<h2>Overlays</h2>")
     for overlay in overlays:
-        data = base64.b64encode(overlay.png).decode("ascii")
-        caption = html.escape(f"{overlay.image_id}: {' | '.join(overlay.panels)}")
-        body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(overlay.image_id)}">'
-                    f"<figcaption>{caption}</figcaption></figure>")
+        body.append(html_figure(overlay.png, overlay.image_id, f"{overlay.image_id}: {' | '.join(overlay.panels)}"))
+    return html_page("wsseg evaluation", body)
+
+
+def html_page(title: str, body: list[str]) -> str:
+    """A page of `body`'s HTML fragments under the heading `title`."""
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{max-width:100%}")
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>wsseg evaluation</title>"
-            f"<style>{style}</style></head><body><h1>wsseg evaluation</h1>\n" + "\n".join(body)
-            + "\n</body></html>\n")
+    title = html.escape(title)
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>"
+            f"<style>{style}</style></head><body><h1>{title}</h1>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def html_figure(png: bytes, alt: str, caption: str) -> str:
+    """A PNG embedded as a base64 data URI, so that the page travels alone (KFP's HTML viewer shows one file)."""
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
 def _sections(metrics: dict) -> list[tuple[str, str, tuple[str, ...], list[list[str]]]]:
@@ -181,12 +190,12 @@ ABLATION_COLUMNS = ("method", "CAM mIoU", "pseudo-mask mIoU", "segmenter mIoU", 
 
 def render_ablation_table(table: dict) -> str:
     """Markdown: one row per method of an ablation (`wsseg.ablation.write_ablation_table`'s dict)."""
-    return _markdown_table(ABLATION_COLUMNS, _ablation_rows(table)) + "\n\n" + _ablation_note(table)
+    return markdown_table(ABLATION_COLUMNS, _ablation_rows(table)) + "\n\n" + _ablation_note(table)
 
 
 def render_ablation_html(table: dict) -> str:
     return (f"<html><head><meta charset='utf-8'><title>wsseg ablation</title></head><body><h1>Ablation</h1>"
-            f"{_html_table(ABLATION_COLUMNS, _ablation_rows(table))}<p>{html.escape(_ablation_note(table))}</p>"
+            f"{html_table(ABLATION_COLUMNS, _ablation_rows(table))}<p>{html.escape(_ablation_note(table))}</p>"
             "</body></html>")
 
 
@@ -209,12 +218,12 @@ def _number(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _markdown_table(header, rows) -> str:
+def markdown_table(header, rows) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def _html_table(header, rows) -> str:
+def html_table(header, rows) -> str:
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

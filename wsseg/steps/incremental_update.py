@@ -5,7 +5,8 @@ wilson` on the batch's images and image-level labels, the current version as its
 batch labels beyond the current ones as its new classes; score candidate and current on the same held-out split
 (`data`'s val, classes not seen yet as background: `evaluate.score_seen_classes`); `propose` the candidate, which
 the gate (`registry.gate`) promotes or not; mark the batch processed. The decision lands in the batch's marker, in
-`report.md` and in the step's summary.
+`report.md` and `report.html` and in the step's summary, with the forgetting curve of the candidate's lineage
+(`wsseg.forgetting_curve`: old/new/all mIoU per step, `forgetting_curve.png`).
 
 Nothing is lost to a crash, and nothing is done twice. Training resumes from its store (train-segmenter's
 `last.pth`, under `<out>/from-v<parent>/`, so that a batch retried after the current version changed trains from
@@ -19,6 +20,7 @@ step 0, trained by train-segmenter on those classes' masks).
 from __future__ import annotations
 
 import copy
+import html
 import json
 import logging
 import tempfile
@@ -30,9 +32,18 @@ from wsseg.classes import ClassList
 from wsseg.config import dump_config
 from wsseg.data import Sample, load_samples
 from wsseg.errors import ConfigError, DataError
+from wsseg.forgetting_curve import (
+    CURVE_PNG,
+    CurveStep,
+    forgetting_curve,
+    plot_forgetting_curve,
+    render_curve_html,
+    render_curve_markdown,
+)
 from wsseg.inbox import Inbox
 from wsseg.promotion import propose
 from wsseg.registry import EmptyRegistry, ModelRegistry
+from wsseg.report import html_page, html_table, markdown_table
 from wsseg.store import ArtifactStore
 
 if TYPE_CHECKING:
@@ -41,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPORT = "report.md"
+REPORT_HTML = "report.html"
+MODEL_COLUMNS = ("model", "old mIoU", "new mIoU", "all mIoU")
 OUTCOME = "outcome.json"
 FIGURES = ("old_miou", "new_miou", "all_miou")
 
@@ -73,7 +86,7 @@ def incremental_update(data_root, registry: ModelRegistry, inbox: Inbox, batch: 
         _finish_promotion(registry, record)
     result = outcome(registry, batch, record)
     out.put_bytes(OUTCOME, json.dumps(result, indent=2).encode())
-    out.put_bytes(REPORT, render_report(result).encode())
+    write_reports(out, result, forgetting_curve(registry, record["version"]))
     inbox.mark_processed(batch, {key: result[key] for key in ("version", "parent", "promoted", "reasons")})
     return result
 
@@ -183,20 +196,52 @@ def headline(result: dict) -> dict:
     return figures
 
 
-def render_report(result: dict) -> str:
-    parent, version = result["parent"], result["version"]
-    verdict = (f"**Promoted**: version {version} is current." if result["promoted"] else
-               f"**Not promoted**: version {version} is registered, version {result['current_version']} stays "
-               "current.")
-    rows = [f"| current (v{parent}) | " + " | ".join(_figure(result["current"], name) for name in FIGURES) + " |"
-            ] if parent is not None else []
-    rows.append(f"| candidate (v{version}) | " + " | ".join(_figure(result["candidate"], name) for name in FIGURES)
-                + " |")
+def write_reports(out: ArtifactStore, result: dict, curve: list[CurveStep]) -> None:
+    """report.md, with the forgetting curve's PNG beside it, and report.html, which embeds the PNG (KFP's HTML
+    output)."""
+    png = plot_forgetting_curve(curve)
+    out.put_bytes(CURVE_PNG, png)
+    out.put_bytes(REPORT, render_report(result, curve).encode())
+    out.put_bytes(REPORT_HTML, render_report_html(result, curve, png).encode())
+
+
+def render_report(result: dict, curve: list[CurveStep]) -> str:
+    verdict, explanation = _verdict(result)
     return "\n".join([
-        f"# Incremental update: inbox batch {result['batch']}", "",
-        f"Version {version}, grown from version {parent}, adds {', '.join(result['classes_added']) or 'no class'}.",
-        "", "| model | old mIoU | new mIoU | all mIoU |", "| --- | --- | --- | --- |", *rows, "",
-        "## Promotion gate", "", verdict, "", *(f"- {reason}" for reason in result["reasons"]), ""])
+        f"# {_title(result)}", "", _grown_from(result), "", markdown_table(MODEL_COLUMNS, _model_rows(result)), "",
+        "## Promotion gate", "", f"**{verdict}**: {explanation}", "", *(f"- {reason}" for reason in result["reasons"]),
+        "", "## Forgetting curve", "", f"![forgetting curve]({CURVE_PNG})", "", render_curve_markdown(curve), ""])
+
+
+def render_report_html(result: dict, curve: list[CurveStep], curve_png: bytes) -> str:
+    verdict, explanation = _verdict(result)
+    reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in result["reasons"])
+    return html_page(_title(result), [
+        f"<p>{html.escape(_grown_from(result))}</p>", html_table(MODEL_COLUMNS, _model_rows(result)),
+        "<h2>Promotion gate</h2>", f"<p><strong>{verdict}</strong>: {html.escape(explanation)}</p>",
+        f"<ul>{reasons}</ul>", "<h2>Forgetting curve</h2>", render_curve_html(curve, curve_png)])
+
+
+def _title(result: dict) -> str:
+    return f"Incremental update: inbox batch {result['batch']}"
+
+
+def _grown_from(result: dict) -> str:
+    added = ", ".join(result["classes_added"]) or "no class"
+    return f"Version {result['version']}, grown from version {result['parent']}, adds {added}."
+
+
+def _verdict(result: dict) -> tuple[str, str]:
+    if result["promoted"]:
+        return "Promoted", f"version {result['version']} is current."
+    return "Not promoted", (f"version {result['version']} is registered, version {result['current_version']} "
+                            "stays current.")
+
+
+def _model_rows(result: dict) -> list[list[str]]:
+    models = [(f"current (v{result['parent']})", result["current"])] if result["parent"] is not None else []
+    models.append((f"candidate (v{result['version']})", result["candidate"]))
+    return [[name, *(_figure(scores, figure) for figure in FIGURES)] for name, scores in models]
 
 
 def _figure(scores: dict | None, name: str) -> str:
