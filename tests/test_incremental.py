@@ -176,6 +176,10 @@ def test_a_gate_failure_keeps_the_current_version_and_says_so(incremental_task):
     report = work.child("batch-1").get_bytes("report.md").decode()
     assert "**Not promoted**" in report and "version 1 stays current" in report
     assert "registry.gate.min_new_miou 101" in report
+    # Batch 2 builds on c, which only the refused version segments: it waits, and the error says for what.
+    with pytest.raises(DataError, match="gate refused version 2, which adds c.*wsseg models promote 2"):
+        update_oldest(incremental_task, tiny_config())
+    assert inbox.oldest_pending() == "batch-2" and [r["version"] for r in registry.versions()] == [1, 2]
 
 
 @pytest.mark.slow

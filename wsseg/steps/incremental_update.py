@@ -101,7 +101,8 @@ def _train_and_propose(data_root, registry: ModelRegistry, inbox: Inbox, batch: 
     parent_model = registry.fetch(current["version"], work.child("parent"))
     with tempfile.TemporaryDirectory(prefix="wsseg-batch-") as folder:
         manifest = inbox.fetch(batch, Path(folder))
-        step = step_classes(current["classes"], load_samples(manifest, "train", classes), classes, manifest)
+        step = step_classes(current["classes"], load_samples(manifest, "train", classes), classes, manifest,
+                            refused_versions(registry, current))
         step_config = wilson_config(config, parent_model.uri, step)
         work.put_bytes("config.yaml", dump_config(step_config).encode())
         candidate = work.child("train-segmenter")
@@ -127,10 +128,11 @@ def _current_version(registry: ModelRegistry) -> dict:
                             ) from None
 
 
-def step_classes(parent_classes: list[str], samples: list[Sample], classes: ClassList, manifest: Path) -> StepClasses:
+def step_classes(parent_classes: list[str], samples: list[Sample], classes: ClassList, manifest: Path,
+                 refused: dict[str, int] | None = None) -> StepClasses:
     """The step's classes: the parent's, then those the batch labels after them, which must come next in `classes`
     (WILSON grows the decode head by the next output channels) and each show in some image (L_CLS learns a class
-    from the images labelled with it)."""
+    from the images labelled with it). `refused`: classes that a version the gate refused adds, and that version."""
     if list(classes.names[:len(parent_classes)]) != list(parent_classes):
         raise ConfigError(f"the current version segments {parent_classes}, which are not the first classes of the "
                           f"config's `classes` {list(classes.names)}; list its classes first, in its order")
@@ -145,8 +147,28 @@ def step_classes(parent_classes: list[str], samples: list[Sample], classes: Clas
     if unshown:
         raise DataError(manifest, f"the batch labels {classes.names[new[-1]]} but no image shows "
                                   f"{', '.join(unshown)}, which come before it in `classes`; add images of them to "
-                                  "the batch, or reorder `classes` so that the batch's classes come next")
+                                  "the batch, or reorder `classes` so that the batch's classes come next"
+                                  + _refused_hint(unshown, refused or {}))
     return StepClasses(ClassList(classes.names[:new[-1] + 1]), num_old)
+
+
+def refused_versions(registry: ModelRegistry, current: dict) -> dict[str, int]:
+    """The classes that versions grown from `current` and refused by the gate add, each with the newest such version:
+    a later batch that builds on those classes waits for a person to promote one, or for a new batch of them."""
+    known = len(current["classes"])
+    return {name: record["version"] for record in registry.versions()
+            if record["parent"] == current["version"] and not (record["promotion"] or {}).get("promoted")
+            for name in record["classes"][known:]}
+
+
+def _refused_hint(unshown: list[str], refused: dict[str, int]) -> str:
+    versions = sorted({refused[name] for name in unshown if name in refused})
+    if not versions:
+        return ""
+    return (f". The promotion gate refused version {', '.join(map(str, versions))}, which adds "
+            f"{', '.join(name for name in unshown if name in refused)}: the current version does not segment them "
+            "yet, so later classes cannot follow. Promote it by hand if it is good enough (wsseg models promote "
+            f"{versions[-1]} --registry ... --reason ...), or send a new batch of those classes first")
 
 
 def wilson_config(config: dict, parent_uri: str, step: StepClasses) -> dict:
