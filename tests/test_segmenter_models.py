@@ -134,6 +134,45 @@ def test_an_unknown_family_is_refused_with_the_choices(classes):
         build_mmseg_config(settings, classes, dict(train={}), "work", "out", distributed=False, cuda=False, seed=0)
 
 
+@pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy"])
+def test_the_heads_loss_is_softmax_or_a_sigmoid_per_class_as_set(loss, classes):
+    import torch.nn.functional as F
+    from mmengine.structures import PixelData
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+    from mmseg.utils import register_all_modules
+
+    from wsseg.segmenter.models import model_config
+
+    register_all_modules()
+    settings = dict(default_config("cpu-tiny")["segmenter"], loss=loss)
+    model = MODELS.build(model_config(settings, len(classes), (32, 32), norm="BN")).eval()
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(1, 3, 32, 32, generator=generator)
+    labels = torch.randint(0, len(classes), (32, 32), generator=generator)
+    labels[:4] = 255
+    sample = SegDataSample(metainfo=dict(img_shape=(32, 32), pad_shape=(32, 32)),
+                           gt_sem_seg=PixelData(data=labels[None]))
+    with torch.no_grad():
+        losses = model.loss(inputs, [sample])
+        logits = F.interpolate(model.decode_head(model.extract_feat(inputs)), (32, 32), mode="bilinear")
+    valid = labels != 255
+    if loss == "cross_entropy":
+        expected = F.cross_entropy(logits[0].permute(1, 2, 0)[valid], labels[valid])
+    else:
+        one_hot = F.one_hot(labels[valid], len(classes)).float()
+        expected = F.binary_cross_entropy_with_logits(logits[0].permute(1, 2, 0)[valid], one_hot)
+    assert losses["decode.loss_ce"].item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_an_unknown_loss_is_refused_with_the_choices(classes):
+    from wsseg.segmenter.models import model_config
+
+    settings = dict(default_config("cpu-tiny")["segmenter"], loss="focal")
+    with pytest.raises(ConfigError, match="segmenter.loss is 'focal'; choose cross_entropy .* or binary_cross_entropy"):
+        model_config(settings, len(classes), (32, 32), norm="BN")
+
+
 @pytest.mark.parametrize("preset", ["cpu", "gpu"])
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_preset_models_of_every_family_build_and_label_every_pixel(preset, family, classes):

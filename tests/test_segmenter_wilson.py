@@ -46,17 +46,20 @@ def build_segmentor(settings: dict, classes: ClassList):
     return MODELS.build(mmseg_config(settings, classes).model)
 
 
-@pytest.fixture(scope="module")
-def old_segmenter(tmp_path_factory):
-    """A folder as train-segmenter leaves it, holding an untrained cpu-tiny DeepLabV3+ of the two old classes (with
-    its auxiliary head, as the first step trains one)."""
-    folder = tmp_path_factory.mktemp("old_segmenter")
-    settings = default_config("cpu-tiny")["segmenter"]
+def stored_old_segmenter(folder, loss: str = "cross_entropy"):
+    """`folder` as train-segmenter leaves it, holding an untrained cpu-tiny DeepLabV3+ of the two old classes (with
+    its auxiliary head, as the first step trains one), its heads' loss `loss`."""
+    settings = dict(default_config("cpu-tiny")["segmenter"], loss=loss)
     model = build_segmentor(settings, OLD_CLASSES)
     model.init_weights()
     torch.save(dict(meta={}, state_dict=model.state_dict()), folder / "checkpoint.pth")
     (folder / "mmseg_config.py").write_text(mmseg_config(settings, OLD_CLASSES).pretty_text)
     return folder
+
+
+@pytest.fixture(scope="module")
+def old_segmenter(tmp_path_factory):
+    return stored_old_segmenter(tmp_path_factory.mktemp("old_segmenter"))
 
 
 @pytest.fixture
@@ -263,6 +266,30 @@ def test_settings_that_do_not_fit_the_old_model_are_refused_by_name(old_segmente
         build_segmentor(wilson_settings(old_segmenter, alpha=1.5), ClassList(CLASSES.names[:4]))
     with pytest.raises(ConfigError, match="segmenter.wilson.old_model_prior is 'no'; set true .* or false"):
         build_segmentor(wilson_settings(old_segmenter, old_model_prior="no"), ClassList(CLASSES.names[:4]))
+    with pytest.raises(ConfigError, match="segmenter.wilson.lr_factor is 0; .* above 0"):
+        build_segmentor(wilson_settings(old_segmenter, lr_factor=0), ClassList(CLASSES.names[:4]))
+
+
+def test_a_step_learns_at_a_share_of_the_presets_learning_rate(old_segmenter):
+    preset_rate = default_config("cpu-tiny")["segmenter"]["optimizer"]["lr"]
+    step = mmseg_config(wilson_settings(old_segmenter, lr_factor=0.1), ClassList(CLASSES.names[:4]))
+    first = mmseg_config(default_config("cpu-tiny")["segmenter"], OLD_CLASSES)
+
+    assert step.optim_wrapper.optimizer.lr == pytest.approx(preset_rate * 0.1)
+    assert step.param_scheduler[0].eta_min == pytest.approx(preset_rate * 0.1 / 100)
+    assert first.optim_wrapper.optimizer.lr == pytest.approx(preset_rate)
+
+
+def test_an_old_model_trained_with_softmax_is_flagged_one_trained_per_class_is_not(old_segmenter, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="wsseg.segmenter.wilson"):
+        mmseg_config(wilson_settings(old_segmenter), ClassList(CLASSES.names[:4]))
+    assert "trained with softmax cross-entropy" in caplog.text and "segmenter.loss: binary_cross_entropy" in caplog.text
+
+    caplog.clear()
+    per_class = stored_old_segmenter(tmp_path, loss="binary_cross_entropy")
+    with caplog.at_level("WARNING", logger="wsseg.segmenter.wilson"):
+        mmseg_config(wilson_settings(per_class), ClassList(CLASSES.names[:4]))
+    assert "softmax" not in caplog.text
 
 
 @pytest.fixture

@@ -93,7 +93,8 @@ def _write_step_zero(samples, args: argparse.Namespace) -> None:
               f"beyond the first {old} (overlap); their masks are in {masks}")
     write_manifest(step_zero, args.classes, manifest)
     print(f"wrote step 0's {len(step_zero)} images to {manifest}; train them with `classes` set to the "
-          f"first {old + 1} ({', '.join(args.classes.names[:old + 1])})")
+          f"first {old + 1} ({', '.join(args.classes.names[:old + 1])}) and segmenter.loss: binary_cross_entropy "
+          "(WILSON reads the old model's per-class sigmoid scores)")
 
 
 def _synth(args: argparse.Namespace) -> int:

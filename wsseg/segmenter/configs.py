@@ -65,10 +65,12 @@ CLASSMIX_MODULES = ["wsseg.segmenter.classmix", "wsseg.segmenter.sampler"]
 # WILSON (Cermelli et al., CVPR'22, and their code): α 0.5; L_CLS and L_LOC weighted 1; nGWP's ε 1; the focal
 # penalty's γ 3 and λ 0.01. old_checkpoint: the previous step's train-segmenter output (a folder or store URI);
 # old_classes, new_classes: foreground classes before the step and added by it (VOC 15-5: 15 and 5); protocol: the
-# step's images (`wsseg.data.splits`: disjoint or overlap); old_model_prior false: WILSON's fine-tuning baseline.
+# step's images (`wsseg.data.splits`: disjoint or overlap); old_model_prior false: WILSON's fine-tuning baseline;
+# lr_factor: a step's learning rate as a share of the preset's (WILSON's run.sh: 0.01 at step 0, 0.001 after), so
+# that a step adjusts the old model rather than retraining it.
 WILSON_DEFAULTS = dict(old_checkpoint=None, old_classes=None, new_classes=None, protocol="disjoint", alpha=0.5,
                        cls_weight=1.0, loc_weight=1.0, epsilon=1.0, focal_gamma=3.0, focal_lambda=0.01,
-                       old_model_prior=True)
+                       old_model_prior=True, lr_factor=0.1)
 MODE_SEGMENTORS = {"sec": ("SECSegmentor", "SEC's losses", [SEC_MODULE]),
                    "classmix": ("ClassMixSegmentor", "ClassMix's mean teacher", CLASSMIX_MODULES),
                    "wilson": ("WILSONSegmentor", "WILSON's localizer", ["wsseg.segmenter.wilson"])}
@@ -79,7 +81,7 @@ def default_config(preset: str) -> dict:
     model family the same way (`wsseg.segmenter.models`); `model` may also name a user's mmseg config."""
     settings = _preset(preset)
     return dict(model="deeplabv3plus", **settings, init_checkpoint=None,
-                photometric={} if preset == "gpu" else dict(GENTLE_PHOTOMETRIC), mode="standard",
+                photometric={} if preset == "gpu" else dict(GENTLE_PHOTOMETRIC), mode="standard", loss="cross_entropy",
                 sec=copy.deepcopy(SEC_DEFAULTS), classmix=_classmix_preset(preset, settings),
                 wilson=dict(WILSON_DEFAULTS))
 
@@ -138,7 +140,7 @@ def build_mmseg_config(settings: dict, classes: ClassList, datasets: dict, work_
         model=_mode_model(model, settings),
         train_dataloader=_train_dataloader(datasets, crop, settings),
         optim_wrapper=_optim_wrapper(settings, bf16=settings["bf16"] and cuda),
-        param_scheduler=[dict(type="PolyLR", eta_min=settings["optimizer"]["lr"] / 100, power=0.9, begin=0,
+        param_scheduler=[dict(type="PolyLR", eta_min=learning_rate(settings) / 100, power=0.9, begin=0,
                               end=iterations, by_epoch=False)],
         # Validation runs once, after training and outside its timing (the step calls `runner.val()`).
         train_cfg=dict(type="IterBasedTrainLoop", max_iters=iterations, val_begin=iterations + 1),
@@ -297,8 +299,14 @@ def _listed(datasets: dict | list[dict]) -> list[dict]:
     return datasets if isinstance(datasets, list) else [datasets]
 
 
+def learning_rate(settings: dict) -> float:
+    """The optimizer's starting learning rate: the preset's, scaled by `wilson.lr_factor` in a WILSON step."""
+    factor = settings["wilson"]["lr_factor"] if settings["mode"] == "wilson" else 1.0
+    return settings["optimizer"]["lr"] * factor
+
+
 def _optim_wrapper(settings: dict, bf16: bool) -> dict:
-    optimizer = dict(settings["optimizer"])
+    optimizer = dict(settings["optimizer"], lr=learning_rate(settings))
     if bf16:
         return dict(type="AmpOptimWrapper", dtype="bfloat16", optimizer=optimizer, clip_grad=None)
     return dict(type="OptimWrapper", optimizer=optimizer, clip_grad=None)

@@ -42,6 +42,8 @@ IMAGENET_WIDTH = 64
 MIT_HEADS = (1, 2, 5, 8)
 MIT_LAYERS = (2, 2, 2, 2)
 CONFIG_SUFFIX = ".py"
+# The heads' cross-entropy: softmax over the classes, or a sigmoid per class (mmseg's use_sigmoid).
+LOSSES = ("cross_entropy", "binary_cross_entropy")
 MMSEG_BASE_PREFIX = "mmseg::"
 
 
@@ -51,12 +53,13 @@ def is_config_file(model: str) -> bool:
 
 
 def model_config(settings: dict, num_classes: int, crop: tuple[int, int], norm: str) -> dict:
-    """The mmseg model dict `settings["model"]` names; `norm` is the normalisation layer type (BN or SyncBN)."""
+    """The mmseg model dict `settings["model"]` names, its heads' cross-entropy as `settings["loss"]` says; `norm`
+    is the normalisation layer type (BN or SyncBN)."""
     name = settings["model"]
     if name in FAMILIES:
-        return FAMILIES[name](settings, num_classes, crop, norm)
+        return _with_loss(FAMILIES[name](settings, num_classes, crop, norm), settings["loss"])
     if is_config_file(name):
-        return user_model(settings, num_classes, crop, norm)
+        return _with_loss(user_model(settings, num_classes, crop, norm), settings["loss"])
     raise ConfigError(f"segmenter.model is {name!r}; choose one of {', '.join(FAMILIES)}, or give an mmseg "
                       "config file (a path ending in .py or a store URI such as s3://bucket/configs/model.py)")
 
@@ -188,6 +191,19 @@ def _read_config(path: Path) -> Config:
         return Config.fromfile(str(resolved))
     finally:
         resolved.unlink()
+
+
+def _with_loss(model: dict, loss: str) -> dict:
+    """`model` with each head's CrossEntropyLoss softmax (`cross_entropy`) or per-class sigmoid
+    (`binary_cross_entropy`, mmseg's use_sigmoid)."""
+    if loss not in LOSSES:
+        raise ConfigError(f"segmenter.loss is {loss!r}; choose cross_entropy (softmax over classes) or "
+                          "binary_cross_entropy (a sigmoid per class: WILSON's step 0, whose scores it reads)")
+    for head in _heads(model):
+        for head_loss in _listed(head.get("loss_decode")):
+            if head_loss.get("type") == "CrossEntropyLoss":
+                head_loss["use_sigmoid"] = loss == "binary_cross_entropy"
+    return model
 
 
 def _heads(model: dict) -> list[dict]:

@@ -23,6 +23,7 @@ localizer's, so nothing holds the old classes in place.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from pathlib import Path
 
@@ -42,6 +43,8 @@ from wsseg.errors import ConfigError
 from wsseg.segmenter.dataset import IMAGE_LABELS
 from wsseg.segmenter.inference import CHECKPOINT, MMSEG_CONFIG
 from wsseg.segmenter.models import _with_norm
+
+log = logging.getLogger(__name__)
 
 # WILSON's localizer: three convolutions, the first two 3x3 with batch norm and leaky ReLU (its InPlaceABN's).
 LOCALIZER_ACTIVATION = dict(type="LeakyReLU", negative_slope=0.01)
@@ -233,6 +236,10 @@ def wilson_model(family_model: dict, wilson: dict) -> dict:
     old = _with_norm(old_encoder_decoder(_stored_model(folder / MMSEG_CONFIG)), norm)
     num_classes = family_model["decode_head"]["num_classes"]
     _check_settings(wilson, old["decode_head"]["num_classes"], num_classes)
+    if wilson["old_model_prior"] and not _sigmoid_trained(old["decode_head"]):
+        log.warning("segmenter.wilson.old_checkpoint %s was trained with softmax cross-entropy; WILSON reads the old "
+                    "model's sigmoid scores (L_LOC, the pseudo labels), which only a model trained per class means: "
+                    "train step 0 with segmenter.loss: binary_cross_entropy, as WILSON does", folder)
     new = dict(old, data_preprocessor=family_model["data_preprocessor"],
                decode_head=dict(old["decode_head"], num_classes=num_classes))
     return dict(new, type="WILSONSegmentor", old_model=old, old_checkpoint=str(folder / CHECKPOINT),
@@ -297,6 +304,11 @@ def _stored_model(path: Path) -> dict:
     return Config.fromfile(str(path)).model.to_dict()
 
 
+def _sigmoid_trained(decode_head: dict) -> bool:
+    losses = decode_head.get("loss_decode") or []
+    return any(loss.get("use_sigmoid") for loss in (losses if isinstance(losses, list) else [losses]))
+
+
 def _check_settings(wilson: dict, old_model_classes: int, num_classes: int) -> None:
     old, new = wilson["old_classes"], wilson["new_classes"]
     if old_model_classes != 1 + old:
@@ -310,6 +322,9 @@ def _check_settings(wilson: dict, old_model_classes: int, num_classes: int) -> N
     if not 0 <= wilson["alpha"] <= 1:
         raise ConfigError(f"segmenter.wilson.alpha is {wilson['alpha']}; it mixes hard and soft pseudo labels, so it "
                           "lies between 0 and 1 (WILSON: 0.5)")
+    if not wilson["lr_factor"] > 0:
+        raise ConfigError(f"segmenter.wilson.lr_factor is {wilson['lr_factor']}; a step's learning rate is the "
+                          "preset's times this factor, so it must be above 0 (WILSON: 0.1)")
     if not isinstance(wilson["old_model_prior"], bool):
         raise ConfigError(f"segmenter.wilson.old_model_prior is {wilson['old_model_prior']!r}; set true (WILSON) or "
                           "false (fine-tuning without the old model's scores, WILSON's lower bound)")
