@@ -189,6 +189,60 @@ def test_fine_tuning_starts_from_the_old_model_but_trains_without_its_scores(old
         torch.testing.assert_close(before, after)
 
 
+def test_encoder_distillation_holds_the_encoder_to_the_old_ones_features(old_segmenter):
+    import torch.nn.functional as F
+
+    inputs, samples = batch([(3,), (1, 3)])
+    model = build_segmentor(wilson_settings(old_segmenter, encoder_distillation=2.0), ClassList(CLASSES.names[:4]))
+    model.init_weights()
+    model.eval()  # both encoders on their running statistics: equal weights give equal features
+    with torch.no_grad():
+        assert float(model.loss(inputs, samples)["loss_de"]) < 1e-10
+        generator = torch.Generator().manual_seed(3)
+        for parameter in model.backbone.parameters():
+            parameter += 0.05 * torch.randn(parameter.shape, generator=generator)
+        drifted = model.loss(inputs, samples)["loss_de"]
+        features, old_features = model.extract_feat(inputs)[-1], model.old_model.extract_feat(inputs)[-1]
+    assert float(drifted) > 0
+    torch.testing.assert_close(drifted, 2.0 * F.mse_loss(features, old_features))
+
+    without = build_segmentor(wilson_settings(old_segmenter, encoder_distillation=0.0), ClassList(CLASSES.names[:4]))
+    without.init_weights()
+    with torch.no_grad():
+        assert "loss_de" not in without.train().loss(inputs, samples)
+
+
+def test_pseudo_labels_count_from_their_start_iteration(old_segmenter):
+    from mmengine.logging import MessageHub
+
+    settings = wilson_settings(old_segmenter, pseudo_label_start=0.5)
+    settings["iterations"] = 100
+    model = build_segmentor(settings, ClassList(CLASSES.names[:4]))
+    model.init_weights()
+    inputs, samples = batch([(3,), (1, 3)])
+    hub = MessageHub.get_instance("wilson-pseudo-label-start")
+    seg_losses = []
+    for iteration in (49, 50):
+        hub.update_info("iter", iteration)
+        with torch.no_grad():
+            seg_losses.append(float(model.train().loss(inputs, samples)["loss_seg"]))
+    assert seg_losses[0] == 0 and seg_losses[1] > 0
+
+
+def test_the_decode_head_and_the_localizer_learn_faster_than_the_encoder(old_segmenter):
+    from mmengine.optim import build_optim_wrapper
+    from mmseg.registry import MODELS
+
+    config = mmseg_config(wilson_settings(old_segmenter, head_lr_mult=10.0), ClassList(CLASSES.names[:4]))
+    model = MODELS.build(config.model)
+    rates = {id(parameter): group["lr"] for group in build_optim_wrapper(model, config.optim_wrapper).param_groups
+             for parameter in group["params"]}
+    encoder_rate = config.optim_wrapper.optimizer.lr
+    assert rates[id(next(model.backbone.parameters()))] == pytest.approx(encoder_rate)
+    assert rates[id(model.decode_head.conv_seg.weight)] == pytest.approx(10 * encoder_rate)
+    assert rates[id(model.localizer.conv_seg.weight)] == pytest.approx(10 * encoder_rate)
+
+
 def test_localization_prior_vanishes_where_the_localizer_matches_the_old_model(wilson_segmentor):
     localizer = wilson_segmentor.localizer
     labels = torch.tensor([[1.0]])
@@ -266,6 +320,8 @@ def test_settings_that_do_not_fit_the_old_model_are_refused_by_name(old_segmente
         build_segmentor(wilson_settings(old_segmenter, alpha=1.5), ClassList(CLASSES.names[:4]))
     with pytest.raises(ConfigError, match="segmenter.wilson.old_model_prior is 'no'; set true .* or false"):
         build_segmentor(wilson_settings(old_segmenter, old_model_prior="no"), ClassList(CLASSES.names[:4]))
+    with pytest.raises(ConfigError, match="segmenter.wilson.pseudo_label_start is 1; .* below 1"):
+        build_segmentor(wilson_settings(old_segmenter, pseudo_label_start=1), ClassList(CLASSES.names[:4]))
     with pytest.raises(ConfigError, match="segmenter.wilson.lr_factor is 0; .* above 0"):
         build_segmentor(wilson_settings(old_segmenter, lr_factor=0), ClassList(CLASSES.names[:4]))
 

@@ -67,10 +67,14 @@ CLASSMIX_MODULES = ["wsseg.segmenter.classmix", "wsseg.segmenter.sampler"]
 # old_classes, new_classes: foreground classes before the step and added by it (VOC 15-5: 15 and 5); protocol: the
 # step's images (`wsseg.data.splits`: disjoint or overlap); old_model_prior false: WILSON's fine-tuning baseline;
 # lr_factor: a step's learning rate as a share of the preset's (WILSON's run.sh: 0.01 at step 0, 0.001 after), so
-# that a step adjusts the old model rather than retraining it.
+# that a step adjusts the old model rather than retraining it; head_lr_mult: the decode head's and the localizer's
+# rate against the encoder's (its --lr_head 10, --lr_pseudo 0.01); encoder_distillation: the weight of L_DE (MSE
+# of the encoder's last stage to the old one's; --loss_de 1); pseudo_label_start: the share of a step's iterations
+# before L_SEG counts (--pseudo_ep 5 of 40 epochs). These four are in WILSON's code, not in METHODS.md.
 WILSON_DEFAULTS = dict(old_checkpoint=None, old_classes=None, new_classes=None, protocol="disjoint", alpha=0.5,
                        cls_weight=1.0, loc_weight=1.0, epsilon=1.0, focal_gamma=3.0, focal_lambda=0.01,
-                       old_model_prior=True, lr_factor=0.1)
+                       old_model_prior=True, lr_factor=0.1, head_lr_mult=10.0, encoder_distillation=1.0,
+                       pseudo_label_start=0.125)
 MODE_SEGMENTORS = {"sec": ("SECSegmentor", "SEC's losses", [SEC_MODULE]),
                    "classmix": ("ClassMixSegmentor", "ClassMix's mean teacher", CLASSMIX_MODULES),
                    "wilson": ("WILSONSegmentor", "WILSON's localizer", ["wsseg.segmenter.wilson"])}
@@ -189,7 +193,7 @@ def _mode_model(model: dict, settings: dict) -> dict:
     if mode == "wilson":
         from wsseg.segmenter.wilson import wilson_model
 
-        return wilson_model(model, settings["wilson"])
+        return wilson_model(model, settings["wilson"], settings["iterations"])
     return model
 
 
@@ -307,6 +311,10 @@ def learning_rate(settings: dict) -> float:
 
 def _optim_wrapper(settings: dict, bf16: bool) -> dict:
     optimizer = dict(settings["optimizer"], lr=learning_rate(settings))
-    if bf16:
-        return dict(type="AmpOptimWrapper", dtype="bfloat16", optimizer=optimizer, clip_grad=None)
-    return dict(type="OptimWrapper", optimizer=optimizer, clip_grad=None)
+    wrapper = (dict(type="AmpOptimWrapper", dtype="bfloat16", optimizer=optimizer, clip_grad=None) if bf16 else
+               dict(type="OptimWrapper", optimizer=optimizer, clip_grad=None))
+    if settings["mode"] == "wilson":
+        # The old model's parameters take no gradient, so its decode head matching the key changes nothing.
+        head = dict(lr_mult=settings["wilson"]["head_lr_mult"])
+        wrapper["paramwise_cfg"] = dict(custom_keys={"decode_head": head, "localizer": head})
+    return wrapper

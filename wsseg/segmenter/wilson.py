@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmengine.config import Config
+from mmengine.logging import MessageHub
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.models.utils import resize
@@ -152,11 +153,15 @@ class WILSONSegmentor(EncoderDecoder):
     previous step's EncoderDecoder dict; old_checkpoint: its weights, loaded by `init_weights` (training only: a
     stored step's checkpoint holds the old model already); alpha: the pseudo label's share of hard labels;
     old_model_prior: false trains without the old model's scores (no L_LOC, the localizer's pseudo label alone);
-    true by default, as the steps stored before the setting existed were trained."""
+    true by default, as the steps stored before the setting existed were trained; encoder_distillation: the weight
+    of L_DE; pseudo_label_start: the iteration from which L_SEG counts."""
 
     def __init__(self, localizer: dict, old_model: dict, old_checkpoint: str | None, alpha: float,
-                 old_model_prior: bool = True, **kwargs):
+                 old_model_prior: bool = True, encoder_distillation: float = 0.0, pseudo_label_start: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.encoder_distillation = encoder_distillation
+        self.pseudo_label_start = pseudo_label_start
         self.localizer = MODELS.build(localizer)
         self.old_model = MODELS.build(old_model)
         self.old_model.requires_grad_(False)
@@ -181,22 +186,34 @@ class WILSONSegmentor(EncoderDecoder):
         features = self.extract_feat(inputs)
         # float32 losses: under bf16 autocast, sigmoids near 0 or 1 would lose their precision.
         logits = self.decode_head(features).float()
-        old_logits = self.old_logits(inputs, logits.shape[-2:]) if self.old_model_prior else None
+        old_features, old_logits = self.old_outputs(inputs, logits.shape[-2:]) if self.old_model_prior else (None, None)
         maps = resize(self.localizer(features).float(), logits.shape[-2:], mode="bilinear",
                       align_corners=self.align_corners)
         new_labels = self._new_class_labels(data_samples, self.old_model.decode_head.num_classes, logits.device)
         losses = self.localizer.loss_by_maps(maps, new_labels, old_logits)
-        # The pseudo label is a target: L_SEG trains the decode head, not the localizer.
+        if old_features is not None and self.encoder_distillation:
+            # L_DE of WILSON's code (ILT's, Michieli & Zanuttigh): the encoder stays near the old one, whose features
+            # the old classes need, while the new images pull it towards the new classes.
+            losses["loss_de"] = self.encoder_distillation * F.mse_loss(features[-1].float(), old_features[-1].float())
+        # The pseudo label is a target: L_SEG trains the decode head, not the localizer. Summed over classes and
+        # averaged over pixels, as WILSON's code does; zero until the localizer had time to learn the new classes.
         targets = pseudo_labels(maps.detach(), old_logits, new_labels, self.alpha)
-        losses["loss_seg"] = F.binary_cross_entropy_with_logits(logits, targets)
+        per_pixel = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(1)
+        losses["loss_seg"] = self._pseudo_label_weight() * per_pixel.mean()
         return losses
 
     @torch.no_grad()
-    def old_logits(self, inputs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """The old model's decode-head scores (B, C_old, h, w), on the grid `size` of the new decode head's."""
-        logits = self.old_model.decode_head(self.old_model.extract_feat(inputs)).float()
-        return logits if logits.shape[-2:] == size else resize(logits, size, mode="bilinear",
-                                                               align_corners=self.align_corners)
+    def old_outputs(self, inputs: torch.Tensor, size: tuple[int, int]) -> tuple[tuple, torch.Tensor]:
+        """The old model's encoder features and its decode-head scores (B, C_old, h, w), these on the grid `size` of
+        the new decode head's."""
+        features = self.old_model.extract_feat(inputs)
+        logits = self.old_model.decode_head(features).float()
+        if logits.shape[-2:] != size:
+            logits = resize(logits, size, mode="bilinear", align_corners=self.align_corners)
+        return features, logits
+
+    def _pseudo_label_weight(self) -> float:
+        return float(MessageHub.get_current_instance().get_info("iter", 0) >= self.pseudo_label_start)
 
     def _new_class_labels(self, data_samples: list, old_count: int, device: torch.device) -> torch.Tensor:
         """(B, C - C_old) float: 1 where an image is labelled with that new class; old labels are not read."""
@@ -227,7 +244,7 @@ class WILSONSegmentor(EncoderDecoder):
         grow_classifier(self.decode_head.conv_seg, old.decode_head.conv_seg)
 
 
-def wilson_model(family_model: dict, wilson: dict) -> dict:
+def wilson_model(family_model: dict, wilson: dict, iterations: int) -> dict:
     """The WILSONSegmentor dict of a step: the old model's architecture, read from the mmseg config in the folder
     `wilson["old_checkpoint"]` (the previous step's train-segmenter output, made local), its decode head grown to
     `family_model`'s classes, with `family_model`'s data preprocessor and normalisation layers."""
@@ -244,6 +261,8 @@ def wilson_model(family_model: dict, wilson: dict) -> dict:
                decode_head=dict(old["decode_head"], num_classes=num_classes))
     return dict(new, type="WILSONSegmentor", old_model=old, old_checkpoint=str(folder / CHECKPOINT),
                 alpha=wilson["alpha"], old_model_prior=wilson["old_model_prior"],
+                encoder_distillation=wilson["encoder_distillation"],
+                pseudo_label_start=round(wilson["pseudo_label_start"] * iterations),
                 localizer=localizer_config(new["decode_head"], wilson))
 
 
@@ -322,6 +341,9 @@ def _check_settings(wilson: dict, old_model_classes: int, num_classes: int) -> N
     if not 0 <= wilson["alpha"] <= 1:
         raise ConfigError(f"segmenter.wilson.alpha is {wilson['alpha']}; it mixes hard and soft pseudo labels, so it "
                           "lies between 0 and 1 (WILSON: 0.5)")
+    if not 0 <= wilson["pseudo_label_start"] < 1:
+        raise ConfigError(f"segmenter.wilson.pseudo_label_start is {wilson['pseudo_label_start']}; it is the share of "
+                          "the step's iterations before L_SEG counts, from 0 up to below 1 (WILSON: 5 of 40 epochs)")
     if not wilson["lr_factor"] > 0:
         raise ConfigError(f"segmenter.wilson.lr_factor is {wilson['lr_factor']}; a step's learning rate is the "
                           "preset's times this factor, so it must be above 0 (WILSON: 0.1)")
