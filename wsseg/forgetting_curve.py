@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from wsseg.registry import EmptyRegistry, ModelRegistry
-from wsseg.report import html_figure, html_table, markdown_table
+from wsseg.report import figure_cell, html_figure, html_table, markdown_table
 
 CURVE_PNG = "forgetting_curve.png"
 TABLE_COLUMNS = ("step", "version", "adds", "old mIoU", "new mIoU", "all mIoU", "gate")
@@ -128,8 +128,8 @@ def _gate(record: dict) -> str:
 
 
 def _rows(steps: list[CurveStep]) -> list[list[str]]:
-    return [[str(step.step), f"v{step.version}", _added(step.added), _number(step.old_miou),
-             _number(step.new_miou), _number(step.all_miou), step.gate] for step in steps]
+    return [[str(step.step), f"v{step.version}", _added(step.added), figure_cell(step.old_miou),
+             figure_cell(step.new_miou), figure_cell(step.all_miou), step.gate] for step in steps]
 
 
 def _caption(steps: list[CurveStep]) -> str:
@@ -143,10 +143,6 @@ def _tick_label(step: CurveStep) -> str:
 
 def _added(names: list[str]) -> str:
     return ", ".join(names) if len(names) <= NAMES_SHOWN else f"{len(names)} classes"
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 def _or_nan(value: float | None) -> float:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from wsseg.registry import ModelRegistry, default_config
+from wsseg.report import figure_cell
 from wsseg.store import open_store
 
 DEFAULT_NAME = default_config("cpu")["name"]
@@ -139,12 +140,10 @@ def _row(record: dict, is_current: bool) -> list[str]:
     gate = "-" if decision is None else ("pass" if decision["promoted"] else "fail")
     parent = record["parent"]
     return ["*" if is_current else "", str(record["version"]), "-" if parent is None else str(parent),
-            str(len(record["classes"])), *(_figure(metrics.get(key)) for key in ("all_miou", "old_miou", "new_miou")),
+            str(len(record["classes"])),
+            *(figure_cell(metrics.get(key)) for key in ("all_miou", "old_miou", "new_miou")),
             gate, record["created"], record["source"]]
 
-
-def _figure(value) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 def format_table(columns, rows: list[list[str]]) -> str:

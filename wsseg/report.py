@@ -110,8 +110,8 @@ def _sections(metrics: dict) -> list[tuple[str, str, tuple[str, ...], list[list[
     cam = metrics.get("cam")
     if cam:
         sections.append(("CAM background threshold sweep (train)", "", ("threshold", "mIoU"),
-                         [[_number(row["threshold"]), _number(row["miou"])] for row in cam["threshold_sweep"]]))
-        sections.append(_per_class(f"CAMs at threshold {_number(cam['best_threshold'])}, per class (train)",
+                         [[figure_cell(row["threshold"]), figure_cell(row["miou"])] for row in cam["threshold_sweep"]]))
+        sections.append(_per_class(f"CAMs at threshold {figure_cell(cam['best_threshold'])}, per class (train)",
                                    cam["at_best_threshold"]))
     masks = metrics.get("pseudo_masks")
     if masks:
@@ -140,11 +140,11 @@ def _thresholds_section(thresholds: dict, metrics: dict) -> tuple[str, str, tupl
     details = thresholds.get("details", {})
     note = f"Thresholds {THRESHOLD_SOURCES.get(thresholds['source'], thresholds['source'])}"
     if thresholds["source"] == "calibration":
-        note += f" ({len(details['images'])} images, scale {_number(details['scale'])})"
+        note += f" ({len(details['images'])} images, scale {figure_cell(details['scale'])})"
     elif details.get("method"):
         note += f" ({details['method']})"
-    rows = [[names[int(label)] if int(label) < len(names) else label, _number(level),
-             _number(thresholds["background"][label])] for label, level in thresholds["foreground"].items()]
+    rows = [[names[int(label)] if int(label) < len(names) else label, figure_cell(level),
+             figure_cell(thresholds["background"][label])] for label, level in thresholds["foreground"].items()]
     return "Pseudo-mask thresholds (CRF passes)", note + ".", ("class", "foreground pass", "background pass"), rows
 
 
@@ -156,32 +156,32 @@ def _headline_note(metrics: dict) -> str:
 
 def _headline_rows(metrics: dict) -> list[list[str]]:
     head = metrics["headline"]
-    rows = [["CAM mIoU (train)", _number(head["cam_miou"])],
-            ["CAM best background threshold", _number(head["cam_best_threshold"])],
-            ["pseudo-mask mIoU (train, headline)", _number(head["pseudo_mask_miou"])],
-            ["pseudo-mask mIoU on confident pixels", _number(head["pseudo_mask_confident_miou"])],
-            ["uncertain pixels (%)", _number(None if head["uncertain_fraction"] is None
+    rows = [["CAM mIoU (train)", figure_cell(head["cam_miou"])],
+            ["CAM best background threshold", figure_cell(head["cam_best_threshold"])],
+            ["pseudo-mask mIoU (train, headline)", figure_cell(head["pseudo_mask_miou"])],
+            ["pseudo-mask mIoU on confident pixels", figure_cell(head["pseudo_mask_confident_miou"])],
+            ["uncertain pixels (%)", figure_cell(None if head["uncertain_fraction"] is None
                                              else 100 * head["uncertain_fraction"])],
-            ["segmenter mIoU (val)", _number(head["segmenter_miou"])]]
+            ["segmenter mIoU (val)", figure_cell(head["segmenter_miou"])]]
     upper = metrics.get("upper_bound_miou")
     if upper is not None:
-        rows += [["fully supervised upper bound mIoU", _number(upper)],
-                 ["segmenter as % of upper bound", _number(_ratio(head["segmenter_miou"], upper))]]
+        rows += [["fully supervised upper bound mIoU", figure_cell(upper)],
+                 ["segmenter as % of upper bound", figure_cell(_ratio(head["segmenter_miou"], upper))]]
     return rows
 
 
 def _per_class(title: str, summary: dict) -> tuple[str, str, tuple[str, ...], list[list[str]]]:
-    rows = [[name, _number(v["iou"]), _number(v["precision"]), _number(v["recall"])]
+    rows = [[name, figure_cell(v["iou"]), figure_cell(v["precision"]), figure_cell(v["recall"])]
             for name, v in summary["per_class"].items()]
-    rows.append(["mean", _number(summary["miou"]), "", ""])
-    note = f"mIoU {_number(summary['miou'])}, pixel accuracy {_number(summary['pixel_accuracy'])} (%)."
+    rows.append(["mean", figure_cell(summary["miou"]), "", ""])
+    note = f"mIoU {figure_cell(summary['miou'])}, pixel accuracy {figure_cell(summary['pixel_accuracy'])} (%)."
     return title, note, ("class", "IoU", "precision", "recall"), rows
 
 
 def _summary_cells(name: str, headline: dict, upper: float | None) -> list[str]:
     segmenter = headline.get("segmenter_miou")
-    return [name, _number(headline.get("cam_miou")), _number(headline.get("pseudo_mask_miou")),
-            _number(segmenter), _number(upper), _number(_ratio(segmenter, upper))]
+    return [name, figure_cell(headline.get("cam_miou")), figure_cell(headline.get("pseudo_mask_miou")),
+            figure_cell(segmenter), figure_cell(upper), figure_cell(_ratio(segmenter, upper))]
 
 
 ABLATION_COLUMNS = ("method", "CAM mIoU", "pseudo-mask mIoU", "segmenter mIoU", "upper bound mIoU",
@@ -201,20 +201,21 @@ def render_ablation_html(table: dict) -> str:
 
 def _ablation_rows(table: dict) -> list[list[str]]:
     upper = table["upper_bound_miou"]
-    return [_summary_cells(row["method"], row, upper) + [_number(row["minutes"])] for row in table["methods"]]
+    return [_summary_cells(row["method"], row, upper) + [figure_cell(row["minutes"])] for row in table["methods"]]
 
 
 def _ablation_note(table: dict) -> str:
     return ("CAM mIoU on train at the best background threshold; pseudo masks on train (uncertain pixels counted "
             "as background); segmenter and upper bound (the same segmenter on ground truth, "
-            f"{_number(table['upper_bound_minutes'])} minutes) on val; minutes: the method's steps, end to end.")
+            f"{figure_cell(table['upper_bound_minutes'])} minutes) on val; minutes: the method's steps, end to end.")
 
 
 def _ratio(value: float | None, upper: float | None) -> float | None:
     return None if value is None or not upper else 100 * value / upper
 
 
-def _number(value) -> str:
+def figure_cell(value: float | None) -> str:
+    """A figure as reports print it: two decimals, "-" where there is none."""
     return "-" if value is None else f"{value:.2f}"
 
 

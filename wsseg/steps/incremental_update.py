@@ -43,7 +43,7 @@ from wsseg.forgetting_curve import (
 from wsseg.inbox import Inbox
 from wsseg.promotion import propose
 from wsseg.registry import EmptyRegistry, ModelRegistry
-from wsseg.report import html_page, html_table, markdown_table
+from wsseg.report import figure_cell, html_page, html_table, markdown_table
 from wsseg.store import ArtifactStore
 
 if TYPE_CHECKING:
@@ -263,12 +263,7 @@ def _verdict(result: dict) -> tuple[str, str]:
 def _model_rows(result: dict) -> list[list[str]]:
     models = [(f"current (v{result['parent']})", result["current"])] if result["parent"] is not None else []
     models.append((f"candidate (v{result['version']})", result["candidate"]))
-    return [[name, *(_figure(scores, figure) for figure in FIGURES)] for name, scores in models]
-
-
-def _figure(scores: dict | None, name: str) -> str:
-    value = (scores or {}).get(name)
-    return "-" if value is None else f"{value:.2f}"
+    return [[name, *(figure_cell((scores or {}).get(figure)) for figure in FIGURES)] for name, scores in models]
 
 
 def register_step_zero(registry: ModelRegistry, segmenter: ArtifactStore, seen: ClassList, config: dict,
