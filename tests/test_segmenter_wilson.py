@@ -1,9 +1,8 @@
-"""WILSON (Cermelli et al., CVPR'22) as the segmenter's "wilson" mode: the localizer's pooling, focal penalty and
-losses and the pseudo label on hand-made maps, the grown segmentor built from an old one, and steps of real training
-on a tiny synthetic set whose new images have no masks, chained as an incremental task's steps are."""
+"""WILSON (Cermelli et al., CVPR'22) as the segmenter's "wilson" mode: the segmentor grown from an old one, its
+losses, learning rates and settings (`test_wilson_losses` has the pooling and pseudo label on hand-made maps,
+`test_wilson_steps` real training of chained steps)."""
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -11,11 +10,8 @@ import torch
 
 from wsseg.classes import ClassList
 from wsseg.config import default_config
-from wsseg.data import load_samples, make_synthetic_voc, read_image
 from wsseg.errors import ConfigError
 from wsseg.segmenter.configs import build_mmseg_config
-from wsseg.segmenter.wilson import focal_size_penalty, ngwp_scores, pseudo_labels
-from wsseg.store import open_store
 
 # Several threads spin against the other processes of a 2-core machine and slow each step several times.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -78,87 +74,6 @@ def batch(labels_per_image: list[tuple[int, ...]], seed: int = 0):
                                            ori_shape=(SIDE, SIDE)))
                for labels in labels_per_image]
     return inputs, samples
-
-
-def test_ngwp_pooling_equals_the_formula_on_hand_made_maps():
-    maps = torch.tensor([[[[2.0, 0.0], [0.0, -1.0]],
-                          [[0.0, 3.0], [1.0, 0.0]],
-                          [[-1.0, 1.0], [4.0, 0.5]]]])
-    epsilon = 1.0
-    expected = []
-    for c in range(3):
-        masks, weighted = 0.0, 0.0
-        for y in range(2):
-            for x in range(2):
-                column = [float(maps[0, k, y, x]) for k in range(3)]
-                share = math.exp(column[c]) / sum(math.exp(value) for value in column)
-                masks += share
-                weighted += share * column[c]
-        expected.append(weighted / (epsilon + masks))
-    torch.testing.assert_close(ngwp_scores(maps, epsilon), torch.tensor([expected]))
-    # ε keeps a class that claims no pixel near 0, however high its score on a pixel another class wins.
-    unclaimed = torch.zeros(1, 2, 4, 4)
-    unclaimed[:, 0] = 30.0
-    unclaimed[0, 1, 0, 0] = 20.0
-    assert abs(float(ngwp_scores(unclaimed, epsilon)[0, 1])) < 1e-3
-
-
-def test_focal_size_penalty_favours_classes_that_spread_over_their_object():
-    def one_class_on(pixels: int) -> torch.Tensor:
-        maps = torch.zeros(1, 2, 4, 4)
-        maps[:, 0] = 30.0
-        maps[0, 1].view(-1)[:pixels] = 60.0
-        return maps
-
-    gamma, lam = 3.0, 0.01
-    penalties = [float(focal_size_penalty(one_class_on(pixels), gamma, lam)[0, 1]) for pixels in (0, 1, 8, 16)]
-    assert penalties[0] == pytest.approx(math.log(lam), abs=1e-3)  # a class claiming nothing: log λ
-    assert penalties[0] < penalties[1] < penalties[2] < penalties[3]
-    assert penalties[3] == pytest.approx(0.0, abs=1e-6)  # claiming the whole image: no penalty
-    share = 1 / 16
-    assert penalties[1] == pytest.approx((1 - share) ** gamma * math.log(lam + share), abs=1e-4)
-
-
-def test_pseudo_label_mixes_hard_and_soft_localizer_maps_and_takes_the_background_minimum():
-    # Classes: background, old 1 and 2, new 3. Two pixels: the localizer says background on the first, class 3 on
-    # the second; the old model is sure of background on the first and not on the second.
-    maps = torch.tensor([[3.0, 1.5], [0.0, 0.0], [2.0, 0.0], [1.0, 2.0]]).view(1, 4, 1, 2)
-    old_logits = torch.tensor([[4.0, -3.0], [-2.0, -1.0], [-3.0, 1.0]]).view(1, 3, 1, 2)
-    labelled = torch.tensor([[1.0]])
-    alpha = 0.5
-    targets = pseudo_labels(maps, old_logits, labelled, alpha)
-
-    old_scores = old_logits.sigmoid()
-    # m: the softmax over all four classes, kept for the background and the labelled new class only.
-    masks = maps.softmax(1) * torch.tensor([1.0, 0.0, 0.0, 1.0]).view(1, 4, 1, 1)
-    hard = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 1.0]]).view(1, 4, 1, 2)
-    localizer = alpha * hard + (1 - alpha) * masks
-    torch.testing.assert_close(targets[:, 1:3], old_scores[:, 1:3])
-    torch.testing.assert_close(targets[:, 3], localizer[:, 3])
-    # The first pixel's background comes from the localizer (below the old model's), the second's from the old
-    # model (below the localizer's): neither alone gives both.
-    assert localizer[0, 0, 0, 0] < old_scores[0, 0, 0, 0] and old_scores[0, 0, 0, 1] < localizer[0, 0, 0, 1]
-    torch.testing.assert_close(targets[0, 0, 0], torch.stack([localizer[0, 0, 0, 0], old_scores[0, 0, 0, 1]]))
-
-    # An image not labelled with the new class gets no target for it, wherever the localizer puts it.
-    unlabelled = pseudo_labels(maps, old_logits, torch.tensor([[0.0]]), alpha)
-    assert float(unlabelled[:, 3].max()) == 0.0
-
-
-def test_pseudo_label_without_the_old_model_is_the_localizers_with_old_classes_at_zero():
-    maps = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(3))
-    labelled = torch.tensor([[1.0], [0.0]])
-    alpha = 0.5
-    targets = pseudo_labels(maps, None, labelled, alpha)
-
-    masks = maps.softmax(1) * torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]]).view(2, 4, 1, 1)
-    hard = torch.nn.functional.one_hot(masks.argmax(1), 4).permute(0, 3, 1, 2).float()
-    torch.testing.assert_close(targets, alpha * hard + (1 - alpha) * masks)
-    assert float(targets[:, 1:3].abs().max()) == 0.0
-    # With the old model's prior, the same maps give other targets for the old classes and the background.
-    with_prior = pseudo_labels(maps, torch.zeros(2, 3, 3, 3), labelled, alpha)
-    assert not torch.allclose(with_prior[:, :3], targets[:, :3])
-    torch.testing.assert_close(with_prior[:, 3], targets[:, 3])
 
 
 @pytest.mark.parametrize("old_model_prior", [True, False])
@@ -346,68 +261,3 @@ def test_an_old_model_trained_with_softmax_is_flagged_one_trained_per_class_is_n
     with caplog.at_level("WARNING", logger="wsseg.segmenter.wilson"):
         mmseg_config(wilson_settings(per_class), ClassList(CLASSES.names[:4]))
     assert "softmax" not in caplog.text
-
-
-@pytest.fixture
-def incremental_voc(tmp_path):
-    """A 2-1 task's data: the first step's images (classes a, b) and, apart, the images of all four classes the
-    later steps pick from, their train masks deleted."""
-    old_data = make_synthetic_voc(tmp_path / "old", train=4, val=1, seed=0, size=SIDE, classes=OLD_CLASSES)
-    new_data = make_synthetic_voc(tmp_path / "new", train=16, val=1, seed=0, size=SIDE, classes=CLASSES)
-    for sample in load_samples(new_data, "train", CLASSES):
-        sample.mask_path.unlink()
-    return old_data, new_data
-
-
-def test_wilson_steps_train_on_image_labels_alone_and_chain(incremental_voc, tmp_path):
-    from wsseg.segmenter.inference import load_segmenter, predict
-    from wsseg.steps.train_segmenter import train_segmenter
-
-    old_data, new_data = incremental_voc
-    first = open_store(tmp_path / "step0")
-    config = default_config("cpu-tiny")
-    config["segmenter"].update(iterations=2, validate=False)
-    train_segmenter(old_data, None, first, config, OLD_CLASSES)
-
-    stores = [first]
-    for step, iterations in ((1, 3), (2, 2)):
-        config = default_config("cpu-tiny")
-        config["segmenter"].update(mode="wilson", iterations=iterations)
-        config["segmenter"]["wilson"].update(old_checkpoint=stores[-1].uri, old_classes=1 + step, new_classes=1)
-        stores.append(open_store(tmp_path / f"step{step}"))
-        summary = train_segmenter(new_data, None, stores[-1], config, CLASSES)
-
-        metrics = json.loads(stores[-1].get_bytes("metrics.json"))
-        assert metrics["iterations"] == summary["iterations"] == iterations
-        assert not metrics["supervised"] and "val_miou" not in metrics
-        assert "WILSONSegmentor" in stores[-1].get_bytes("mmseg_config.py").decode()
-        model = load_segmenter(stores[-1], device="cpu")
-        assert model.decode_head.conv_seg.out_channels == 3 + step
-        assert model.old_model.decode_head.conv_seg.out_channels == 2 + step
-        labels = predict(model, read_image(load_samples(new_data, "val", CLASSES)[0].image_path))
-        assert labels.shape == (SIDE, SIDE) and int(labels.max()) < 3 + step
-
-    # Each step starts from its old model: a few AdamW steps of lr 0.008 move no weight by more than 0.03, where a
-    # fresh initialisation would differ by about the weights' own size.
-    models = [load_segmenter(store, device="cpu") for store in stores]
-    for earlier, later in zip(models, models[1:], strict=False):
-        stem = [model.backbone.stem[0].weight for model in (earlier, later)]
-        assert float((stem[1] - stem[0]).abs().max()) < 0.03 < float(stem[0].abs().max())
-    # The old model of the second new step is the first new step's segmentor, not that step's own old model.
-    torch.testing.assert_close(models[2].old_model.decode_head.conv_seg.weight, models[1].decode_head.conv_seg.weight)
-
-
-def test_wilson_step_names_the_setting_of_a_missing_old_segmenter(incremental_voc, tmp_path):
-    from wsseg.steps.train_segmenter import train_segmenter
-
-    _, new_data = incremental_voc
-    config = default_config("cpu-tiny")
-    config["segmenter"].update(mode="wilson", iterations=1)
-    config["segmenter"]["wilson"].update(old_classes=2, new_classes=1)
-    with pytest.raises(ConfigError, match="segmenter.wilson.old_checkpoint"):
-        train_segmenter(new_data, None, open_store(tmp_path / "out"), config, CLASSES)
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    config["segmenter"]["wilson"]["old_checkpoint"] = str(empty)
-    with pytest.raises(ConfigError, match="segmenter.wilson.old_checkpoint: .* holds no checkpoint.pth"):
-        train_segmenter(new_data, None, open_store(tmp_path / "out"), config, CLASSES)
