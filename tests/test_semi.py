@@ -108,6 +108,8 @@ def test_pseudo_labels_add_the_other_images_with_the_stores_masks(tiny_voc, clas
     (dict(labelled=12, labels="pseudo"), True, "all 12 train images"),
     (dict(labelled=4, labels="weak"), False, "choose one of ground_truth, pseudo"),
     (dict(labels="pseudo"), True, "semi.labelled is not set"),
+    (dict(labelled=4, warm_start="false"), False, "semi.warm_start is 'false'; set true"),
+    (dict(labelled=4, warm_start=1), False, "semi.warm_start is 1; set true"),
 ])
 def test_conflicting_semi_settings_are_refused(semi, with_masks, message, tiny_voc, classes, tmp_path):
     masks = open_store(tmp_path / "masks") if with_masks else None
