@@ -2,7 +2,8 @@
 
 The Kubernetes API is the loopback imitation of fixtures_kubernetes (no cluster runs here). The operator's
 pod is played by running the job container's own arguments through `wsseg.segmenter.distributed` in this
-process, so the job really trains from the URIs and the config the launching step put into the spec.
+process, so the job really trains from the URIs (data, the segmenter to start from) and the config the launching
+step put into the spec.
 """
 from __future__ import annotations
 
@@ -39,11 +40,13 @@ def run_pod(job: dict) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("kubernetes_api", [([SUCCEEDED],)], indirect=True)
 def test_a_step_asking_for_two_gpus_launches_a_pytorchjob_that_trains(kubernetes_api, kubeconfig, s3_env,
-                                                                        tiny_voc, tmp_path):
+                                                                        tiny_voc, tiny_segmenter, tmp_path):
     kubernetes_api.on_create = run_pod
     segmenter = Model(name="segmenter", uri=str(tmp_path / "segmenter"), metadata={})
+    init_segmenter = Model(name="init", uri=str(tmp_path / "init"), metadata={"store": tiny_segmenter.uri})
 
-    summary = run_step("train-segmenter", str(tiny_voc), s3_env, CONFIG, {"masks": None}, segmenter)
+    summary = run_step("train-segmenter", str(tiny_voc), s3_env, CONFIG,
+                       {"masks": None, "init_segmenter": init_segmenter}, segmenter)
 
     out = open_store(s3_env).child("train-segmenter")
     [job] = kubernetes_api.created
@@ -52,12 +55,14 @@ def test_a_step_asking_for_two_gpus_launches_a_pytorchjob_that_trains(kubernetes
     assert "--nproc_per_node=2" in container["command"]
     assert container["image"] == "registry.example/wsseg:test"
     assert container["args"][container["args"].index("--data") + 1] == str(tiny_voc)
+    assert container["args"][container["args"].index("--init-segmenter") + 1] == tiny_segmenter.uri
     # The pod reached the launcher's store through the endpoint it was given, with credentials from the secret.
     env = {variable["name"]: variable for variable in container["env"]}
     assert env["AWS_ENDPOINT_URL"]["value"].startswith("http://127.0.0.1:")
     assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
     assert summary == json.loads(out.get_bytes("metrics.json"))
     assert summary["iterations"] == load_config_text(CONFIG)["segmenter"]["iterations"]
+    assert summary["initialised_from"] == tiny_segmenter.uri
     assert out.exists("checkpoint.pth")
     assert json.loads((tmp_path / "segmenter").read_text()) == {"store": out.uri}
 

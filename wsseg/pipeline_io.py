@@ -44,14 +44,14 @@ def run_step(command: str, data: str, run_store_uri: str, config_yaml: str,
     use_endpoint(s3_endpoint)
     module, function, input_names = STEPS[command]
     config = load_config_text(config_yaml)
-    stores = [store_of(inputs[name]) if inputs.get(name) is not None else None for name in input_names]
+    stores = {name: store_of(inputs[name]) if inputs.get(name) is not None else None for name in input_names}
     out = open_store(run_store_uri).child(command)
     started = time.perf_counter()
     if command == "train-segmenter" and wants_training_job(config):
-        summary = train_segmenter_as_job(data, stores[0], out, config)
+        summary = train_segmenter_as_job(data, stores, out, config)
     else:
         step = getattr(importlib.import_module(module), function)
-        summary = step(local_dataset(data), *stores, out, config, ClassList(config["classes"]),
+        summary = step(local_dataset(data), **stores, out=out, config=config, classes=ClassList(config["classes"]),
                        strict=config["strict"])
     # The wall time of this attempt, data fetching included: what a run's table reports as minutes per step.
     out.put_bytes(STEP_RECORD, json.dumps({"command": command, "seconds": round(time.perf_counter() - started, 1),

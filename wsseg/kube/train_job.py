@@ -35,13 +35,16 @@ def wants_training_job(config: dict) -> bool:
     return launch["nodes"] * launch["gpus_per_node"] > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1
 
 
-def train_segmenter_as_job(data: str, masks: ArtifactStore | None, out: ArtifactStore, config: dict) -> dict:
-    """Run train-segmenter as a PyTorchJob on the cluster and return the metrics its rank 0 wrote to `out`."""
+def train_segmenter_as_job(data: str, inputs: dict[str, ArtifactStore | None], out: ArtifactStore,
+                           config: dict) -> dict:
+    """Run train-segmenter as a PyTorchJob on the cluster and return the metrics its rank 0 wrote to `out`;
+    `inputs` are its input stores by name (masks, init_segmenter), None where not given."""
     launch = config["segmenter"]["launch"]
     out.put_bytes(JOB_CONFIG, dump_config(config).encode())
     train_args = ["--data", data, "--out", out.uri, "--config", f"{out.uri}/{JOB_CONFIG}"]
-    if masks is not None:
-        train_args += ["--masks", masks.uri]
+    for name, store in inputs.items():
+        if store is not None:
+            train_args += [f"--{name.replace('_', '-')}", store.uri]
     spec = pytorchjob_spec(job_name(out.uri), train_args, nodes=launch["nodes"],
                            gpus_per_node=launch["gpus_per_node"], image=launch["image"] or None,
                            env={name: os.environ[name] for name in STORE_SETTINGS if os.environ.get(name)},

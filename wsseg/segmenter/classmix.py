@@ -125,7 +125,9 @@ class ClassMixSegmentor(EncoderDecoder):
         return self
 
     def update_teacher(self) -> None:
-        """θ' ← α θ' + (1 - α) θ; the first update copies the student (whose weights the runner initialised)."""
+        """θ' ← α θ' + (1 - α) θ; the first update copies the student, whose weights the runner initialised or
+        loaded: a checkpoint without a teacher (a standard segmenter's, the semi pipeline's warm start) leaves the
+        teacher's step count at 0, so that it starts as the loaded student."""
         self.teacher.update_parameters(self._student())
 
     def loss(self, inputs: torch.Tensor, data_samples: list) -> dict:

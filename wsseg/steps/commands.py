@@ -8,14 +8,14 @@ from __future__ import annotations
 import importlib
 import json
 
-# command -> (module, function, input stores the function takes before `out`)
+# command -> (module, function, input stores the function takes, by these names)
 STEPS = {
     "train-classifier": ("wsseg.steps.train_classifier", "train_classifier", ()),
     "mine-cams": ("wsseg.steps.mine_cams", "mine_cams", ("classifier",)),
     "refine": ("wsseg.steps.refine", "refine_with_crf", ("cams",)),
     "train-affinity": ("wsseg.steps.train_affinity", "train_affinity", ("classifier", "masks")),
     "propagate": ("wsseg.steps.propagate", "propagate", ("cams", "masks", "affinity")),
-    "train-segmenter": ("wsseg.steps.train_segmenter", "train_segmenter", ("masks",)),
+    "train-segmenter": ("wsseg.steps.train_segmenter", "train_segmenter", ("masks", "init_segmenter")),
     "evaluate": ("wsseg.steps.evaluate", "evaluate", ("cams", "pseudo_masks", "segmenter")),
 }
 
@@ -29,6 +29,8 @@ OPTIONAL_INPUTS = {
     "cams": "store holding the mined CAMs",
     "pseudo_masks": "store holding the pseudo masks",
     "segmenter": "store holding the trained segmenter",
+    "init_segmenter": "a train-segmenter output to start training from (its checkpoint.pth), unless semi.warm_start "
+                      "is false",
 }
 
 
@@ -55,10 +57,10 @@ def _runner(module: str, function: str, inputs: tuple[str, ...]):
         from wsseg.store import open_store
 
         config = load_config(args.config, args.preset)
-        stores = [open_store(uri) if (uri := getattr(args, name)) else None for name in inputs]
+        stores = {name: open_store(uri) if (uri := getattr(args, name)) else None for name in inputs}
         step = getattr(importlib.import_module(module), function)
-        summary = step(local_dataset(args.data), *stores, open_store(args.out), config, ClassList(config["classes"]),
-                       strict=args.strict or config["strict"])
+        summary = step(local_dataset(args.data), **stores, out=open_store(args.out), config=config,
+                       classes=ClassList(config["classes"]), strict=args.strict or config["strict"])
         print(json.dumps(summary))
         return 0
 

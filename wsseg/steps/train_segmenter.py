@@ -4,7 +4,9 @@ last training step; without pseudo masks, on the ground truth instead (the fully
 mmengine's Runner does the training. Every checkpoint is copied into the output store as `last.pth`, and a
 re-run resumes from that copy, since the local work dir dies with the pod. At the end the store holds
 `checkpoint.pth` (weights and meta, no optimizer), `mmseg_config.py` and `metrics.json` (time, images/s, val
-mIoU on the ground truth). Under torchrun (WORLD_SIZE > 1) the same function trains data-parallel; rank 0
+mIoU on the ground truth). Given `init_segmenter` (another train-segmenter's output store), training starts from
+its `checkpoint.pth` instead of the preset's initial weights, unless `semi.warm_start` is false; the metrics name
+the store (`initialised_from`). Under torchrun (WORLD_SIZE > 1) the same function trains data-parallel; rank 0
 alone writes.
 
 With `semi.labelled` set (`wsseg.semi`), only that subset of train trains on its ground truth; the other images
@@ -61,7 +63,7 @@ def default_config(preset: str) -> dict:
 
 
 def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, config: dict,
-                    classes: ClassList, strict: bool = False) -> dict:
+                    classes: ClassList, strict: bool = False, init_segmenter: ArtifactStore | None = None) -> dict:
     settings = config["segmenter"]
     rank, world_size = world_position()
     cuda = torch.cuda.is_available()
@@ -76,6 +78,11 @@ def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, 
     with tempfile.TemporaryDirectory(prefix="wsseg-segmenter-") as work_dir:
         settings = staged_settings(settings, Path(work_dir, "inputs"))
         split = semi_split(data_root, config, classes)
+        init_segmenter = _warm_start(init_segmenter, config["semi"])
+        if init_segmenter:
+            # The segmenter given to the step outranks segmenter.init_checkpoint (the semi pipeline's baseline may
+            # itself have started from that checkpoint); resuming from the store outranks both.
+            settings["init_checkpoint"] = _staged_init_segmenter(init_segmenter, Path(work_dir, "inputs", "init"))
         if settings["mode"] == "wilson":
             classes, datasets = _wilson_datasets(data_root, masks, classes, settings["wilson"], strict)
         else:
@@ -95,6 +102,8 @@ def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, 
                            supervised=masks is None and settings["mode"] != "wilson")
         if split:
             metrics.update(labelled_images=len(split.labelled), unlabelled_images=len(split.unlabelled))
+        if init_segmenter:
+            metrics["initialised_from"] = init_segmenter.uri
         if rank == 0:
             _publish(out, _final_checkpoint(runner, work_dir), mmseg_config, metrics)
         barrier()
@@ -114,6 +123,27 @@ def staged_settings(settings: dict, folder: Path) -> dict:
         staged["wilson"] = dict(settings["wilson"],
                                 old_checkpoint=str(_staged_old_segmenter(settings["wilson"], folder / "old")))
     return staged
+
+
+def _warm_start(init_segmenter: ArtifactStore | None, semi: dict) -> ArtifactStore | None:
+    """The segmenter to start from: `init_segmenter`, unless `semi.warm_start` is false (the semi pipeline hands
+    the classmix branch the baseline's segmenter whatever the config says)."""
+    if init_segmenter and not semi["warm_start"]:
+        log.info("train-segmenter: semi.warm_start is false; not starting from %s", init_segmenter.uri)
+        return None
+    return init_segmenter
+
+
+def _staged_init_segmenter(init_segmenter: ArtifactStore, folder: Path) -> str:
+    """A local copy of the checkpoint of the train-segmenter output `init_segmenter`, for mmengine's load_from."""
+    if not init_segmenter.exists(CHECKPOINT):
+        raise ConfigError(f"train-segmenter's init segmenter {init_segmenter.uri} holds no {CHECKPOINT}; give the "
+                          "output of a finished train-segmenter, or none to start from the preset's initial weights")
+    init_segmenter.get_file(CHECKPOINT, folder / CHECKPOINT)
+    # A checkpoint without ClassMix's teacher leaves it unloaded (mmengine warns of its missing keys): its first
+    # update copies the loaded student.
+    log.info("train-segmenter: starting from %s/%s", init_segmenter.uri, CHECKPOINT)
+    return str(folder / CHECKPOINT)
 
 
 def _staged_old_segmenter(wilson: dict, folder: Path) -> Path:
