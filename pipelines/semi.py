@@ -2,7 +2,10 @@
 baseline) and with ClassMix's mean teacher on the other train images too, each evaluated on val.
 
 `semi.labelled` in the config picks the subset (`wsseg.semi`); each branch runs in its own prefix of the run's
-store (`<run>/baseline/`, `<run>/classmix/`) with its own config.
+store (`<run>/baseline/`, `<run>/classmix/`) with its own config. ClassMix starts from the baseline's trained
+segmenter (`semi.warm_start`), so the baseline trains first. The config arrives at run time, so the DAG always
+hands the baseline's segmenter on; with `semi.warm_start: false` the classmix training ignores it and starts from
+the preset's initial weights, still after the baseline.
 """
 from kfp import dsl
 
@@ -20,14 +23,16 @@ def semi(data: str, store_uri: str, config_yaml: str = "preset: gpu", run_name: 
     run = open_run(store_uri=store_uri, run_name=run_name, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                    config_yaml=config_yaml, s3_endpoint=s3_endpoint)
     tasks = {"light": [run], "gpu": []}
+    segmenters = {}
     for name in BRANCH_MODES:
         branch = open_semi_branch(run_store=run.output, branch=name, config_yaml=config_yaml, s3_endpoint=s3_endpoint)
         common = {"data": data, "run_store": branch.outputs["run_store"],
                   "config_yaml": branch.outputs["config_yaml"], "s3_endpoint": s3_endpoint}
-        segmenter = train_segmenter(**common)
-        evaluation = evaluate(segmenter=segmenter.outputs["segmenter"], **common)
+        warm_start = {"init_segmenter": segmenters["baseline"].outputs["segmenter"]} if name == "classmix" else {}
+        segmenters[name] = train_segmenter(**common, **warm_start)
+        evaluation = evaluate(segmenter=segmenters[name].outputs["segmenter"], **common)
         tasks["light"] += [branch, evaluation]
-        tasks["gpu"].append(segmenter)
+        tasks["gpu"].append(segmenters[name])
     for task in tasks["light"]:
         light_step(task)
     for task in tasks["gpu"]:

@@ -91,3 +91,16 @@ def test_the_incremental_pipeline_updates_only_when_the_inbox_has_a_batch(compil
     assert set(tasks) == {"check-inbox", "new-batch"}
     condition = tasks["new-batch"]["triggerPolicy"]["condition"]
     assert "check-inbox-Output" in condition and "!= ''" in condition
+
+
+def test_the_semi_classmix_training_starts_from_the_baseline_segmenter(compiled):
+    tasks = compiled["semi"][1][0]["root"]["dag"]["tasks"]
+
+    def branch_of(task: dict) -> str:
+        opened = task["inputs"]["parameters"]["run_store"]["taskOutputParameter"]["producerTask"]
+        return tasks[opened]["inputs"]["parameters"]["branch"]["runtimeValue"]["constant"]
+
+    trainings = {branch_of(task): (name, task) for name, task in tasks.items() if name.startswith("train-segmenter")}
+    init_segmenter = trainings["classmix"][1]["inputs"]["artifacts"]["init_segmenter"]["taskOutputArtifact"]
+    assert init_segmenter == {"producerTask": trainings["baseline"][0], "outputArtifactKey": "segmenter"}
+    assert "artifacts" not in trainings["baseline"][1]["inputs"]

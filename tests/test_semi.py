@@ -157,3 +157,6 @@ def test_semi_pipeline_trains_and_scores_the_baseline_and_classmix_on_the_same_s
     segmentors = {branch: run.child(branch).child("train-segmenter").get_bytes("mmseg_config.py").decode()
                   for branch in headlines}
     assert "ClassMixSegmentor" in segmentors["classmix"] and "ClassMixSegmentor" not in segmentors["baseline"]
+    # semi.warm_start (the default): ClassMix started from the baseline's segmenter, the baseline from scratch.
+    assert trained["classmix"]["initialised_from"] == run.child("baseline").child("train-segmenter").uri
+    assert "initialised_from" not in trained["baseline"]

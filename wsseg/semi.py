@@ -11,7 +11,12 @@ their images alone.
 The subset keeps its ground truth either way.
 
 The `semi` pipeline trains the same segmenter twice, as a baseline on the labelled set alone and with ClassMix
-(`branch_config`), each in its own prefix of the run's store.
+(`branch_config`), each in its own prefix of the run's store. `semi.warm_start` (true by default) starts ClassMix
+from the baseline's trained segmenter (train-segmenter's `init_segmenter` input) rather than the preset's initial
+weights: ClassMix's paper starts from ImageNet/COCO weights whose labels are decent from the first step, while from
+random weights the mean teacher's early labels are noise and confirmation bias erases the classes it rarely
+predicts (on the CPU preset at 1/8, ClassMix from scratch ended below the baseline). False trains ClassMix from the
+initial weights.
 """
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ from wsseg.errors import ConfigError
 from wsseg.store import open_store
 
 LABEL_SOURCES = ("ground_truth", "pseudo")
-# The semi pipeline's branches and the segmenter mode each trains with.
+# The semi pipeline's branches and the segmenter mode each trains with; the baseline first, since ClassMix starts
+# from its segmenter (semi.warm_start).
 BRANCH_MODES = {"baseline": "standard", "classmix": "classmix"}
 
 
