@@ -1,5 +1,5 @@
-"""WILSON's localizer pooling, focal size penalty and pseudo label (Cermelli et al., CVPR'22; METHODS.md §2) on
-hand-made maps, against their formulas."""
+"""WILSON's localizer pooling, focal size penalty, pseudo label and the localizer's self-training targets and loss
+(Cermelli et al., CVPR'22; METHODS.md §2; WILSON's code) on hand-made maps, against their formulas."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from wsseg.segmenter.wilson import focal_size_penalty, ngwp_scores, pseudo_labels
+from wsseg.segmenter.wilson import (
+    balanced_localizer_loss,
+    confident_localizer_targets,
+    focal_size_penalty,
+    ngwp_scores,
+    pseudo_labels,
+)
 
 
 def test_ngwp_pooling_equals_the_formula_on_hand_made_maps():
@@ -89,3 +95,44 @@ def test_pseudo_label_without_the_old_model_is_the_localizers_with_old_classes_a
     with_prior = pseudo_labels(maps, torch.zeros(2, 3, 3, 3), labelled, alpha)
     assert not torch.allclose(with_prior[:, :3], targets[:, :3])
     torch.testing.assert_close(with_prior[:, 3], targets[:, 3])
+
+
+def test_confident_targets_keep_pixels_near_their_class_peak_and_leave_out_ambiguous_and_weak_ones():
+    # Classes: background (peak 0.9, cutoff 0.7 · 0.9 = 0.63), 1 (peak 0.8, cutoff 0.48), 2 (peak 0.25: 0.6 · 0.25 =
+    # 0.15 lies below the floor, so its cutoff is 0.2). One column per pixel.
+    masks = torch.tensor([[0.90, 0.65, 0.10, 0.60, 0.50, 0.50],
+                          [0.05, 0.10, 0.80, 0.30, 0.50, 0.32],
+                          [0.05, 0.25, 0.10, 0.10, 0.00, 0.18]]).view(1, 3, 1, 6)
+    expected = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0, 0.0],   # pixel 1: background and class 2, ambiguous
+                             [0.0, 0.0, 1.0, 0.0, 1.0, 0.0],   # pixel 4: 0.5 > 0.48, though no more than the background
+                             [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]).view(1, 3, 1, 6)  # pixel 3: under every cutoff
+    torch.testing.assert_close(confident_localizer_targets(masks), expected)
+    # Pixel 5's 0.18 passes 0.6 of class 2's peak but not the floor; pixel 3's background 0.6 passes 0.6 of its peak
+    # but not the background's own 0.7.
+    assert float(confident_localizer_targets(masks, floor=0.0)[0, 2, 0, 5]) == 1.0
+    assert float(confident_localizer_targets(masks, background_share=0.6)[0, 0, 0, 3]) == 1.0
+
+
+def test_balanced_loss_weighs_each_class_against_the_others_and_drops_images_missing_a_shown_class():
+    # Classes: background, old 1, new 2. The first image has three background pixels, one of class 2 and one left out;
+    # the second image shows class 2 too, but its targets have none: it weighs 0.
+    maps = torch.randn(2, 3, 1, 5, generator=torch.Generator().manual_seed(4))
+    targets = torch.zeros(2, 3, 1, 5)
+    targets[0, 0, 0, :3] = 1.0
+    targets[0, 2, 0, 3] = 1.0
+    targets[1, 0, 0, :] = 1.0
+    shown = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 1.0]])
+
+    def cross_entropy(pixel: int, label: int) -> float:
+        scores = [float(maps[0, c, 0, pixel]) for c in range(3)]
+        return math.log(sum(math.exp(score) for score in scores)) - scores[label]
+
+    # N = 4 confident pixels: the background's weigh (4 - 3) / 5, class 2's (4 - 1) / 5; each class totals 0.6.
+    first = (0.2 * sum(cross_entropy(pixel, 0) for pixel in range(3)) + 0.6 * cross_entropy(3, 2)) / 5
+    loss = balanced_localizer_loss(maps, targets, shown)
+    assert float(loss) == pytest.approx(first / 2, rel=1e-5)
+
+    # The pixel left out and the image missing class 2 give no gradient.
+    maps.requires_grad_()
+    balanced_localizer_loss(maps, targets, shown).backward()
+    assert float(maps.grad[0, :, 0, 4].abs().max()) == 0.0 and float(maps.grad[1].abs().max()) == 0.0
