@@ -144,6 +144,60 @@ def test_pseudo_labels_count_from_their_start_iteration(old_segmenter):
     assert seg_losses[0] == 0 and seg_losses[1] > 0
 
 
+def two_colour_batch():
+    """Images dark on their left half and light on their right, labelled with the new class 3; a little noise makes
+    their pixels' features differ, so that `localizer_claiming_left_halves` fits them exactly."""
+    inputs, samples = batch([(3,), (1, 3)])
+    halves = torch.where(torch.arange(SIDE) < SIDE // 2, -1.0, 1.0).expand(2, 3, SIDE, SIDE)
+    return halves + 0.1 * inputs, samples
+
+
+@torch.no_grad()
+def localizer_claiming_left_halves(model, inputs: torch.Tensor, score: float = 2.0) -> None:
+    """The localizer's classifier fitted (least squares, exact for these few pixels) to score the new class `score`
+    and the background -`score` on each image's left half, the reverse on its right, and the old classes 0."""
+    localizer = model.localizer
+    hidden = localizer.convs(localizer._transform_inputs(model.extract_feat(inputs)))
+    pixels = hidden.permute(0, 2, 3, 1).flatten(0, 2)
+    left = torch.arange(hidden.shape[-1]) < hidden.shape[-1] // 2
+    wanted = torch.where(left, score, -score).expand(hidden.shape[0], *hidden.shape[-2:]).reshape(-1, 1)
+    solution = torch.linalg.lstsq(torch.cat([pixels, torch.ones(len(pixels), 1)], 1), wanted).solution[:, 0]
+    classifier = localizer.conv_seg
+    classifier.weight.zero_()
+    classifier.bias.zero_()
+    for row, sign in ((3, 1.0), (0, -1.0)):
+        classifier.weight[row, :, 0, 0] = sign * solution[:-1]
+        classifier.bias[row] = sign * solution[-1]
+
+
+@pytest.mark.parametrize("self_training", [True, False])
+def test_localizer_self_training_counts_from_the_pseudo_label_start_and_trains_the_localizer_not_the_decode_head(
+        old_segmenter, self_training):
+    from mmengine.logging import MessageHub
+
+    settings = wilson_settings(old_segmenter, pseudo_label_start=0.5, localizer_self_training=self_training)
+    settings["iterations"] = 100
+    model = build_segmentor(settings, ClassList(CLASSES.names[:4]))
+    model.init_weights()
+    model.train()
+    inputs, samples = two_colour_batch()
+    localizer_claiming_left_halves(model, inputs)
+    hub = MessageHub.get_instance("wilson-localizer-self-training")
+    hub.update_info("iter", 49)
+    assert "loss_self" not in model.loss(inputs, samples)
+    hub.update_info("iter", 50)
+    losses = model.loss(inputs, samples)
+    assert ("loss_self" in losses) is self_training
+    if self_training:
+        # The new class on the left halves and the background on the right, refined by PAMR within each colour half,
+        # are confident targets in both images: the loss and its gradient are not 0.
+        localizer_gradient, decode_head_gradient = torch.autograd.grad(
+            losses["loss_self"], [model.localizer.conv_seg.weight, model.decode_head.conv_seg.weight],
+            allow_unused=True)
+        assert float(losses["loss_self"].detach()) > 0 and float(localizer_gradient.abs().sum()) > 0
+        assert decode_head_gradient is None
+
+
 def test_the_decode_head_and_the_localizer_learn_faster_than_the_encoder(old_segmenter):
     from mmengine.optim import build_optim_wrapper
     from mmseg.registry import MODELS
@@ -239,6 +293,8 @@ def test_settings_that_do_not_fit_the_old_model_are_refused_by_name(old_segmente
         build_segmentor(wilson_settings(old_segmenter, pseudo_label_start=1), ClassList(CLASSES.names[:4]))
     with pytest.raises(ConfigError, match="segmenter.wilson.lr_factor is 0; .* above 0"):
         build_segmentor(wilson_settings(old_segmenter, lr_factor=0), ClassList(CLASSES.names[:4]))
+    with pytest.raises(ConfigError, match="segmenter.wilson.localizer_self_training is 'yes'; set true .* or false"):
+        build_segmentor(wilson_settings(old_segmenter, localizer_self_training="yes"), ClassList(CLASSES.names[:4]))
 
 
 def test_a_step_learns_at_a_share_of_the_presets_learning_rate(old_segmenter):

@@ -14,7 +14,9 @@ back as its old model (`old_encoder_decoder`), so that steps chain (15-1: five o
 Where METHODS.md says less than WILSON's code (github.com/fcdl94/WILSON), the code decides: the localizer's soft
 maps keep only the background and the image's labelled new classes before they make a pseudo label (an image's
 pixels are never labelled with a class it does not show), and new classes start from the background's classifier
-with MiB's balanced bias (`grow_classifier`).
+with MiB's balanced bias (`grow_classifier`). With `localizer_self_training`, the localizer also learns, from the
+pseudo-label start on, from its own maps refined by PAMR (`wsseg.segmenter.pamr`) where they are confident, as that
+code does.
 
 With `old_model_prior` false, a step is the fine-tuning baseline of WILSON's tables (the forgetting lower bound): it
 starts from the old model as always, but the localizer learns from L_CLS alone and the pseudo label is the
@@ -44,6 +46,7 @@ from wsseg.errors import ConfigError
 from wsseg.segmenter.dataset import IMAGE_LABELS
 from wsseg.segmenter.inference import CHECKPOINT, MMSEG_CONFIG
 from wsseg.segmenter.models import _with_norm
+from wsseg.segmenter.pamr import refine_with_pamr
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +189,19 @@ class WILSONLocalizerHead(BaseDecodeHead):
             losses["loss_loc"] = self.weights["loc"] * localization
         return losses
 
+    def self_training_loss(self, maps: torch.Tensor, inputs: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
+        """The localizer learning from its own refined maps, as WILSON's code does after its pseudo-label epoch:
+        softmax of the maps z (B, C, h, w, on the localizer's grid), refined by PAMR along the colours of `inputs`
+        (B, 3, H, W), kept for the classes `shown` (B, C) and made `confident_localizer_targets`, which z learns by
+        `balanced_localizer_loss`. The targets carry no gradient."""
+        with torch.no_grad():
+            # Each grid cell's mean colour (WILSON's code samples the image bilinearly), left in the preprocessor's
+            # normalised colours, with which PAMR refines as with pixels (wsseg.segmenter.pamr).
+            image = F.interpolate(inputs.float(), maps.shape[-2:], mode="area")
+            refined = refine_with_pamr(image, maps.detach().softmax(1)) * shown[:, :, None, None]
+            targets = confident_localizer_targets(refined)
+        return balanced_localizer_loss(maps, targets, shown)
+
 
 @MODELS.register_module()
 class WILSONSegmentor(EncoderDecoder):
@@ -194,14 +210,16 @@ class WILSONSegmentor(EncoderDecoder):
     stored step's checkpoint holds the old model already); alpha: the pseudo label's share of hard labels;
     old_model_prior: false trains without the old model's scores (no L_LOC, the localizer's pseudo label alone);
     true by default, as the steps stored before the setting existed were trained; encoder_distillation: the weight
-    of L_DE; pseudo_label_start: the iteration from which L_SEG counts."""
+    of L_DE; pseudo_label_start: the iteration from which L_SEG counts; localizer_self_training: from that iteration
+    on, the localizer also learns from its own refined maps (`WILSONLocalizerHead.self_training_loss`)."""
 
     def __init__(self, localizer: dict, old_model: dict, old_checkpoint: str | None, alpha: float,
                  old_model_prior: bool = True, encoder_distillation: float = 0.0, pseudo_label_start: int = 0,
-                 **kwargs):
+                 localizer_self_training: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.encoder_distillation = encoder_distillation
         self.pseudo_label_start = pseudo_label_start
+        self.localizer_self_training = localizer_self_training
         self.localizer = MODELS.build(localizer)
         self.old_model = MODELS.build(old_model)
         self.old_model.requires_grad_(False)
@@ -227,8 +245,8 @@ class WILSONSegmentor(EncoderDecoder):
         # float32 losses: under bf16 autocast, sigmoids near 0 or 1 would lose their precision.
         logits = self.decode_head(features).float()
         old_features, old_logits = self.old_outputs(inputs, logits.shape[-2:]) if self.old_model_prior else (None, None)
-        maps = resize(self.localizer(features).float(), logits.shape[-2:], mode="bilinear",
-                      align_corners=self.align_corners)
+        localizer_maps = self.localizer(features).float()
+        maps = resize(localizer_maps, logits.shape[-2:], mode="bilinear", align_corners=self.align_corners)
         new_labels = self._new_class_labels(data_samples, self.old_model.decode_head.num_classes, logits.device)
         losses = self.localizer.loss_by_maps(maps, new_labels, old_logits)
         if old_features is not None and self.encoder_distillation:
@@ -239,7 +257,16 @@ class WILSONSegmentor(EncoderDecoder):
         # averaged over pixels, as WILSON's code does; zero until the localizer had time to learn the new classes.
         targets = pseudo_labels(maps.detach(), old_logits, new_labels, self.alpha)
         per_pixel = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(1)
-        losses["loss_seg"] = self._pseudo_label_weight() * per_pixel.mean()
+        started = self._pseudo_labels_started()
+        losses["loss_seg"] = float(started) * per_pixel.mean()
+        if self.localizer_self_training and started:
+            # On the localizer's own grid, as in WILSON's code, with targets from these maps, as L_SEG's are, where
+            # that code runs the localizer again in eval mode. With no dropout in the localizer, that pass would
+            # differ only by batch norm's running statistics in place of the batch's, for another localizer forward
+            # per batch: little on the CPU presets' grids (8x8 at most), a 3x3 convolution from 2048 to 512 channels
+            # at stride 8 on the GPU preset's.
+            shown = shown_classes(new_labels, self.num_classes)
+            losses["loss_self"] = self.localizer.self_training_loss(localizer_maps, inputs, shown)
         return losses
 
     @torch.no_grad()
@@ -252,8 +279,8 @@ class WILSONSegmentor(EncoderDecoder):
             logits = resize(logits, size, mode="bilinear", align_corners=self.align_corners)
         return features, logits
 
-    def _pseudo_label_weight(self) -> float:
-        return float(MessageHub.get_current_instance().get_info("iter", 0) >= self.pseudo_label_start)
+    def _pseudo_labels_started(self) -> bool:
+        return MessageHub.get_current_instance().get_info("iter", 0) >= self.pseudo_label_start
 
     def _new_class_labels(self, data_samples: list, old_count: int, device: torch.device) -> torch.Tensor:
         """(B, C - C_old) float: 1 where an image is labelled with that new class; old labels are not read."""
@@ -303,6 +330,7 @@ def wilson_model(family_model: dict, wilson: dict, iterations: int) -> dict:
                 alpha=wilson["alpha"], old_model_prior=wilson["old_model_prior"],
                 encoder_distillation=wilson["encoder_distillation"],
                 pseudo_label_start=round(wilson["pseudo_label_start"] * iterations),
+                localizer_self_training=wilson["localizer_self_training"],
                 localizer=localizer_config(new["decode_head"], wilson))
 
 
@@ -390,3 +418,7 @@ def _check_settings(wilson: dict, old_model_classes: int, num_classes: int) -> N
     if not isinstance(wilson["old_model_prior"], bool):
         raise ConfigError(f"segmenter.wilson.old_model_prior is {wilson['old_model_prior']!r}; set true (WILSON) or "
                           "false (fine-tuning without the old model's scores, WILSON's lower bound)")
+    if not isinstance(wilson["localizer_self_training"], bool):
+        raise ConfigError(f"segmenter.wilson.localizer_self_training is {wilson['localizer_self_training']!r}; set "
+                          "true (the localizer also learns from its own PAMR-refined maps, as WILSON's code does) or "
+                          "false")
