@@ -10,8 +10,8 @@ from wsseg.image import WSSEG_IMAGE
 @dsl.component(base_image=WSSEG_IMAGE, install_kfp_package=False)
 def open_semi_branch(run_store: str, branch: str, config_yaml: str,
                      s3_endpoint: str = "") -> NamedTuple("SemiBranch", [("run_store", str), ("config_yaml", str)]):
-    """The branch's prefix of the run's store and the run's config with the branch's segmenter mode (baseline:
-    standard, classmix: classmix)."""
+    """The branch's prefix of the run's store and the run's config with the branch's segmenter mode (baseline and
+    continued: standard, classmix: classmix)."""
     from collections import namedtuple
 
     from wsseg.pipeline_io import use_endpoint

@@ -1,5 +1,5 @@
 """`wsseg run PIPELINE`: a pipeline run locally through `kfp.local`, with the components a cluster runs.
-`wsseg run semi --labelled 1/8` trains the baseline and ClassMix branches of `pipelines/semi.py`;
+`wsseg run semi --labelled 1/8` trains the baseline, continued and ClassMix branches of `pipelines/semi.py`;
 `wsseg run incremental --registry URI --inbox URI` grows the registry's model by the inbox's oldest new batch
 (`pipelines/incremental.py`; `--data` is then the held-out set both models are scored on).
 
@@ -107,7 +107,8 @@ def run_ablation(data: str, out: str | Path, config: dict, methods: list[str], s
 
 def run_semi(data: str, out: str | Path, config: dict, store_uri: str | None = None,
              run_name: str | None = None) -> dict:
-    """The semi pipeline under kfp.local; returns each branch's (baseline, classmix) evaluation headline."""
+    """The semi pipeline under kfp.local; returns each branch's (baseline, continued, classmix) evaluation
+    headline."""
     from pipelines.semi import semi
     from wsseg.semi import BRANCH_MODES
     from wsseg.store import open_store

@@ -127,7 +127,7 @@ def staged_settings(settings: dict, folder: Path) -> dict:
 
 def _warm_start(init_segmenter: ArtifactStore | None, semi: dict) -> ArtifactStore | None:
     """The segmenter to start from: `init_segmenter`, unless `semi.warm_start` is false (the semi pipeline hands
-    the classmix branch the baseline's segmenter whatever the config says)."""
+    the continued and classmix branches the baseline's segmenter whatever the config says)."""
     if init_segmenter and not semi["warm_start"]:
         log.info("train-segmenter: semi.warm_start is false; not starting from %s", init_segmenter.uri)
         return None
