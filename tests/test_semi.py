@@ -143,7 +143,9 @@ def test_run_semi_takes_the_labelled_subset_from_the_command_line():
 def test_semi_pipeline_trains_and_scores_the_baseline_continued_and_classmix_on_the_same_subset(tiny_voc, tmp_path):
     import json
 
+    from wsseg.report import render_summary_table
     from wsseg.runner import run_semi
+    from wsseg.semi import branch_rows
 
     config = semi_config(labelled="1/3")
     config["segmenter"]["iterations"] = 2
@@ -167,3 +169,5 @@ def test_semi_pipeline_trains_and_scores_the_baseline_continued_and_classmix_on_
     assert trained["continued"]["iterations"] == trained["classmix"]["iterations"] == 2
     assert "LabelledUnlabelledSampler" in segmentors["classmix"]
     assert not any(name in segmentors["continued"] for name in ("ClassMixSegmentor", "LabelledUnlabelledSampler"))
+    assert "| continued (labelled only, as many iterations as ClassMix) |" in render_summary_table(
+        branch_rows(headlines))

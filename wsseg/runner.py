@@ -58,6 +58,7 @@ def _labelled(text: str):
 def _run_command(args) -> int:
     from wsseg.config import load_config
     from wsseg.report import render_ablation_table, render_summary_table
+    from wsseg.semi import branch_rows
 
     config = load_config(args.config, args.preset)
     if args.pipeline == "ablation":
@@ -68,7 +69,7 @@ def _run_command(args) -> int:
         if args.labelled is not None:
             config["semi"]["labelled"] = args.labelled
         headlines = run_semi(args.data, args.out, config, args.store, args.run_name)
-        print(render_summary_table(list(headlines.items())))
+        print(render_summary_table(branch_rows(headlines)))
         return 0
     if args.pipeline == "incremental":
         marker = run_incremental(args.data, args.out, config, args.registry, args.inbox, args.store, args.run_name)

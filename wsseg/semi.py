@@ -36,6 +36,10 @@ LABEL_SOURCES = ("ground_truth", "pseudo")
 # The semi pipeline's branches and the segmenter mode each trains with; the baseline first, since the others start
 # from its segmenter (semi.warm_start), and the continued branch before ClassMix, the row it is compared with.
 BRANCH_MODES = {"baseline": "standard", "continued": "standard", "classmix": "classmix"}
+# What each branch's row in the semi run's table is: its name alone would not say why the continued one is there.
+BRANCH_ROWS = {"baseline": "baseline (labelled only)",
+               "continued": "continued (labelled only, as many iterations as ClassMix)",
+               "classmix": "classmix"}
 
 
 def default_config(preset: str) -> dict:
@@ -129,6 +133,11 @@ def check_semi_settings(semi: dict, mode: str) -> None:
     if not isinstance(semi["warm_start"], bool):
         raise ConfigError(f"semi.warm_start is {semi['warm_start']!r}; set true (ClassMix and the continued branch "
                           "start from the baseline's trained segmenter) or false (from the preset's initial weights)")
+
+
+def branch_rows(headlines: dict) -> list[tuple[str, dict]]:
+    """The semi run's table rows: each branch's evaluation headline under a name that says what the branch is."""
+    return [(BRANCH_ROWS[branch], headline) for branch, headline in headlines.items()]
 
 
 def branch_config(config_yaml: str, branch: str) -> str:
