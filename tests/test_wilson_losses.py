@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from wsseg.segmenter.wilson import (
+from wsseg.segmenter.wilson_losses import (
     balanced_localizer_loss,
     confident_localizer_targets,
     focal_size_penalty,
