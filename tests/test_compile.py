@@ -93,7 +93,7 @@ def test_the_incremental_pipeline_updates_only_when_the_inbox_has_a_batch(compil
     assert "check-inbox-Output" in condition and "!= ''" in condition
 
 
-def test_the_semi_continued_and_classmix_trainings_start_from_the_baseline_segmenter(compiled):
+def test_the_other_semi_trainings_start_from_the_baseline_segmenter(compiled):
     tasks = compiled["semi"][1][0]["root"]["dag"]["tasks"]
 
     def branch_of(task: dict) -> str:
@@ -101,8 +101,8 @@ def test_the_semi_continued_and_classmix_trainings_start_from_the_baseline_segme
         return tasks[opened]["inputs"]["parameters"]["branch"]["runtimeValue"]["constant"]
 
     trainings = {branch_of(task): (name, task) for name, task in tasks.items() if name.startswith("train-segmenter")}
-    assert set(trainings) == {"baseline", "continued", "classmix"}
-    for branch in ("continued", "classmix"):
+    assert set(trainings) == {"baseline", "continued", "classmix", "all_labels"}
+    for branch in ("continued", "classmix", "all_labels"):
         init_segmenter = trainings[branch][1]["inputs"]["artifacts"]["init_segmenter"]["taskOutputArtifact"]
         assert init_segmenter == {"producerTask": trainings["baseline"][0], "outputArtifactKey": "segmenter"}
     assert "artifacts" not in trainings["baseline"][1]["inputs"]

@@ -218,7 +218,7 @@ def test_classmix_training_never_reads_the_unlabelled_masks_and_writes_a_model_w
     config = default_config("cpu-tiny")
     config["segmenter"].update(mode="classmix", iterations=3)
     config["semi"]["labelled"] = "1/3"
-    split = split_train(load_samples(data, "train", classes), "1/3", config["seed"])
+    split = split_train(load_samples(data, "train", classes), config["semi"], config["seed"])
     for sample in split.unlabelled:  # these images are unlabelled: training must not need their masks
         (data / "SegmentationClass" / f"{sample.image_id}.png").unlink()
     out = open_store(tmp_path / "segmenter")

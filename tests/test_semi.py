@@ -10,29 +10,49 @@ import yaml
 from wsseg.config import default_config, dump_config
 from wsseg.data import load_samples
 from wsseg.errors import ConfigError
-from wsseg.semi import branch_config, labelled_ids, open_branch_run, parse_labelled, split_train
+from wsseg.semi import DRAWS, branch_config, labelled_ids, open_branch_run, parse_labelled, split_train
 from wsseg.store import open_store
 
 IDS = [f"img_{index:02d}" for index in range(16)]
+# Image labels: class 1 in most images, class 2 in two, class 3 in one with class 1, one image with no label.
+LABELS = {image_id: (1,) for image_id in IDS} | {"img_04": (2,), "img_09": (2,), "img_13": (1, 3), "img_15": ()}
 
 
 @pytest.mark.parametrize(("labelled", "count"), [("1/8", 2), ("1/3", 5), ("1/1", 16), ("1", 1), ("0.25", 4),
                                                  (5, 5), ("5", 5), (16, 16), ("1/100", 1)])
 def test_a_fraction_or_count_labels_that_many_images(labelled, count):
-    chosen = labelled_ids(labelled, IDS, seed=0)
-    assert len(chosen) == len(set(chosen)) == count and set(chosen) <= set(IDS)
+    for draw in DRAWS:
+        chosen = labelled_ids(labelled, LABELS, seed=0, draw=draw)
+        assert len(chosen) == len(set(chosen)) == count and set(chosen) <= set(IDS)
 
 
-def test_the_subset_is_drawn_by_the_seed_whatever_the_order_of_the_split():
-    first = labelled_ids("1/4", IDS, seed=0)
-    assert labelled_ids("1/4", list(reversed(IDS)), seed=0) == first
-    assert any(labelled_ids("1/4", IDS, seed=seed) != first for seed in range(1, 4))
-    # A larger fraction keeps the smaller one's images: 1/8 and 1/4 runs are nested.
-    assert set(labelled_ids("1/8", IDS, seed=0)) <= set(first)
+@pytest.mark.parametrize("draw", DRAWS)
+def test_the_subset_is_drawn_by_the_seed_whatever_the_order_of_the_split(draw):
+    first = labelled_ids("1/4", LABELS, seed=0, draw=draw)
+    assert labelled_ids("1/4", dict(reversed(LABELS.items())), seed=0, draw=draw) == first
+    assert any(labelled_ids("1/4", LABELS, seed=seed, draw=draw) != first for seed in range(1, 4))
+    # A larger subset keeps the smaller one's images: 1/8 and 1/4 runs are nested.
+    for smaller, larger in (("1/8", "1/4"), (3, 12), (12, 16)):
+        assert set(labelled_ids(smaller, LABELS, seed=0, draw=draw)) <= set(labelled_ids(larger, LABELS, 0, draw))
+
+
+def test_a_balanced_draw_shows_every_class_a_random_one_misses():
+    def shown(draw: str, seed: int) -> set[int]:
+        return {label for image_id in labelled_ids(3, LABELS, seed, draw) for label in LABELS[image_id]}
+
+    assert all(shown("balanced", seed) == {1, 2, 3} for seed in range(20))
+    assert any(shown("random", seed) != {1, 2, 3} for seed in range(20))
+    # Class 2 is shown least once class 3's only image is in, so the fourth image is its other one.
+    assert set(labelled_ids(4, LABELS, seed=0)) >= {"img_04", "img_09", "img_13"}
+
+
+def test_an_unlabelled_image_is_drawn_once_no_labelled_one_is_left():
+    assert labelled_ids(15, LABELS, seed=0)[-1] != "img_15"
+    assert labelled_ids(16, LABELS, seed=0)[-1] == "img_15"
 
 
 def test_a_list_labels_exactly_those_images():
-    assert labelled_ids(["img_03", "img_11"], IDS, seed=0) == ["img_03", "img_11"]
+    assert labelled_ids(["img_03", "img_11"], LABELS, seed=0) == ["img_03", "img_11"]
 
 
 @pytest.mark.parametrize(("labelled", "message"), [
@@ -42,8 +62,13 @@ def test_a_list_labels_exactly_those_images():
 ])
 def test_bad_labelled_values_are_refused_with_the_setting_and_the_fix(labelled, message):
     with pytest.raises(ConfigError, match="semi.labelled") as error:
-        labelled_ids(labelled, IDS, seed=0)
+        labelled_ids(labelled, LABELS, seed=0)
     assert message in str(error.value)
+
+
+def test_an_unknown_draw_is_refused_with_the_choices():
+    with pytest.raises(ConfigError, match="semi.draw is 'stratified'; choose one of balanced, random"):
+        labelled_ids("1/4", LABELS, seed=0, draw="stratified")
 
 
 def test_the_command_line_reads_counts_as_numbers_and_keeps_fractions():
@@ -52,7 +77,7 @@ def test_the_command_line_reads_counts_as_numbers_and_keeps_fractions():
 
 def test_split_keeps_the_dataset_order_and_every_image_once(tiny_voc, classes):
     samples = load_samples(tiny_voc, "train", classes)
-    split = split_train(samples, 4, seed=0)
+    split = split_train(samples, semi_config(labelled=4)["semi"], seed=0)
     assert len(split.labelled) == 4 and len(split.unlabelled) == len(samples) - 4
     assert sorted(split.labelled + split.unlabelled, key=samples.index) == samples
     assert split.labelled == sorted(split.labelled, key=samples.index)
@@ -124,8 +149,15 @@ def test_branches_differ_only_in_the_segmenter_mode(tmp_path):
     assert baseline == classmix and baseline["semi"]["labelled"] == "1/8"
     uri, text = open_branch_run(str(tmp_path), "classmix", dump_config(config))
     assert open_store(uri).get_bytes("config.yaml").decode() == text and uri.endswith("classmix")
-    with pytest.raises(ConfigError, match="baseline, continued, classmix"):
+    with pytest.raises(ConfigError, match="baseline, continued, classmix, all_labels"):
         branch_config(dump_config(config), "mixup")
+
+
+def test_the_upper_bound_branch_trains_on_every_ground_truth_mask():
+    config = semi_config(labelled="1/8", labels="pseudo", pseudo_masks="runs/wsss/store")
+    upper_bound = yaml.safe_load(branch_config(dump_config(config), "all_labels"))
+    assert upper_bound["segmenter"]["mode"] == "standard"
+    assert upper_bound["semi"]["labelled"] is None and upper_bound["semi"]["labels"] == "ground_truth"
 
 
 def test_run_semi_takes_the_labelled_subset_from_the_command_line():
@@ -140,7 +172,7 @@ def test_run_semi_takes_the_labelled_subset_from_the_command_line():
 
 
 @pytest.mark.slow
-def test_semi_pipeline_trains_and_scores_the_baseline_continued_and_classmix_on_the_same_subset(tiny_voc, tmp_path):
+def test_semi_pipeline_trains_and_scores_each_branch_on_the_same_subset(tiny_voc, tmp_path):
     import json
 
     from wsseg.report import render_summary_table
@@ -150,7 +182,7 @@ def test_semi_pipeline_trains_and_scores_the_baseline_continued_and_classmix_on_
     config = semi_config(labelled="1/3")
     config["segmenter"]["iterations"] = 2
     headlines = run_semi(str(tiny_voc), tmp_path, config)
-    assert list(headlines) == ["baseline", "continued", "classmix"]
+    assert list(headlines) == ["baseline", "continued", "classmix", "all_labels"]
     assert all(0 <= headline["segmenter_miou"] <= 100 for headline in headlines.values())
     run = open_store(tmp_path / "store").child("semi")
     trained = {branch: json.loads(run.child(branch).child("train-segmenter").get_bytes("metrics.json"))
@@ -169,5 +201,9 @@ def test_semi_pipeline_trains_and_scores_the_baseline_continued_and_classmix_on_
     assert trained["continued"]["iterations"] == trained["classmix"]["iterations"] == 2
     assert "LabelledUnlabelledSampler" in segmentors["classmix"]
     assert not any(name in segmentors["continued"] for name in ("ClassMixSegmentor", "LabelledUnlabelledSampler"))
-    assert "| continued (labelled only, as many iterations as ClassMix) |" in render_summary_table(
-        branch_rows(headlines))
+    # The upper bound: the baseline's segmenter trained as long again on every train image's mask.
+    assert trained["all_labels"]["initialised_from"] == run.child("baseline").child("train-segmenter").uri
+    assert "labelled_images" not in trained["all_labels"] and trained["all_labels"]["iterations"] == 2
+    table = render_summary_table(branch_rows(headlines), upper_bound=headlines["all_labels"])
+    assert "| continued (labelled only, as many iterations as ClassMix) |" in table
+    assert "| all labels (upper bound, as many iterations as ClassMix) |" in table

@@ -69,7 +69,7 @@ def _run_command(args) -> int:
         if args.labelled is not None:
             config["semi"]["labelled"] = args.labelled
         headlines = run_semi(args.data, args.out, config, args.store, args.run_name)
-        print(render_summary_table(branch_rows(headlines)))
+        print(render_summary_table(branch_rows(headlines), upper_bound=headlines["all_labels"]))
         return 0
     if args.pipeline == "incremental":
         marker = run_incremental(args.data, args.out, config, args.registry, args.inbox, args.store, args.run_name)
@@ -108,8 +108,8 @@ def run_ablation(data: str, out: str | Path, config: dict, methods: list[str], s
 
 def run_semi(data: str, out: str | Path, config: dict, store_uri: str | None = None,
              run_name: str | None = None) -> dict:
-    """The semi pipeline under kfp.local; returns each branch's (baseline, continued, classmix) evaluation
-    headline."""
+    """The semi pipeline under kfp.local; returns each branch's (baseline, continued, classmix, all_labels)
+    evaluation headline."""
     from pipelines.semi import semi
     from wsseg.semi import BRANCH_MODES
     from wsseg.store import open_store
@@ -143,8 +143,7 @@ def _check_semi(data: str, config: dict) -> None:
 
     check_semi_settings(config["semi"], "classmix")
     if not data.startswith("s3://"):
-        split_train(load_samples(data, "train", ClassList(config["classes"])), config["semi"]["labelled"],
-                    config["seed"])
+        split_train(load_samples(data, "train", ClassList(config["classes"])), config["semi"], config["seed"])
 
 
 def _run_locally(pipeline, data: str, out: str | Path, config: dict, store_uri: str | None, run_name: str,

@@ -1,8 +1,14 @@
 """Semi-supervised segmentation's data (METHODS.md §3): which train images keep their pixel labels.
 
 `semi.labelled` picks the labelled subset of the train split: a fraction ("1/8", as the semi-supervised papers
-split VOC), a count (25) or a list of image ids. The choice is a seeded shuffle of the split (`seed`), so every
-step and every branch of a run picks the same images. Null (the default) labels every train image, as before.
+split VOC), a count (25) or a list of image ids. Null (the default) labels every train image, as before. A fraction
+or a count is drawn from a seeded shuffle of the split (`seed`), so every step and every branch of a run picks the
+same images, in the way `semi.draw` names. `balanced` (the default) takes, image after image, the first image of the
+shuffle that shows a class the subset has shown least so far, reading the split's image labels, never its masks:
+the papers draw at random from VOC's 10582 images, where 1/8 shows every class in dozens of masks, but at tens of
+images a random draw leaves classes with one mask or none (semi400 at 1/8: sofa none, person two), which no
+training can learn and which ClassMix's teacher then erases (ClassMix at 1/8: person, pottedplant and sofa at 0 IoU).
+`random` takes the shuffle's first images, as the papers do. Either way a larger subset holds a smaller one.
 The other train images are unlabelled: their masks are never read, and `segmenter.mode: classmix` learns from
 their images alone.
 
@@ -10,8 +16,9 @@ their images alone.
 `masks` input, else the store `semi.pseudo_masks` names): image labels and a few ground-truth masks combine.
 The subset keeps its ground truth either way.
 
-The `semi` pipeline trains the same segmenter in three branches (`branch_config`), each in its own prefix of the
-run's store: a baseline on the labelled set alone, ClassMix, and `continued`, the labelled set alone again.
+The `semi` pipeline trains the same segmenter in four branches (`branch_config`), each in its own prefix of the
+run's store: a baseline on the labelled set alone, ClassMix, `continued`, the labelled set alone again, and
+`all_labels`, every train image's mask: the upper bound, trained from the same start for as long as ClassMix.
 `semi.warm_start` (true by default) starts ClassMix from the baseline's trained segmenter (train-segmenter's
 `init_segmenter` input) rather than the preset's initial weights: ClassMix's paper starts from ImageNet/COCO weights
 whose labels are decent from the first step, while from random weights the mean teacher's early labels are noise
@@ -24,6 +31,7 @@ continued branch from the initial weights; the continued branch is then a second
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -33,20 +41,22 @@ from wsseg.errors import ConfigError
 from wsseg.store import open_store
 
 LABEL_SOURCES = ("ground_truth", "pseudo")
+DRAWS = ("balanced", "random")
 # The semi pipeline's branches and the segmenter mode each trains with; the baseline first, since the others start
 # from its segmenter (semi.warm_start), and the continued branch before ClassMix, the row it is compared with.
-BRANCH_MODES = {"baseline": "standard", "continued": "standard", "classmix": "classmix"}
+BRANCH_MODES = {"baseline": "standard", "continued": "standard", "classmix": "classmix", "all_labels": "standard"}
 # What each branch's row in the semi run's table is: its name alone would not say why the continued one is there.
 BRANCH_ROWS = {"baseline": "baseline (labelled only)",
                "continued": "continued (labelled only, as many iterations as ClassMix)",
-               "classmix": "classmix"}
+               "classmix": "classmix",
+               "all_labels": "all labels (upper bound, as many iterations as ClassMix)"}
 
 
 def default_config(preset: str) -> dict:
     # warm_start: ClassMix starts from the baseline branch's trained segmenter. From random weights its teacher's
     # first labels are noise, and confirmation bias erases the classes it rarely predicts (CPU preset, 1/8: 41.7
     # mIoU against the baseline's 49.6); the paper starts from ImageNet/COCO weights, which label well from the start.
-    return dict(labelled=None, labels="ground_truth", pseudo_masks=None, warm_start=True)
+    return dict(labelled=None, draw="balanced", labels="ground_truth", pseudo_masks=None, warm_start=True)
 
 
 @dataclass(frozen=True)
@@ -57,21 +67,48 @@ class SemiSplit:
     unlabelled: list[Sample]
 
 
-def split_train(samples: list[Sample], labelled, seed: int) -> SemiSplit:
-    """`samples` (the train split, in its order) split into the labelled subset `labelled` names and the rest."""
-    chosen = set(labelled_ids(labelled, [sample.image_id for sample in samples], seed))
+def split_train(samples: list[Sample], semi: dict, seed: int) -> SemiSplit:
+    """`samples` (the train split, in its order) split into the labelled subset `semi.labelled` names (drawn the
+    `semi.draw` way) and the rest."""
+    image_labels = {sample.image_id: sample.labels for sample in samples}
+    chosen = set(labelled_ids(semi["labelled"], image_labels, seed, semi["draw"]))
     return SemiSplit([sample for sample in samples if sample.image_id in chosen],
                      [sample for sample in samples if sample.image_id not in chosen])
 
 
-def labelled_ids(labelled, image_ids: list[str], seed: int) -> list[str]:
-    """The image ids `semi.labelled` names among `image_ids`: a list of ids, or a fraction or count of them
-    drawn by a shuffle seeded with `seed`."""
+def labelled_ids(labelled, image_labels: dict[str, tuple[int, ...]], seed: int, draw: str = "balanced") -> list[str]:
+    """The image ids `semi.labelled` names among `image_labels` (each train image's id and its image labels): a
+    list of ids, or a fraction or count of them drawn from a shuffle seeded with `seed`, the `draw` way."""
+    if draw not in DRAWS:
+        raise ConfigError(f"semi.draw is {draw!r}; choose one of {', '.join(DRAWS)}")
     if isinstance(labelled, (list, tuple)):
-        return _listed_ids(labelled, image_ids)
-    shuffled = sorted(image_ids)
+        return _listed_ids(labelled, list(image_labels))
+    shuffled = sorted(image_labels)
     random.Random(seed).shuffle(shuffled)
-    return shuffled[:labelled_count(labelled, len(image_ids))]
+    count = labelled_count(labelled, len(shuffled))
+    if draw == "random":
+        return shuffled[:count]
+    return _balanced_draw(shuffled, image_labels, count)
+
+
+def _balanced_draw(shuffled: list[str], image_labels: dict[str, tuple[int, ...]], count: int) -> list[str]:
+    """`count` images of `shuffled`, each the first left that shows one of the classes shown least so far among
+    those still on offer; images without labels come last, in the shuffle's order. The picks do not depend on
+    `count`, so a larger subset holds a smaller one."""
+    shown = Counter()
+    left = list(shuffled)
+    chosen = []
+    while len(chosen) < count:
+        on_offer = {label for image_id in left for label in image_labels[image_id]}
+        if not on_offer:
+            return chosen + left[:count - len(chosen)]
+        fewest = min(shown[label] for label in on_offer)
+        least_shown = {label for label in on_offer if shown[label] == fewest}
+        pick = next(image_id for image_id in left if least_shown.intersection(image_labels[image_id]))
+        left.remove(pick)
+        chosen.append(pick)
+        shown.update(image_labels[pick])
+    return chosen
 
 
 def labelled_count(labelled, total: int) -> int:
@@ -141,11 +178,14 @@ def branch_rows(headlines: dict) -> list[tuple[str, dict]]:
 
 
 def branch_config(config_yaml: str, branch: str) -> str:
-    """The run's config for one branch of the semi pipeline: its segmenter mode set."""
+    """The run's config for one branch of the semi pipeline: its segmenter mode set, and for `all_labels` every
+    train image's ground-truth mask."""
     if branch not in BRANCH_MODES:
         raise ConfigError(f"semi pipeline branch {branch!r}; choose one of {', '.join(BRANCH_MODES)}")
     config = load_config_text(config_yaml)
     config["segmenter"]["mode"] = BRANCH_MODES[branch]
+    if branch == "all_labels":
+        config["semi"].update(labelled=None, labels="ground_truth")
     return dump_config(config)
 
 

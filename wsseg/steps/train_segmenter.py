@@ -192,7 +192,7 @@ def semi_split(data_root, config: dict, classes: ClassList) -> SemiSplit | None:
     check_semi_settings(semi, config["segmenter"]["mode"])
     if semi["labelled"] is None:
         return None
-    split = split_train(load_samples(data_root, "train", classes), semi["labelled"], config.get("seed", 0))
+    split = split_train(load_samples(data_root, "train", classes), semi, config.get("seed", 0))
     if not split.unlabelled and (semi["labels"] == "pseudo" or config["segmenter"]["mode"] == "classmix"):
         raise ConfigError(f"semi.labelled takes all {len(split.labelled)} train images, leaving none to learn "
                           "from without their masks; label a fraction such as \"1/8\" or fewer images")
