@@ -5,11 +5,9 @@ from wsseg.image import WSSEG_IMAGE
 
 # kfp is in the image already: pods need not reach PyPI.
 @dsl.component(base_image=WSSEG_IMAGE, install_kfp_package=False)
-def check_inbox(inbox: str, s3_endpoint: str = "") -> str:
-    """The oldest inbox batch not processed yet, or "" when none waits."""
-    from wsseg.inbox import Inbox
-    from wsseg.pipeline_io import use_endpoint
-    from wsseg.store import open_store
+def check_inbox(inbox: str, registry: str, config_yaml: str, s3_endpoint: str = "") -> str:
+    """The oldest inbox batch not processed yet, or "" when none waits; a batch whose classes cannot grow the
+    registry's current version fails here, before the GPU step and its retries."""
+    from wsseg.pipeline_io import oldest_batch
 
-    use_endpoint(s3_endpoint)
-    return Inbox(open_store(inbox)).oldest_pending() or ""
+    return oldest_batch(inbox, registry, config_yaml, s3_endpoint)

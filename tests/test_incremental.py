@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from wsseg.classes import ClassList
-from wsseg.config import default_config
+from wsseg.config import default_config, dump_config
 from wsseg.data import load_samples, make_synthetic_voc
 from wsseg.errors import DataError
 from wsseg.inbox import Inbox
@@ -80,12 +80,15 @@ def test_a_batch_must_label_the_next_classes(tmp_path):
 
     samples = _data(tmp_path)["train"]
     shows = {label: [s for s in samples if label in s.labels and max(s.labels) == label] for label in (2, 3, 4)}
-    step = step_classes(list(OLD_CLASSES.names), shows[3], CLASSES, tmp_path / "manifest.csv")
+    def labels(label: int) -> list[tuple[int, ...]]:
+        return [sample.labels for sample in shows[label]]
+
+    step = step_classes(list(OLD_CLASSES.names), labels(3), CLASSES, tmp_path / "manifest.csv")
     assert (step.seen.names, step.num_old, step.added) == (CLASSES.names[:4], 2, ["c"])
     with pytest.raises(DataError, match="no image shows c"):
-        step_classes(list(OLD_CLASSES.names), shows[4], CLASSES, tmp_path / "manifest.csv")
+        step_classes(list(OLD_CLASSES.names), labels(4), CLASSES, tmp_path / "manifest.csv")
     with pytest.raises(DataError, match="not segment yet.*label the batch's images with them, or remove"):
-        step_classes(list(OLD_CLASSES.names), shows[2], CLASSES, tmp_path / "manifest.csv")
+        step_classes(list(OLD_CLASSES.names), labels(2), CLASSES, tmp_path / "manifest.csv")
 
 
 def _data(root) -> dict:
@@ -237,6 +240,49 @@ def test_an_empty_inbox_run_ends_at_once_and_changes_nothing(tmp_path, fake_mode
     assert (sorted(registry.store.list()), registry.store.get_bytes("current.json")) == before
     assert sorted(open_store(tmp_path / "inbox").list()) == inbox_before
     assert not (tmp_path / "run" / "store").exists()
+
+
+def _blocked_inbox(tmp_path, fake_model) -> tuple[ModelRegistry, Inbox]:
+    """Version 1 (old classes) current; version 2, from batch-1, adds c and was refused by the gate; batch-1 has
+    no marker yet (its update was interrupted after registering), batch-2 labels d, which comes after c."""
+    registry = ModelRegistry(open_store(tmp_path / "registry"))
+    registry.promote(registry.register(fake_model(), classes=list(OLD_CLASSES.names), metrics={}, data="d",
+                                       config="c")["version"], reason="step 0")
+    samples = _data(tmp_path)["train"]
+    for name, label in (("batch-1", 3), ("batch-2", 4)):
+        drop_batch(tmp_path / "inbox", name, [sample for sample in samples if max(sample.labels) == label])
+    inbox = Inbox(open_store(tmp_path / "inbox"))
+    registry.register(fake_model(), classes=list(CLASSES.names[:4]), metrics={}, data=inbox.batch_uri("batch-1"),
+                      config="c", parent=1, decision={"promoted": False, "reasons": ["new mIoU below the floor"]})
+    return registry, inbox
+
+
+def test_check_inbox_refuses_a_batch_built_on_a_refused_version_before_any_image_is_fetched(tmp_path, fake_model):
+    from wsseg.pipeline_io import oldest_batch
+
+    registry, inbox = _blocked_inbox(tmp_path, fake_model)
+    config = dump_config(tiny_config())
+    # batch-1 already has its version: the check lets the interrupted update finish it.
+    assert oldest_batch(inbox.uri, str(tmp_path / "registry"), config) == "batch-1"
+    inbox.mark_processed("batch-1", {"version": 2, "promoted": False})
+    for image in (tmp_path / "inbox" / "batch-2").glob("*.jpg"):
+        image.unlink()
+    with pytest.raises(DataError, match=r"batch-2/manifest.csv: the batch labels d but no image shows c.*"
+                                        r"gate refused version 2.*wsseg models promote 2"):
+        oldest_batch(inbox.uri, str(tmp_path / "registry"), config)
+
+
+def test_a_blocked_batch_fails_the_run_at_check_inbox(tmp_path, fake_model):
+    from wsseg.runner import run_incremental
+
+    registry, inbox = _blocked_inbox(tmp_path, fake_model)
+    inbox.mark_processed("batch-1", {"version": 2, "promoted": False})
+    with pytest.raises(RuntimeError, match="check-inbox"):
+        run_incremental(str(_data(tmp_path)["root"]), tmp_path / "run", tiny_config(), str(tmp_path / "registry"),
+                        inbox.uri)
+    # The run stopped there: open-run never made the run's store, the update never started.
+    assert not (tmp_path / "run" / "store").exists()
+    assert [record["version"] for record in registry.versions()] == [1, 2] and registry.current_number() == 1
 
 
 @pytest.mark.slow

@@ -50,14 +50,21 @@ class Inbox:
 
     def fetch(self, batch: str, folder: Path) -> Path:
         """Copy the batch into the local `folder`; returns its manifest's path there."""
+        manifest = self.fetch_manifest(batch, folder)
+        source = self.store.child(batch)
+        for key in source.list():
+            if key not in (PROCESSED_MARKER, manifest.name):
+                source.get_file(key, folder / key)
+        return manifest
+
+    def fetch_manifest(self, batch: str, folder: Path) -> Path:
+        """Copy the batch's manifest alone into the local `folder`; returns its path there."""
         source = self.store.child(batch)
         manifest = next((name for name in MANIFEST_NAMES if source.exists(name)), None)
         if manifest is None:
             raise WssegError(f"{source.uri} holds no {' or '.join(MANIFEST_NAMES)}; a batch is a folder of images "
                              "with a manifest of their image-level labels (see wsseg.inbox)")
-        for key in source.list():
-            if key != PROCESSED_MARKER:
-                source.get_file(key, folder / key)
+        source.get_file(manifest, folder / manifest)
         return folder / manifest
 
     def processed(self, batch: str) -> dict | None:

@@ -134,6 +134,23 @@ def publish_evaluation(evaluation, metrics, report, summary) -> None:
         Path(artifact.path).write_bytes(store.get_bytes(key))
 
 
+def oldest_batch(inbox_uri: str, registry_uri: str, config_yaml: str, s3_endpoint: str = "") -> str:
+    """check-inbox: the oldest inbox batch not processed yet, checked against the registry's current version
+    (`check_batch`), or "" when none waits."""
+    from wsseg.inbox import Inbox
+    from wsseg.registry import ModelRegistry
+    from wsseg.steps.incremental_update import check_batch
+
+    use_endpoint(s3_endpoint)
+    inbox = Inbox(open_store(inbox_uri))
+    batch = inbox.oldest_pending()
+    if batch:
+        config = load_config_text(config_yaml)
+        registry = ModelRegistry(open_store(registry_uri), config["registry"]["name"])
+        check_batch(registry, inbox, batch, ClassList(config["classes"]))
+    return batch or ""
+
+
 def run_incremental_update(data: str, run_store_uri: str, config_yaml: str, registry_uri: str, inbox_uri: str,
                            batch: str, output, metrics, summary, report, s3_endpoint: str = "") -> dict:
     """The incremental pipeline's update of one inbox batch (`wsseg.steps.incremental_update`) into the run's

@@ -70,6 +70,19 @@ def scan_manifest(path: Path, split: str, classes: ClassList) -> tuple[list[Samp
     return samples, problems
 
 
+def manifest_labels(path: Path, split: str, classes: ClassList) -> list[tuple[int, ...]]:
+    """Each `split` row's class indices, read without looking for its image: what a check needs before the images
+    are fetched. Raises `DataError` at the first unknown class name."""
+    labels = []
+    for row in read_manifest(path):
+        if row.split == split:
+            indices, unknown = class_indices(row.labels, classes)
+            if unknown:
+                raise DataError(row.where, unknown[0])
+            labels.append(indices)
+    return labels
+
+
 def write_manifest(samples: list[Sample], classes: ClassList, path: Path, split: str = DEFAULT_SPLIT) -> Path:
     """A CSV manifest of `samples` (absolute paths, labels by name) that `load_samples` reads back."""
     with path.open("w", newline="") as handle:

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING
 
 from wsseg.classes import ClassList
 from wsseg.config import dump_config
-from wsseg.data import Sample, load_samples
+from wsseg.data import load_samples
+from wsseg.data.manifest import manifest_labels
 from wsseg.errors import ConfigError, DataError
 from wsseg.forgetting_curve import (
     CURVE_PNG,
@@ -101,7 +102,8 @@ def _train_and_propose(data_root, registry: ModelRegistry, inbox: Inbox, batch: 
     parent_model = registry.fetch(current["version"], work.child("parent"))
     with tempfile.TemporaryDirectory(prefix="wsseg-batch-") as folder:
         manifest = inbox.fetch(batch, Path(folder))
-        step = step_classes(current["classes"], load_samples(manifest, "train", classes), classes, manifest,
+        samples = load_samples(manifest, "train", classes)
+        step = step_classes(current["classes"], [sample.labels for sample in samples], classes, manifest,
                             refused_versions(registry, current))
         step_config = wilson_config(config, parent_model.uri, step)
         work.put_bytes("config.yaml", dump_config(step_config).encode())
@@ -128,16 +130,31 @@ def _current_version(registry: ModelRegistry) -> dict:
                             ) from None
 
 
-def step_classes(parent_classes: list[str], samples: list[Sample], classes: ClassList, manifest: Path,
+def check_batch(registry: ModelRegistry, inbox: Inbox, batch: str, classes: ClassList) -> None:
+    """Refuse `batch` if its classes cannot grow the registry's current version (`step_classes`), reading its manifest
+    alone: check-inbox runs this before any GPU step starts, since a refused batch stays refused however often the
+    update is retried. A batch that has a version already is an interrupted update's, which the update finishes."""
+    if _version_of_batch(registry, inbox.batch_uri(batch)) is not None:
+        return
+    current = _current_version(registry)
+    with tempfile.TemporaryDirectory(prefix="wsseg-manifest-") as folder:
+        manifest = inbox.fetch_manifest(batch, Path(folder))
+        where = f"{inbox.batch_uri(batch)}/{manifest.name}"
+        labels = manifest_labels(manifest, "train", classes)
+    step_classes(current["classes"], labels, classes, where, refused_versions(registry, current))
+
+
+def step_classes(parent_classes: list[str], labels: list[tuple[int, ...]], classes: ClassList, manifest: Path | str,
                  refused: dict[str, int] | None = None) -> StepClasses:
-    """The step's classes: the parent's, then those the batch labels after them, which must come next in `classes`
-    (WILSON grows the decode head by the next output channels) and each show in some image (L_CLS learns a class
-    from the images labelled with it). `refused`: classes that a version the gate refused adds, and that version."""
+    """The step's classes: the parent's, then those the batch's images (their `labels`) label after them, which
+    must come next in `classes` (WILSON grows the decode head by the next output channels) and each show in some
+    image (L_CLS learns a class from the images labelled with it). `refused`: classes that a version the gate
+    refused adds, and that version."""
     if list(classes.names[:len(parent_classes)]) != list(parent_classes):
         raise ConfigError(f"the current version segments {parent_classes}, which are not the first classes of the "
                           f"config's `classes` {list(classes.names)}; list its classes first, in its order")
     num_old = len(parent_classes) - 1
-    labelled = {label for sample in samples for label in sample.labels}
+    labelled = {label for image_labels in labels for label in image_labels}
     new = sorted(label for label in labelled if label > num_old)
     if not new:
         raise DataError(manifest, f"no train image is labelled with a class the current version does not segment "
