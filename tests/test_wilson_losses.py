@@ -1,5 +1,6 @@
 """WILSON's localizer pooling, focal size penalty, pseudo label and the localizer's self-training targets and loss
-(Cermelli et al., CVPR'22; METHODS.md §2; WILSON's code) on hand-made maps, against their formulas."""
+(Cermelli et al., CVPR'22; METHODS.md §2; WILSON's code), and the old classes' image labels read from the old model,
+on hand-made maps, against their formulas."""
 from __future__ import annotations
 
 import math
@@ -8,10 +9,12 @@ import pytest
 import torch
 
 from wsseg.segmenter.wilson_losses import (
+    all_classes_image_loss,
     balanced_localizer_loss,
     confident_localizer_targets,
     focal_size_penalty,
     ngwp_scores,
+    old_model_image_labels,
     pseudo_labels,
 )
 
@@ -136,3 +139,35 @@ def test_balanced_loss_weighs_each_class_against_the_others_and_drops_images_mis
     maps.requires_grad_()
     balanced_localizer_loss(maps, targets, shown).backward()
     assert float(maps.grad[0, :, 0, 4].abs().max()) == 0.0 and float(maps.grad[1].abs().max()) == 0.0
+
+
+def test_old_classes_are_labelled_where_the_old_model_predicts_them_on_a_pixel_and_the_background_always():
+    # Classes: background, old 1, 2 and 3; one column per pixel. In the first image, pixel 1 is class 1's (its argmax,
+    # σ(3) > 0.5) though class 3 is above 0.5 there too; class 2 is pixel 2's argmax, but with σ(-0.5) < 0.5 the old
+    # model does not predict it. In the second image the old model predicts nothing, not even the background.
+    old_logits = torch.tensor([[[4.0, -2.0, -3.0],
+                                [-4.0, 3.0, -2.0],
+                                [-4.0, -3.0, -0.5],
+                                [-4.0, 2.0, -1.0]],
+                               [[-1.0, -1.0, -1.0],
+                                [-3.0, -3.0, -3.0],
+                                [-2.0, -0.2, -2.0],
+                                [-3.0, -3.0, -3.0]]]).view(2, 4, 1, 3)
+    expected = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(old_model_image_labels(old_logits), expected)
+
+
+def test_all_classes_image_loss_weighs_each_class_as_wilsons_weighs_a_new_one():
+    scores = torch.tensor([[2.0, -1.0, 0.5, 1.5], [-0.5, 1.0, -2.0, 0.0]])
+    old_labels = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    new_labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+
+    def bce(score: float, label: float) -> float:
+        probability = 1 / (1 + math.exp(-score))
+        return -math.log(probability if label else 1 - probability)
+
+    labels = torch.cat([old_labels, new_labels], 1)
+    per_image = [sum(bce(float(scores[b, c]), float(labels[b, c])) for c in range(4)) for b in range(2)]
+    # Two new classes: each image's sum over the four classes halved, then the mean over the two images.
+    expected = sum(per_image) / 2 / 2
+    assert float(all_classes_image_loss(scores, old_labels, new_labels)) == pytest.approx(expected, rel=1e-6)

@@ -1,6 +1,7 @@
 """WILSON's formulas on tensors (Cermelli et al., CVPR'22; METHODS.md §2), apart from the modules that use them
 (`wsseg.segmenter.wilson`): the localizer's image scores (nGWP pooling and the focal size penalty), the decode
-head's pseudo label, and the localizer's self-training targets and loss of WILSON's code."""
+head's pseudo label, the localizer's self-training targets and loss of WILSON's code, and the image labels of the
+old classes read from the old model."""
 from __future__ import annotations
 
 import torch
@@ -12,6 +13,8 @@ import torch.nn.functional as F
 CONFIDENT_SHARE = 0.6
 CONFIDENT_BACKGROUND_SHARE = 0.7
 CONFIDENT_FLOOR = 0.2
+# The old model was trained with a BCE per class, so σ > 0.5 is its own decision that a pixel shows the class.
+OLD_MODEL_DECISION = 0.5
 
 
 def ngwp_scores(maps: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -86,3 +89,27 @@ def balanced_localizer_loss(maps: torch.Tensor, targets: torch.Tensor, shown: to
     cross_entropy = -(targets * maps.log_softmax(1)).sum(1)
     complete = ((counts > 0) == shown.bool()).all(-1)
     return (complete * (pixel_weights * cross_entropy).flatten(1).mean(-1)).mean()
+
+
+def old_model_image_labels(old_logits: torch.Tensor) -> torch.Tensor:
+    """(B, C_old): the image labels of the background and the old classes, which a step's images do not carry, read
+    from the old model's scores (B, C_old, H, W): the background always (Araslanov & Roth, CVPR'20, whose nGWP the
+    localizer pools with, count it present in every image), an old class where it is the old model's prediction on
+    at least one pixel, its argmax with σ above 0.5. A single pixel suffices: a count or share of pixels would be
+    a threshold fitted to one dataset's object sizes, while argmax and σ > 0.5 are the old model's own decision."""
+    peaks = old_logits.amax(1, keepdim=True)
+    predicted = (old_logits == peaks) & (peaks.sigmoid() > OLD_MODEL_DECISION)
+    labels = predicted.flatten(2).any(-1).to(old_logits)
+    labels[:, 0] = 1
+    return labels
+
+
+def all_classes_image_loss(scores: torch.Tensor, old_labels: torch.Tensor, new_labels: torch.Tensor) -> torch.Tensor:
+    """L_CLS over every class: BCE of the image scores (B, C) against the old classes' labels (B, C_old,
+    `old_model_image_labels`) and the new ones' (B, C - C_old), summed over classes, divided by the number of new
+    classes and averaged over images, so that each class weighs what a new class weighs in WILSON's L_CLS. With
+    labels for the background and the old classes, a new class that claims every pixel is penalised for taking
+    theirs, which WILSON's L_CLS cannot do when every image of a batch shows the new class."""
+    labels = torch.cat([old_labels, new_labels], 1)
+    per_class = F.binary_cross_entropy_with_logits(scores, labels, reduction="none")
+    return per_class.sum(1).mean() / new_labels.shape[1]
