@@ -229,6 +229,32 @@ def test_localization_prior_vanishes_where_the_localizer_matches_the_old_model(w
     assert float(maps.grad.abs().max()) < 1e-7
 
 
+@pytest.mark.parametrize("old_model_image_labels", [True, False])
+def test_old_model_image_labels_make_a_new_class_that_claims_every_pixel_lose_l_cls(old_segmenter,
+                                                                                    old_model_image_labels):
+    # 15-1's failure: every image of a batch shows new class 3, so WILSON's L_CLS is lowest where class 3 claims
+    # every pixel. Here the old model predicts class 1 on the left half and the background on the right one.
+    model = build_segmentor(wilson_settings(old_segmenter, old_model_image_labels=old_model_image_labels),
+                            ClassList(CLASSES.names[:4]))
+    old_logits = torch.full((1, 3, 4, 4), -4.0)
+    old_logits[0, 1, :, :2] = 4.0
+    old_logits[0, 0, :, 2:] = 4.0
+    greedy = torch.zeros(1, 4, 4, 4)
+    greedy[0, 3] = 10.0
+    sharing = torch.zeros(1, 4, 4, 4)
+    sharing[0, 1, :, :2] = 10.0
+    sharing[0, 3, :, 2:] = 10.0
+    labels = torch.tensor([[1.0]])
+
+    def classification_loss(maps: torch.Tensor) -> float:
+        return float(model.localizer.loss_by_maps(maps, labels, old_logits)["loss_cls"])
+
+    if old_model_image_labels:
+        assert classification_loss(greedy) > classification_loss(sharing) + 1.0
+    else:
+        assert classification_loss(greedy) <= classification_loss(sharing)
+
+
 def test_localization_prior_changes_the_localizer_gradient_and_pseudo_labels_do_not_train_it(wilson_segmentor):
     inputs, samples = batch([(3,), (1, 3)])
 
@@ -295,6 +321,11 @@ def test_settings_that_do_not_fit_the_old_model_are_refused_by_name(old_segmente
         build_segmentor(wilson_settings(old_segmenter, lr_factor=0), ClassList(CLASSES.names[:4]))
     with pytest.raises(ConfigError, match="segmenter.wilson.localizer_self_training is 'yes'; set true .* or false"):
         build_segmentor(wilson_settings(old_segmenter, localizer_self_training="yes"), ClassList(CLASSES.names[:4]))
+    with pytest.raises(ConfigError, match="segmenter.wilson.old_model_image_labels is 1; set true .* or false"):
+        build_segmentor(wilson_settings(old_segmenter, old_model_image_labels=1), ClassList(CLASSES.names[:4]))
+    with pytest.raises(ConfigError, match="segmenter.wilson.old_model_image_labels reads .* old_model_prior: false"):
+        build_segmentor(wilson_settings(old_segmenter, old_model_image_labels=True, old_model_prior=False),
+                        ClassList(CLASSES.names[:4]))
 
 
 def test_a_step_learns_at_a_share_of_the_presets_learning_rate(old_segmenter):

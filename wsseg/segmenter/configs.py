@@ -73,11 +73,14 @@ CLASSMIX_MODULES = ["wsseg.segmenter.classmix", "wsseg.segmenter.sampler"]
 # before L_SEG counts (--pseudo_ep 5 of 40 epochs). These four are in WILSON's code, not in METHODS.md.
 # localizer_self_training: from pseudo_label_start on, the localizer also learns from its own maps, refined by PAMR
 # and kept where confident, as WILSON's code does after its pseudo-label epoch; off, since the defaults above were
-# measured without it.
+# measured without it. old_model_image_labels: L_CLS over every class, the background present in every image and an
+# old class where the old model predicts it, so that a new class shown by every image of a batch cannot win L_CLS by
+# claiming every pixel; off, WILSON's L_CLS covers the new classes alone.
 WILSON_DEFAULTS = dict(old_checkpoint=None, old_classes=None, new_classes=None, protocol="disjoint", alpha=0.5,
                        cls_weight=1.0, loc_weight=1.0, epsilon=1.0, focal_gamma=3.0, focal_lambda=0.01,
                        old_model_prior=True, lr_factor=0.1, head_lr_mult=10.0, encoder_distillation=1.0,
-                       pseudo_label_start=0.125, localizer_self_training=False)
+                       pseudo_label_start=0.125, localizer_self_training=False,
+                       old_model_image_labels=False)
 MODE_SEGMENTORS = {"sec": ("SECSegmentor", "SEC's losses", [SEC_MODULE]),
                    "classmix": ("ClassMixSegmentor", "ClassMix's mean teacher", CLASSMIX_MODULES),
                    "wilson": ("WILSONSegmentor", "WILSON's localizer", ["wsseg.segmenter.wilson"])}

@@ -16,7 +16,10 @@ maps keep only the background and the image's labelled new classes before they m
 pixels are never labelled with a class it does not show), and new classes start from the background's classifier
 with MiB's balanced bias (`grow_classifier`). With `localizer_self_training`, the localizer also learns, from the
 pseudo-label start on, from its own maps refined by PAMR (`wsseg.segmenter.pamr`) where they are confident, as that
-code does.
+code does. With `old_model_image_labels`, L_CLS covers every class, not only the new ones: the background is
+present in every image and an old class where the old model predicts it (`old_model_image_labels`), so that a new
+class has competitors to its pixels even when every image of a batch shows it (15-1), and the old classes have
+images without them.
 
 With `old_model_prior` false, a step is the fine-tuning baseline of WILSON's tables (the forgetting lower bound): it
 starts from the old model as always, but the localizer learns from L_CLS alone and the pseudo label is the
@@ -48,10 +51,12 @@ from wsseg.segmenter.inference import CHECKPOINT, MMSEG_CONFIG
 from wsseg.segmenter.models import _with_norm
 from wsseg.segmenter.pamr import refine_with_pamr
 from wsseg.segmenter.wilson_losses import (
+    all_classes_image_loss,
     balanced_localizer_loss,
     confident_localizer_targets,
     focal_size_penalty,
     ngwp_scores,
+    old_model_image_labels,
     pseudo_labels,
     shown_classes,
 )
@@ -82,11 +87,13 @@ def grow_classifier(new: nn.Conv2d, old: nn.Conv2d) -> None:
 class WILSONLocalizerHead(BaseDecodeHead):
     """WILSON's localizer: scores z for background, old and new classes from the encoder's last stage, and its two
     losses. epsilon: nGWP's ε; focal_gamma, focal_lambda: the focal size penalty's γ and λ; cls_weight,
-    loc_weight: the weights of L_CLS and L_LOC."""
+    loc_weight: the weights of L_CLS and L_LOC; old_model_image_labels: L_CLS over every class, with the background
+    and old classes' labels read from the old model."""
 
     def __init__(self, epsilon: float, focal_gamma: float, focal_lambda: float, cls_weight: float,
-                 loc_weight: float, **kwargs):
+                 loc_weight: float, old_model_image_labels: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.old_model_image_labels = old_model_image_labels
         self.convs = nn.Sequential(*(
             ConvModule(channels, self.channels, 3, padding=1, norm_cfg=self.norm_cfg, act_cfg=LOCALIZER_ACTIVATION)
             for channels in (self.in_channels, self.channels)))
@@ -103,13 +110,18 @@ class WILSONLocalizerHead(BaseDecodeHead):
 
     def loss_by_maps(self, maps: torch.Tensor, new_labels: torch.Tensor, old_logits: torch.Tensor | None) -> dict:
         """L_CLS: BCE of the pooled scores of the new classes against the image labels, averaged over classes and
-        images (the old classes have no labels here). L_LOC: BCE of σ(z) of the background and old classes against
-        the old model's σ scores, averaged over pixels and classes: sigmoids, since a pixel's classes are judged
-        independently; none when old_logits is None (fine-tuning). maps (B, C, H, W) and old_logits
-        (B, C_old, H, W) on one grid; new_labels (B, C - C_old)."""
+        images (the old classes have no labels here); with `old_model_image_labels`, of every class's
+        (`all_classes_image_loss`), the background's and old classes' labels read from old_logits. L_LOC: BCE of
+        σ(z) of the background and old classes against the old model's σ scores, averaged over pixels and classes:
+        sigmoids, since a pixel's classes are judged independently; none when old_logits is None (fine-tuning).
+        maps (B, C, H, W) and old_logits (B, C_old, H, W) on one grid; new_labels (B, C - C_old)."""
         old_count = maps.shape[1] - new_labels.shape[1]
-        scores = self.image_scores(maps)[:, old_count:]
-        losses = dict(loss_cls=self.weights["cls"] * F.binary_cross_entropy_with_logits(scores, new_labels))
+        scores = self.image_scores(maps)
+        if self.old_model_image_labels:
+            classification = all_classes_image_loss(scores, old_model_image_labels(old_logits), new_labels)
+        else:
+            classification = F.binary_cross_entropy_with_logits(scores[:, old_count:], new_labels)
+        losses = dict(loss_cls=self.weights["cls"] * classification)
         if old_logits is not None:
             localization = F.binary_cross_entropy_with_logits(maps[:, :old_count], old_logits.sigmoid())
             losses["loss_loc"] = self.weights["loc"] * localization
@@ -279,7 +291,8 @@ def localizer_config(decode_head: dict, wilson: dict) -> dict:
                 num_classes=decode_head["num_classes"], dropout_ratio=0.0, norm_cfg=decode_head["norm_cfg"],
                 align_corners=decode_head["align_corners"],
                 epsilon=wilson["epsilon"], focal_gamma=wilson["focal_gamma"], focal_lambda=wilson["focal_lambda"],
-                cls_weight=wilson["cls_weight"], loc_weight=wilson["loc_weight"])
+                cls_weight=wilson["cls_weight"], loc_weight=wilson["loc_weight"],
+                old_model_image_labels=wilson["old_model_image_labels"])
 
 
 def seen_classes(classes: ClassList, wilson: dict) -> ClassList:
@@ -348,3 +361,10 @@ def _check_settings(wilson: dict, old_model_classes: int, num_classes: int) -> N
         raise ConfigError(f"segmenter.wilson.localizer_self_training is {wilson['localizer_self_training']!r}; set "
                           "true (the localizer also learns from its own PAMR-refined maps, as WILSON's code does) or "
                           "false")
+    if not isinstance(wilson["old_model_image_labels"], bool):
+        raise ConfigError(f"segmenter.wilson.old_model_image_labels is {wilson['old_model_image_labels']!r}; set true "
+                          "(L_CLS over every class, the old ones labelled by the old model) or false (WILSON's, over "
+                          "the new classes)")
+    if wilson["old_model_image_labels"] and not wilson["old_model_prior"]:
+        raise ConfigError("segmenter.wilson.old_model_image_labels reads the old classes' labels from the old model's "
+                          "scores, which old_model_prior: false leaves out; set one of them false")
