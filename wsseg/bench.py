@@ -1,4 +1,5 @@
-"""`make bench`: images/s of CAM mining, dense CRF, segmentation training and inference, as JSON.
+"""`make bench`: images/s of CAM mining, dense CRF, segmentation training and inference, and of the semi
+pipeline's labelled draw on a COCO-sized split, as JSON.
 
 Runs the real steps on a synthetic set on whatever device is here (the `gpu` preset where CUDA is, else
 `cpu`). The classifier trains for one epoch only: its weights do not change the speed of mining.
@@ -15,6 +16,7 @@ import json
 import multiprocessing
 import os
 import platform
+import random
 import shutil
 import tempfile
 import time
@@ -35,6 +37,7 @@ from wsseg.metrics import ConfusionMatrix
 from wsseg.pass_levels import choose_levels
 from wsseg.refinement import Refinement, refine_image
 from wsseg.segmenter.inference import load_segmenter, predict
+from wsseg.semi import labelled_ids
 from wsseg.steps.mine_cams import mine_cams
 from wsseg.steps.refine import THRESHOLDS, available_cpus, refine_with_crf
 from wsseg.steps.train_classifier import train_classifier
@@ -68,6 +71,7 @@ def run_bench(images: int, size: int, preset: str, segmenter_iterations: int, vo
                                           "iterations": training["iterations"],
                                           "seconds": training["training_time_s"]}
         steps["segmentation_inference"] = _inference_rate(data, store.child("segmenter"), classes)
+        steps["labelled_draw"] = _labelled_draw_rate()
         voc = _voc_sized_copy(make_synthetic_voc(Path(work, "figures"), train=voc_images, val=0, seed=1,
                                                  style="figures"), Path(work, "voc"))
         side_by_side = {
@@ -171,6 +175,13 @@ def _choose_levels(data: Path, cams, masks, config: dict, classes: ClassList) ->
     samples = load_samples(data, "train", classes)
     levels = choose_levels(samples, samples, cams, config, len(classes))
     masks.put_bytes(THRESHOLDS, json.dumps(levels.to_json()).encode())
+
+
+def _labelled_draw_rate(images: int = 118_000) -> dict:
+    """`semi.draw: balanced` drawing 1/8 of a COCO-sized train split (80 classes, one to three per image)."""
+    rng = random.Random(0)
+    image_labels = {f"{index:06d}": tuple(rng.sample(range(1, 81), rng.randint(1, 3))) for index in range(images)}
+    return _timed(images, lambda: labelled_ids("1/8", image_labels, seed=0))
 
 
 def _timed(images: int, step) -> dict:

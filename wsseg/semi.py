@@ -31,7 +31,7 @@ continued branch from the initial weights; the continued branch is then a second
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -94,21 +94,27 @@ def labelled_ids(labelled, image_labels: dict[str, tuple[int, ...]], seed: int, 
 def _balanced_draw(shuffled: list[str], image_labels: dict[str, tuple[int, ...]], count: int) -> list[str]:
     """`count` images of `shuffled`, each the first left that shows one of the classes shown least so far among
     those still on offer; images without labels come last, in the shuffle's order. The picks do not depend on
-    `count`, so a larger subset holds a smaller one."""
-    shown = Counter()
-    left = list(shuffled)
-    chosen = []
+    `count`, so a larger subset holds a smaller one. Each class keeps its images' positions in a queue, so a pick
+    looks at one queue head per class, not at every image left (COCO's 118k images, 1/8 of them)."""
+    queues: dict[int, deque[int]] = {}
+    for position, image_id in enumerate(shuffled):
+        for label in image_labels[image_id]:
+            queues.setdefault(label, deque()).append(position)
+    taken, shown, chosen = set(), Counter(), []
     while len(chosen) < count:
-        on_offer = {label for image_id in left for label in image_labels[image_id]}
+        for queue in queues.values():
+            while queue and queue[0] in taken:
+                queue.popleft()
+        on_offer = [label for label, queue in queues.items() if queue]
         if not on_offer:
-            return chosen + left[:count - len(chosen)]
+            break
         fewest = min(shown[label] for label in on_offer)
-        least_shown = {label for label in on_offer if shown[label] == fewest}
-        pick = next(image_id for image_id in left if least_shown.intersection(image_labels[image_id]))
-        left.remove(pick)
-        chosen.append(pick)
-        shown.update(image_labels[pick])
-    return chosen
+        position = min(queues[label][0] for label in on_offer if shown[label] == fewest)
+        taken.add(position)
+        chosen.append(shuffled[position])
+        shown.update(image_labels[shuffled[position]])
+    unlabelled = [image_id for position, image_id in enumerate(shuffled) if position not in taken]
+    return chosen + unlabelled[:count - len(chosen)]
 
 
 def labelled_count(labelled, total: int) -> int:
