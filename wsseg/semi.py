@@ -107,14 +107,14 @@ def _balanced_draw(shuffled: list[str], image_labels: dict[str, tuple[int, ...]]
                 queue.popleft()
         on_offer = [label for label, queue in queues.items() if queue]
         if not on_offer:
-            break
+            unlabelled = [image_id for position, image_id in enumerate(shuffled) if position not in taken]
+            return chosen + unlabelled[:count - len(chosen)]
         fewest = min(shown[label] for label in on_offer)
         position = min(queues[label][0] for label in on_offer if shown[label] == fewest)
         taken.add(position)
         chosen.append(shuffled[position])
         shown.update(image_labels[shuffled[position]])
-    unlabelled = [image_id for position, image_id in enumerate(shuffled) if position not in taken]
-    return chosen + unlabelled[:count - len(chosen)]
+    return chosen
 
 
 def labelled_count(labelled, total: int) -> int:
