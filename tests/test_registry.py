@@ -135,7 +135,8 @@ def test_names_are_separate_registries(registry_store, fake_model):
 def local_registry(tmp_path, fake_model):
     """A local registry of two versions: 1 (current) and 2, which adds a class and was kept by the gate."""
     registry = ModelRegistry(open_store(tmp_path / "registry"), "segmenter")
-    register(registry, fake_model(), all_miou=61.25, new_miou=61.25)
+    # As step 0 is registered: the background alone is "old" to it, its foreground "new".
+    register(registry, fake_model(), all_miou=61.25, old_miou=99.18, new_miou=23.32)
     registry.promote(1, "first")
     registry.register(fake_model(), classes=STEP1, parent=1, data="s3://data/step1", config="step 1",
                       source="nightly", metrics={"all_miou": 55.0, "old_miou": 50.5, "new_miou": 40.0},
@@ -149,9 +150,11 @@ def models(registry, *arguments) -> list[str]:
 
 def test_models_list_prints_a_row_per_version_and_marks_the_current_one(local_registry, capsys):
     assert main(models(local_registry, "list")) == 0
-    header, first, second = capsys.readouterr().out.splitlines()
+    header, first, second, _, note = capsys.readouterr().out.splitlines()
     assert header.split()[:7] == ["version", "parent", "classes", "all", "mIoU", "old", "mIoU"]
-    assert first.split()[:7] == ["*", "1", "-", "2", "61.25", "-", "61.25"]
+    # Step 0's classes are all old to the next step, and none is new to it: the forgetting curve's convention.
+    assert first.split()[:7] == ["*", "1", "-", "2", "61.25", "61.25", "-"]
+    assert note.startswith("Step 0 has no parent")
     assert second.split()[:7] == ["2", "1", "3", "55.00", "50.50", "40.00", "fail"]
     assert second.split()[-1] == "nightly"
 

@@ -52,13 +52,21 @@ def forgetting_curve(registry: ModelRegistry, version: int | None = None) -> lis
     """The steps from the lineage's first version to `version` (the newest when None, promoted or not), along
     parent links."""
     records = lineage(registry, _newest(registry) if version is None else version)
-    steps = [_step_zero(records[0])]
+    steps = [CurveStep(0, records[0]["version"], records[0]["classes"][1:], *step_figures(records[0]),
+                       _gate(records[0]))]
     for number, (parent, record) in enumerate(pairwise(records), start=1):
-        metrics = record["metrics"]
         steps.append(CurveStep(number, record["version"], record["classes"][len(parent["classes"]):],
-                               metrics.get("old_miou"), metrics.get("new_miou"), metrics.get("all_miou"),
-                               _gate(record)))
+                               *step_figures(record), _gate(record)))
     return steps
+
+
+def step_figures(record: dict) -> tuple[float | None, float | None, float | None]:
+    """A version's old-, new- and all-class mIoU as a step of its lineage; step 0's old-class figure is its all-class
+    mIoU, and it has no new-class figure (see the module's docstring)."""
+    metrics = record["metrics"]
+    if record["parent"] is None:
+        return metrics.get("all_miou"), None, metrics.get("all_miou")
+    return metrics.get("old_miou"), metrics.get("new_miou"), metrics.get("all_miou")
 
 
 def lineage(registry: ModelRegistry, version: int) -> list[dict]:
@@ -113,11 +121,6 @@ def _newest(registry: ModelRegistry) -> int:
         raise EmptyRegistry(f"{registry.uri} holds no versions yet, so it has no forgetting curve; a pipeline's "
                             "register step or `wsseg models register` adds the first one")
     return versions[-1]["version"]
-
-
-def _step_zero(record: dict) -> CurveStep:
-    everything = record["metrics"].get("all_miou")
-    return CurveStep(0, record["version"], record["classes"][1:], everything, None, everything, _gate(record))
 
 
 def _gate(record: dict) -> str:

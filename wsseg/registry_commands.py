@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from wsseg.forgetting_curve import STEP_ZERO_NOTE, step_figures
 from wsseg.registry import ModelRegistry, default_config
 from wsseg.report import figure_cell
 from wsseg.store import open_store
@@ -72,7 +73,8 @@ def _list(args) -> int:
     registry = _open(args)
     current = registry.current_number()
     rows = [_row(record, record["version"] == current) for record in registry.versions()]
-    print(format_table(TABLE_COLUMNS, rows) if rows else f"{registry.uri} holds no versions yet")
+    print(format_table(TABLE_COLUMNS, rows) + "\n\n" + STEP_ZERO_NOTE if rows else
+          f"{registry.uri} holds no versions yet")
     return 0
 
 
@@ -135,13 +137,13 @@ def _print_pointer(pointer: dict) -> None:
 
 
 def _row(record: dict, is_current: bool) -> list[str]:
-    metrics = record["metrics"]
+    old, new, everything = step_figures(record)
     decision = record.get("promotion")
     gate = "-" if decision is None else ("pass" if decision["promoted"] else "fail")
     parent = record["parent"]
     return ["*" if is_current else "", str(record["version"]), "-" if parent is None else str(parent),
             str(len(record["classes"])),
-            *(figure_cell(metrics.get(key)) for key in ("all_miou", "old_miou", "new_miou")),
+            *(figure_cell(figure) for figure in (everything, old, new)),
             gate, record["created"], record["source"]]
 
 
