@@ -17,6 +17,7 @@ from wsseg.config import default_config
 from wsseg.data import load_samples
 from wsseg.errors import ConfigError
 from wsseg.segmenter.classmix import (
+    DistributionAlignment,
     classmix_masks,
     colour_jitter,
     confidence_weights,
@@ -180,6 +181,50 @@ def test_classmix_loss_is_weighted_by_the_confident_share_and_the_ramp(classes):
     nothing.update_teacher()
     assert classmix_loss(nothing, 100)["loss_classmix"] == 0
     hub.update_info("iter", 0)
+
+
+def test_distribution_alignment_lifts_a_class_the_teacher_predicts_less_often_than_the_labels_show():
+    alignment = DistributionAlignment(3, window=4)
+    labels = torch.tensor([[0, 1, 2, 2], [2, 2, 2, 2], [0, 1, IGNORE_INDEX, IGNORE_INDEX]])
+    alignment.observe_labels(labels)  # of the 10 labelled pixels: 2, 2 and 6
+    torch.testing.assert_close(alignment.labelled, torch.tensor([0.2, 0.2, 0.6]))
+    # The teacher puts class 2 second at most, on half of the pixels; the invalid pixel counts for nothing.
+    first, second, skipped = [0.8, 0.1, 0.1], [0.1, 0.5, 0.4], [0.0, 0.0, 1.0]
+    probabilities = torch.tensor([first, second, first, second, skipped]).T.reshape(1, 3, 1, 5)
+    valid = torch.tensor([[[True, True, True, True, False]]])
+    aligned = alignment.align(probabilities, valid)
+    torch.testing.assert_close(alignment.predicted, torch.tensor([0.45, 0.3, 0.25]))
+    torch.testing.assert_close(aligned.sum(1), torch.ones(1, 1, 5))
+    assert probabilities.argmax(1).tolist() == [[[0, 1, 0, 1, 2]]]
+    assert aligned.argmax(1).tolist() == [[[0, 2, 0, 2, 2]]]
+    # A plain mean while the window fills, then each batch weighs 1/window.
+    alignment.observe_labels(torch.zeros(4, dtype=torch.long))
+    torch.testing.assert_close(alignment.labelled, torch.tensor([0.6, 0.1, 0.3]))
+    for _ in range(3):
+        alignment.observe_labels(torch.zeros(4, dtype=torch.long))
+    before = alignment.labelled.clone()
+    alignment.observe_labels(torch.ones(4, dtype=torch.long))
+    torch.testing.assert_close(alignment.labelled, 0.75 * before + 0.25 * torch.tensor([0.0, 1.0, 0.0]))
+
+
+def test_aligned_classmix_learns_the_labelled_distribution_and_labels_with_it(classes):
+    aligned = build_segmentor(classes, distribution_alignment=True)
+    plain = build_segmentor(classes)
+    plain.load_state_dict(aligned.state_dict(), strict=False)
+    for model in (aligned, plain):
+        model.update_teacher()
+        model.loss(*batch(labelled=2, unlabelled=2))
+    square = 12 * 12 / SIDE ** 2  # the labelled masks: a square of class 5 on the background
+    expected = torch.zeros(len(classes))
+    expected[0], expected[5] = 1 - square, square
+    torch.testing.assert_close(aligned.alignment.labelled, expected)
+    assert plain.alignment is None and "alignment.predicted" in aligned.state_dict()
+    inputs, samples = batch(labelled=0, unlabelled=2, seed=3)
+    valid = torch.ones(2, SIDE, SIDE, dtype=torch.bool)
+    aligned_labels = aligned.teacher_predictions(inputs, valid)[1]
+    plain_labels = plain.teacher_predictions(inputs, valid)[1]
+    assert set(aligned_labels.unique().tolist()) <= {0, 5}
+    assert not torch.equal(aligned_labels, plain_labels)
 
 
 def test_sampler_fills_each_batch_with_labelled_then_unlabelled_samples():

@@ -8,6 +8,9 @@ unlabelled image A is paired with the next one in the batch, B: the teacher labe
 whose label is one of a random half of the classes in A's labelling are pasted onto B, image and labels alike, and
 the student learns the mixed labels on the mixed image after colour jitter and Gaussian blur. Its cross-entropy
 counts as much as the share of the mixed pixels the teacher labelled with confidence above τ, ramped up from 0.
+`distribution_alignment` (not in ClassMix) rescales the teacher's probabilities before it labels, as ReMixMatch
+(Berthelot et al., ICLR'20) does: by the labelled pixels' class distribution over the running mean of its own
+predictions on the unlabelled images, so that a class the teacher rarely predicts is not erased by its own labels.
 Prediction is the student's (EncoderDecoder's own); the checkpoint holds the teacher too.
 """
 from __future__ import annotations
@@ -29,6 +32,8 @@ from wsseg.classes import IGNORE_INDEX
 RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 # Luma weights (ITU-R BT.601) for saturation and contrast.
 LUMA = RGB_TO_YIQ[0]
+# ReMixMatch's distribution alignment averages the model's predictions over its last 128 batches.
+ALIGNMENT_WINDOW = 128
 
 
 def sigmoid_rampup(iteration: int, rampup_iterations: int) -> float:
@@ -99,18 +104,58 @@ def gaussian_blur(image: torch.Tensor, settings: dict, generator: torch.Generato
     return image
 
 
+class DistributionAlignment(nn.Module):
+    """ReMixMatch's distribution alignment: p ↦ normalise(p · p(y) / p̃), with p(y) the labelled pixels' class
+    distribution and p̃ the mean of the teacher's probabilities on the unlabelled pixels, each a running mean over
+    ReMixMatch's window of batches (a plain mean until the window fills, so that the uniform start is forgotten).
+    Both are buffers: a resumed training keeps them."""
+
+    def __init__(self, num_classes: int, window: int = ALIGNMENT_WINDOW):
+        super().__init__()
+        self.window = window
+        self.register_buffer("labelled", torch.full((num_classes,), 1 / num_classes))
+        self.register_buffer("predicted", torch.full((num_classes,), 1 / num_classes))
+        self.register_buffer("labelled_batches", torch.zeros((), dtype=torch.long))
+        self.register_buffer("predicted_batches", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def observe_labels(self, labels: torch.Tensor) -> None:
+        """Fold the class distribution of `labels` (any shape; IGNORE_INDEX skipped) into p(y)."""
+        labels = labels[labels != IGNORE_INDEX]
+        if labels.numel():
+            counts = torch.bincount(labels.flatten(), minlength=len(self.labelled))[:len(self.labelled)]
+            self._fold(self.labelled, self.labelled_batches, counts.float() / counts.sum())
+
+    @torch.no_grad()
+    def align(self, probabilities: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """`probabilities` (N, C, H, W) rescaled and renormalised per pixel, after folding their mean over the
+        `valid` pixels (N, H, W) into p̃."""
+        if valid.any():
+            self._fold(self.predicted, self.predicted_batches, probabilities.permute(0, 2, 3, 1)[valid].mean(0))
+        aligned = probabilities * (self.labelled / self.predicted.clamp(min=1e-6)).view(1, -1, 1, 1)
+        return aligned / aligned.sum(1, keepdim=True).clamp(min=1e-12)
+
+    def _fold(self, running: torch.Tensor, batches: torch.Tensor, batch_mean: torch.Tensor) -> None:
+        batches += 1
+        share = max(1 / int(batches), 1 / self.window)
+        running.mul_(1 - share).add_(batch_mean.to(running), alpha=share)
+
+
 @MODELS.register_module()
 class ClassMixSegmentor(EncoderDecoder):
     """EncoderDecoder trained on a labelled batch and on ClassMix's mixes of an unlabelled one.
 
     ema_momentum: α, the teacher's share of itself in each update (0.99); confidence: τ; rampup_iterations:
     iterations of the sigmoid ramp-up; unsupervised_weight: λ; color_jitter, blur: the mixed images' augmentation
-    (`colour_jitter`, `gaussian_blur` settings).
+    (`colour_jitter`, `gaussian_blur` settings); distribution_alignment: align the teacher's probabilities
+    (`DistributionAlignment`) before it labels.
     """
 
     def __init__(self, ema_momentum: float, confidence: float, rampup_iterations: int,
-                 unsupervised_weight: float, color_jitter: dict, blur: dict, **kwargs):
+                 unsupervised_weight: float, color_jitter: dict, blur: dict, distribution_alignment: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.alignment = DistributionAlignment(self.decode_head.num_classes) if distribution_alignment else None
         # mmengine's momentum is the student's share of each update: 1 - α. Its copy gets no gradient.
         self.teacher = ExponentialMovingAverage(self._student(), momentum=1 - ema_momentum)
         self.confidence = confidence
@@ -136,14 +181,17 @@ class ClassMixSegmentor(EncoderDecoder):
         self.update_teacher()
         labelled = [index for index, sample in enumerate(data_samples) if "gt_sem_seg" in sample]
         unlabelled = [index for index, sample in enumerate(data_samples) if "gt_sem_seg" not in sample]
-        losses = super().loss(inputs[labelled], [data_samples[index] for index in labelled])
+        labelled_samples = [data_samples[index] for index in labelled]
+        if self.alignment is not None:
+            self.alignment.observe_labels(torch.stack([sample.gt_sem_seg.data for sample in labelled_samples]))
+        losses = super().loss(inputs[labelled], labelled_samples)
         losses.update(self.classmix_loss(inputs[unlabelled], [data_samples[index] for index in unlabelled]))
         return losses
 
     def classmix_loss(self, inputs: torch.Tensor, data_samples: list) -> dict:
         """λ · ramp · mean over mixed images of (their confident share × their cross-entropy on the mixed labels)."""
-        confidence, labels = self.teacher_predictions(inputs)
         valid = _unpadded(data_samples, inputs.shape[-2:], inputs.device)
+        confidence, labels = self.teacher_predictions(inputs, valid)
         labels = labels.masked_fill(~valid, IGNORE_INDEX)
         images, targets, confidence = mix_pairs(classmix_masks(labels), inputs, labels, confidence)
         share = confidence_weights(confidence, targets != IGNORE_INDEX, self.confidence)
@@ -154,15 +202,19 @@ class ClassMixSegmentor(EncoderDecoder):
                     classmix_rampup=torch.tensor(ramp, device=inputs.device))
 
     @torch.no_grad()
-    def teacher_predictions(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(confidence, labels), each (N, H, W): the teacher's top softmax probability and its class."""
+    def teacher_predictions(self, inputs: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(confidence, labels), each (N, H, W): the teacher's top softmax probability and its class, aligned
+        where `distribution_alignment` is on, from the statistics of the `valid` pixels (N, H, W)."""
         teacher = self.teacher.module
         features = teacher["backbone"](inputs)
         if "neck" in teacher:
             features = teacher["neck"](features)
         logits = resize(teacher["decode_head"](features), inputs.shape[-2:], mode="bilinear",
                         align_corners=self.align_corners)
-        return logits.float().softmax(1).max(1)
+        probabilities = logits.float().softmax(1)
+        if self.alignment is not None:
+            probabilities = self.alignment.align(probabilities, valid)
+        return probabilities.max(1)
 
     def strong_augment(self, images: torch.Tensor) -> torch.Tensor:
         """Colour jitter and Gaussian blur on each normalised image, in RGB pixels in [0, 1]."""

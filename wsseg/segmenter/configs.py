@@ -56,7 +56,8 @@ SEC_DEFAULTS = dict(decay_present=0.996, decay_absent=0.0, decay_background=0.99
 SEC_MODULE = "wsseg.segmenter.sec"
 # ClassMix (Olsson et al., WACV'21, sec. 4.1 and their code): teacher EMA α 0.99, confidence τ 0.968, λ 1, the
 # mixed images jittered (strength 0.25, with probability 0.8) and blurred (sigma 0.15-1.15, probability 0.5).
-CLASSMIX_DEFAULTS = dict(ema_momentum=0.99, confidence=0.968, unsupervised_weight=1.0,
+# distribution_alignment (ReMixMatch's; not ClassMix's): see wsseg.segmenter.classmix.
+CLASSMIX_DEFAULTS = dict(ema_momentum=0.99, confidence=0.968, unsupervised_weight=1.0, distribution_alignment=False,
                          color_jitter=dict(probability=0.8, brightness=0.25, contrast=0.25, saturation=0.25, hue=0.25),
                          blur=dict(probability=0.5, sigma=[0.15, 1.15]))
 # The CPU presets' synthetic classes differ by colour: their jitter leaves hues nearly alone (as GENTLE_PHOTOMETRIC).
