@@ -123,7 +123,7 @@ class DistributionAlignment(nn.Module):
         """Fold the class distribution of `labels` (any shape; IGNORE_INDEX skipped) into p(y)."""
         labels = labels[labels != IGNORE_INDEX]
         if labels.numel():
-            counts = torch.bincount(labels.flatten(), minlength=len(self.labelled))[:len(self.labelled)]
+            counts = torch.bincount(labels, minlength=len(self.labelled))[:len(self.labelled)]
             self._fold(self.labelled, self.labelled_batches, counts.float() / counts.sum())
 
     @torch.no_grad()
