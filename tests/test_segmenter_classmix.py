@@ -21,6 +21,7 @@ from wsseg.segmenter.classmix import (
     classmix_masks,
     colour_jitter,
     confidence_weights,
+    confident_targets,
     gaussian_blur,
     mix,
     mix_pairs,
@@ -127,6 +128,32 @@ def test_confidence_weight_is_the_share_of_valid_pixels_above_tau():
     valid[1, :, 2:] = False
     torch.testing.assert_close(confidence_weights(confidence, valid, 0.968), torch.tensor([0.25, 1.0]))
     assert confidence_weights(torch.full((1, 2, 2), 0.968), torch.ones(1, 2, 2, dtype=torch.bool), 0.968) == 0
+
+
+def test_confident_targets_ignore_the_pixels_the_teacher_doubts():
+    targets = torch.tensor([[[1, 2], [3, IGNORE_INDEX]]])
+    confidence = torch.tensor([[[0.99, 0.968], [0.5, 0.99]]])
+    assert confident_targets(targets, confidence, 0.968).tolist() == [[[1, IGNORE_INDEX], [IGNORE_INDEX, IGNORE_INDEX]]]
+
+
+def test_pixel_weighting_drops_the_doubted_pixels_from_the_loss_where_image_weighting_keeps_them(classes):
+    torch.manual_seed(0)
+    inputs, samples = batch(labelled=0, unlabelled=3)
+    probe = build_segmentor(classes)
+    probe.update_teacher()
+    confidence, _ = probe.teacher_predictions(inputs, torch.ones(3, SIDE, SIDE, dtype=torch.bool))
+    losses = {}
+    for threshold in (0.0, float(confidence.median())):
+        for weighting in ("image", "pixel"):
+            model = build_segmentor(classes, confidence=threshold, rampup_iterations=0, confidence_weighting=weighting)
+            model.load_state_dict(probe.state_dict())
+            torch.manual_seed(1)  # the same halves of classes and the same augmentation
+            with torch.no_grad():
+                losses[threshold, weighting] = model.classmix_loss(inputs, samples)
+    everything, half = losses[0.0, "image"], losses[float(confidence.median()), "image"]
+    assert everything["classmix_confident_share"] == 1 and 0 < half["classmix_confident_share"] < 1
+    torch.testing.assert_close(losses[0.0, "pixel"]["loss_classmix"], everything["loss_classmix"])
+    assert losses[float(confidence.median()), "pixel"]["loss_classmix"] != half["loss_classmix"]
 
 
 def test_sigmoid_rampup_rises_from_near_zero_to_one_and_stays():
@@ -252,6 +279,9 @@ def test_classmix_needs_a_labelled_subset_and_pairs_of_unlabelled_images(tiny_vo
     config["segmenter"]["classmix"]["unlabelled_batch_size"] = 1
     with pytest.raises(ConfigError, match="unlabelled_batch_size"):
         train_segmenter(tiny_voc, None, open_store(tmp_path / "b"), config, classes)
+    config["segmenter"]["classmix"].update(unlabelled_batch_size=2, confidence_weighting="per-class")
+    with pytest.raises(ConfigError, match="confidence_weighting is 'per-class'; choose one of image, pixel"):
+        train_segmenter(tiny_voc, None, open_store(tmp_path / "c"), config, classes)
 
 
 def test_classmix_training_never_reads_the_unlabelled_masks_and_writes_a_model_with_its_teacher(

@@ -8,6 +8,8 @@ unlabelled image A is paired with the next one in the batch, B: the teacher labe
 whose label is one of a random half of the classes in A's labelling are pasted onto B, image and labels alike, and
 the student learns the mixed labels on the mixed image after colour jitter and Gaussian blur. Its cross-entropy
 counts as much as the share of the mixed pixels the teacher labelled with confidence above τ, ramped up from 0.
+`confidence_weighting` "pixel" (the paper's code's "threshold", not its VOC recipe) counts instead only the
+confident pixels, each as much, so that the pixels the teacher doubts teach nothing.
 `distribution_alignment` (not in ClassMix) rescales the teacher's probabilities before it labels, as ReMixMatch
 (Berthelot et al., ICLR'20) does: by the labelled pixels' class distribution over the running mean of its own
 predictions on the unlabelled images, so that a class the teacher rarely predicts is not erased by its own labels.
@@ -51,6 +53,11 @@ def confidence_weights(confidence: torch.Tensor, valid: torch.Tensor, threshold:
     ClassMix's weight of the unsupervised loss (τ = 0.968 in the paper)."""
     confident = (confidence > threshold) & valid
     return confident.sum((1, 2)) / valid.sum((1, 2)).clamp(min=1)
+
+
+def confident_targets(targets: torch.Tensor, confidence: torch.Tensor, threshold: float) -> torch.Tensor:
+    """`targets` (N, H, W) with IGNORE_INDEX where the teacher's `confidence` is not above `threshold`."""
+    return targets.masked_fill(confidence <= threshold, IGNORE_INDEX)
 
 
 def classmix_masks(labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -148,17 +155,19 @@ class ClassMixSegmentor(EncoderDecoder):
     ema_momentum: α, the teacher's share of itself in each update (0.99); confidence: τ; rampup_iterations:
     iterations of the sigmoid ramp-up; unsupervised_weight: λ; color_jitter, blur: the mixed images' augmentation
     (`colour_jitter`, `gaussian_blur` settings); distribution_alignment: align the teacher's probabilities
-    (`DistributionAlignment`) before it labels.
+    (`DistributionAlignment`) before it labels; confidence_weighting: "image", each mixed image's loss weighted by
+    its confident share (ClassMix), or "pixel", only its confident pixels counted (`confident_targets`).
     """
 
     def __init__(self, ema_momentum: float, confidence: float, rampup_iterations: int,
                  unsupervised_weight: float, color_jitter: dict, blur: dict, distribution_alignment: bool = False,
-                 **kwargs):
+                 confidence_weighting: str = "image", **kwargs):
         super().__init__(**kwargs)
         self.alignment = DistributionAlignment(self.decode_head.num_classes) if distribution_alignment else None
         # mmengine's momentum is the student's share of each update: 1 - α. Its copy gets no gradient.
         self.teacher = ExponentialMovingAverage(self._student(), momentum=1 - ema_momentum)
         self.confidence = confidence
+        self.confidence_weighting = confidence_weighting
         self.rampup_iterations = rampup_iterations
         self.unsupervised_weight = unsupervised_weight
         self.augmentation = dict(color_jitter=color_jitter, blur=blur)
@@ -189,12 +198,15 @@ class ClassMixSegmentor(EncoderDecoder):
         return losses
 
     def classmix_loss(self, inputs: torch.Tensor, data_samples: list) -> dict:
-        """λ · ramp · mean over mixed images of (their confident share × their cross-entropy on the mixed labels)."""
+        """λ · ramp · mean over mixed images of (their confident share × their cross-entropy on the mixed labels, or
+        on the confident ones alone with "pixel" weighting: their summed cross-entropy over the image's pixels)."""
         valid = _unpadded(data_samples, inputs.shape[-2:], inputs.device)
         confidence, labels = self.teacher_predictions(inputs, valid)
         labels = labels.masked_fill(~valid, IGNORE_INDEX)
         images, targets, confidence = mix_pairs(classmix_masks(labels), inputs, labels, confidence)
         share = confidence_weights(confidence, targets != IGNORE_INDEX, self.confidence)
+        if self.confidence_weighting == "pixel":
+            targets = confident_targets(targets, confidence, self.confidence)
         ramp = sigmoid_rampup(MessageHub.get_current_instance().get_info("iter", 0), self.rampup_iterations)
         cross_entropy = self._pixel_cross_entropy(self.strong_augment(images), targets)
         loss = self.unsupervised_weight * ramp * (share * cross_entropy).mean()

@@ -58,10 +58,13 @@ SEC_MODULE = "wsseg.segmenter.sec"
 # mixed images jittered (strength 0.25, with probability 0.8) and blurred (sigma 0.15-1.15, probability 0.5).
 # distribution_alignment (ReMixMatch's, not ClassMix's): off as in the paper, on at the CPU presets (_classmix_preset).
 CLASSMIX_DEFAULTS = dict(ema_momentum=0.99, confidence=0.968, unsupervised_weight=1.0, distribution_alignment=False,
+                         confidence_weighting="image",
                          color_jitter=dict(probability=0.8, brightness=0.25, contrast=0.25, saturation=0.25, hue=0.25),
                          blur=dict(probability=0.5, sigma=[0.15, 1.15]))
 # The CPU presets' synthetic classes differ by colour: their jitter leaves hues nearly alone (as GENTLE_PHOTOMETRIC).
 GENTLE_COLOR_JITTER = dict(probability=0.8, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.01)
+# "image": a mixed image's loss weighted by its confident share (the paper's VOC recipe); "pixel": its confident pixels.
+CONFIDENCE_WEIGHTINGS = ("image", "pixel")
 CLASSMIX_MODULES = ["wsseg.segmenter.classmix", "wsseg.segmenter.sampler"]
 # WILSON (Cermelli et al., CVPR'22, and their code): α 0.5; L_CLS and L_LOC weighted 1; nGWP's ε 1; the focal
 # penalty's γ 3 and λ 0.01. old_checkpoint: the previous step's train-segmenter output (a folder or store URI);
@@ -214,6 +217,9 @@ def checked_classmix(settings: dict) -> dict:
     if not 0 < classmix["ema_momentum"] < 1:
         raise ConfigError(f"segmenter.classmix.ema_momentum is {classmix['ema_momentum']}; the teacher keeps this "
                           "share of itself at each step, so it must lie between 0 and 1 (ClassMix: 0.99)")
+    if classmix["confidence_weighting"] not in CONFIDENCE_WEIGHTINGS:
+        raise ConfigError(f"segmenter.classmix.confidence_weighting is {classmix['confidence_weighting']!r}; choose "
+                          "one of " + ", ".join(CONFIDENCE_WEIGHTINGS))
     if classmix["unlabelled_batch_size"] < 2:
         raise ConfigError(f"segmenter.classmix.unlabelled_batch_size is {classmix['unlabelled_batch_size']}; "
                           "ClassMix mixes pairs of unlabelled images, so set it to 2 or more")
