@@ -142,18 +142,19 @@ def test_pixel_weighting_drops_the_doubted_pixels_from_the_loss_where_image_weig
     probe = build_segmentor(classes)
     probe.update_teacher()
     confidence, _ = probe.teacher_predictions(inputs, torch.ones(3, SIDE, SIDE, dtype=torch.bool))
+    median = float(confidence.median())
     losses = {}
-    for threshold in (0.0, float(confidence.median())):
+    for threshold in (0.0, median):
         for weighting in ("image", "pixel"):
             model = build_segmentor(classes, confidence=threshold, rampup_iterations=0, confidence_weighting=weighting)
             model.load_state_dict(probe.state_dict())
             torch.manual_seed(1)  # the same halves of classes and the same augmentation
             with torch.no_grad():
                 losses[threshold, weighting] = model.classmix_loss(inputs, samples)
-    everything, half = losses[0.0, "image"], losses[float(confidence.median()), "image"]
+    everything, half = losses[0.0, "image"], losses[median, "image"]
     assert everything["classmix_confident_share"] == 1 and 0 < half["classmix_confident_share"] < 1
     torch.testing.assert_close(losses[0.0, "pixel"]["loss_classmix"], everything["loss_classmix"])
-    assert losses[float(confidence.median()), "pixel"]["loss_classmix"] != half["loss_classmix"]
+    assert losses[median, "pixel"]["loss_classmix"] != half["loss_classmix"]
 
 
 def test_sigmoid_rampup_rises_from_near_zero_to_one_and_stays():
