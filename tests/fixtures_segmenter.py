@@ -1,6 +1,8 @@
 """Segmenter fixtures: one torch thread for the modules that train or run segmenters, and a trained segmenter for
 the tests that put one to use (predict, export): cpu-tiny DeepLabV3+, a few iterations on the tiny set's ground
 truth, trained once per session."""
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -33,3 +35,29 @@ def tiny_segmenter(tiny_voc, tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     return store
+
+
+class Killed(Exception):
+    """The process dying part way through a training."""
+
+
+@pytest.fixture
+def dies_in_iteration(monkeypatch):
+    """`with dies_in_iteration(n): train_segmenter(...)`: the training dies as its iteration n starts, after the
+    checkpoints of the iterations before it reached the store, as a killed pod's would."""
+    from mmengine.runner import IterBasedTrainLoop
+
+    run_iter = IterBasedTrainLoop.run_iter
+
+    @contextmanager
+    def dying(iteration: int):
+        def run_or_die(loop, data_batch):
+            if loop.iter == iteration - 1:
+                raise Killed
+            run_iter(loop, data_batch)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(IterBasedTrainLoop, "run_iter", run_or_die)
+            with pytest.raises(Killed):
+                yield
+    return dying

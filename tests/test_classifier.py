@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from fixtures_segmenter import Killed
 
 from wsseg.classes import ClassList
 from wsseg.config import default_config
@@ -16,7 +17,7 @@ from wsseg.data import load_samples
 from wsseg.errors import ConfigError, DataError
 from wsseg.steps.train_classifier import build_classifier, load_classifier, train_classifier
 from wsseg.store import open_store
-from wsseg.training import ClassifierImages, load_from_store
+from wsseg.training import ClassifierImages, load_from_store, train_epoch
 
 CLASSES = ClassList()
 
@@ -117,6 +118,30 @@ def test_a_killed_run_resumes_from_its_last_finished_epoch(tiny_voc, tmp_path):
     assert summary["resumed_from_epoch"] == stopped_after
     assert load_from_store(out, "last.pth")["epoch"] == stopped_after + 1
     assert out.exists("checkpoint.pth")
+
+
+def test_a_killed_and_rerun_training_ends_at_the_weights_of_an_uninterrupted_one(tiny_voc, tmp_path, monkeypatch):
+    from wsseg.steps import train_classifier as step
+
+    config = tiny_config(epochs=3)
+    uninterrupted, killed = open_store(tmp_path / "uninterrupted"), open_store(tmp_path / "killed")
+    train_classifier(tiny_voc, uninterrupted, config, CLASSES)
+    epochs_begun = []
+
+    def dies_in_the_third_epoch(*args, **kwargs):
+        epochs_begun.append(len(epochs_begun) + 1)
+        if len(epochs_begun) == 3:
+            raise Killed
+        return train_epoch(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(step, "train_epoch", dies_in_the_third_epoch)
+        with pytest.raises(Killed):
+            train_classifier(tiny_voc, killed, config, CLASSES)
+    assert train_classifier(tiny_voc, killed, config, CLASSES)["resumed_from_epoch"] == 2
+    whole, resumed = (load_from_store(store, "checkpoint.pth")["state_dict"] for store in (uninterrupted, killed))
+    for name, value in whole.items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=0, msg=name)
 
 
 def test_resuming_with_a_different_model_is_a_config_error(tiny_voc, tmp_path):

@@ -150,6 +150,29 @@ def test_rerun_resumes_from_the_stored_checkpoint_not_from_zero(trained, tiny_vo
     assert checkpoint["meta"]["iter"] == 6
 
 
+def test_a_killed_and_rerun_training_ends_at_the_weights_of_an_uninterrupted_one(
+        tiny_voc, pseudo_masks, classes, tmp_path, dies_in_iteration):
+    from wsseg.steps.train_segmenter import train_segmenter
+
+    config = tiny_config(validate=False)
+    uninterrupted = open_store(tmp_path / "uninterrupted")
+    train_segmenter(tiny_voc, pseudo_masks, uninterrupted, config, classes)
+    killed = open_store(tmp_path / "killed")
+    # Iteration 3 is trained, but only the checkpoint of iteration 2 reached the store.
+    with dies_in_iteration(4):
+        train_segmenter(tiny_voc, pseudo_masks, killed, config, classes)
+    summary = train_segmenter(tiny_voc, pseudo_masks, killed, config, classes)
+    assert summary["resumed_from_iteration"] == 2 and summary["iterations"] == 4
+    resumed, whole = stored_state(killed), stored_state(uninterrupted)
+    assert resumed.keys() == whole.keys()
+    for name, value in whole.items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=0, msg=name)
+
+
+def stored_state(store) -> dict[str, torch.Tensor]:
+    return torch.load(store.open_read("checkpoint.pth"), map_location="cpu", weights_only=False)["state_dict"]
+
+
 def test_a_finished_run_is_not_trained_again(trained, tiny_voc, pseudo_masks, classes):
     from wsseg.steps.train_segmenter import train_segmenter
 

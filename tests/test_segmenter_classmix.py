@@ -381,6 +381,24 @@ def test_a_rerun_after_a_kill_resumes_its_own_training_not_the_given_segmenter(
     assert int(stored_weights(out)["teacher.steps"]) == 2
 
 
+def test_a_killed_and_rerun_classmix_training_ends_where_an_uninterrupted_one_does(
+        tiny_voc, classes, tiny_segmenter, tmp_path, dies_in_iteration):
+    from wsseg.steps.train_segmenter import train_segmenter
+
+    config = warm_start_config(iterations=4)
+    uninterrupted, killed = open_store(tmp_path / "uninterrupted"), open_store(tmp_path / "killed")
+    train_segmenter(tiny_voc, None, uninterrupted, config, classes, init_segmenter=tiny_segmenter)
+    # The mixing masks, the jitter and the blur of iteration 3 are drawn again after the kill.
+    with dies_in_iteration(4):
+        train_segmenter(tiny_voc, None, killed, config, classes, init_segmenter=tiny_segmenter)
+    summary = train_segmenter(tiny_voc, None, killed, config, classes, init_segmenter=tiny_segmenter)
+    assert summary["resumed_from_iteration"] == 2
+    resumed, whole = stored_weights(killed), stored_weights(uninterrupted)
+    assert resumed.keys() == whole.keys()
+    for name, value in whole.items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=0, msg=name)
+
+
 def test_without_warm_start_the_given_segmenter_is_ignored(tiny_voc, classes, tmp_path):
     from wsseg.steps.train_segmenter import train_segmenter
 

@@ -21,6 +21,7 @@ from wsseg.data.images import working_scale
 from wsseg.data.samples import Sample
 from wsseg.errors import ConfigError, DataError
 from wsseg.models.cam_classifier import IMAGENET_MEAN
+from wsseg.random_states import random_states, set_random_states
 from wsseg.store import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -214,10 +215,12 @@ def resume_training(out: ArtifactStore, key: str, model, optimizer, schedule, wh
         raise ConfigError(f"{out.uri}/{key} comes from a different {what} config and cannot be resumed "
                           f"({error}); delete it or write to a new --out") from None
     schedule.load_state_dict(state["schedule"])
+    if "random_states" in state:  # an epoch saved before wsseg kept them: the rerun draws anew
+        set_random_states(state["random_states"])
     log.info("%s training resumes after epoch %d from %s/%s", what, state["epoch"], out.uri, key)
     return state["epoch"]
 
 
 def save_progress(out: ArtifactStore, key: str, model, optimizer, schedule, epoch: int) -> None:
     save_to_store(out, key, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "schedule": schedule.state_dict(), "epoch": epoch})
+                             "schedule": schedule.state_dict(), "epoch": epoch, "random_states": random_states()})

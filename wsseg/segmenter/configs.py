@@ -169,6 +169,7 @@ def build_mmseg_config(settings: dict, classes: ClassList, datasets: dict, work_
             checkpoint=dict(type="StoreCheckpointHook", store_uri=out_uri, by_epoch=False,
                             interval=settings["checkpoint_interval"], max_keep_ckpts=1, save_last=True),
             sampler_seed=dict(type="DistSamplerSeedHook")),
+        custom_hooks=[dict(type="RandomStateHook")],
         log_processor=dict(by_epoch=False),
         log_level="INFO",
         env_cfg=dict(cudnn_benchmark=cuda, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),

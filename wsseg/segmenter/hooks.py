@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from mmengine.dist import is_main_process
-from mmengine.hooks import CheckpointHook
+from mmengine.hooks import CheckpointHook, Hook
 from mmseg.registry import HOOKS
 
+from wsseg.random_states import random_states, set_random_states
 from wsseg.store import open_store
 
 RESUME_KEY = "last.pth"
@@ -31,3 +32,49 @@ class StoreCheckpointHook(CheckpointHook):
         super()._save_checkpoint_with_step(runner, step, meta)
         if is_main_process():
             open_store(self.store_uri).put_file(RESUME_KEY, self.last_ckpt)
+
+
+@HOOKS.register_module()
+class RandomStateHook(Hook):
+    """Keeps the random generators' states in every checkpoint and puts them back when training resumes, so that
+    a training killed and rerun ends at the weights an uninterrupted one reaches.
+
+    mmengine's resume restores the weights, optimizer and iteration, then replays the sampler by fetching the
+    batches already trained; the draws since the seed (dropout, ClassMix's masks and jitter, the augmentations)
+    are otherwise lost. The states go back after that replay, just before the first batch left to train. In a
+    distributed run every rank takes the states rank 0 saved: the rerun is reproducible from the checkpoint,
+    though its ranks no longer draw as they did.
+    """
+
+    def __init__(self):
+        self.saved = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint["random_states"] = random_states()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self.saved = checkpoint.get("random_states")
+
+    def before_train(self, runner) -> None:
+        # A warm start loads a checkpoint too, at iteration 0, and starts from the seed instead.
+        if self.saved is not None and runner.iter > 0:
+            loop = runner.train_loop
+            loop.dataloader_iterator = _RestoredAfter(loop.dataloader_iterator, runner.iter, self.saved)
+
+
+class _RestoredAfter:
+    """The loop's batch iterator, putting `states` back once `replayed` batches have been fetched."""
+
+    def __init__(self, batches, replayed: int, states: dict):
+        self.batches, self.replayed, self.states = batches, replayed, states
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.replayed == 0 and self.states is not None:
+            set_random_states(self.states)
+            self.states = None
+        self.replayed -= 1
+        return next(self.batches)
+
