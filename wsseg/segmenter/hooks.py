@@ -77,4 +77,3 @@ class _RestoredAfter:
             self.states = None
         self.replayed -= 1
         return next(self.batches)
-
