@@ -255,6 +255,18 @@ def test_old_model_image_labels_make_a_new_class_that_claims_every_pixel_lose_l_
         assert classification_loss(greedy) <= classification_loss(sharing)
 
 
+def test_a_label_of_a_later_steps_class_counts_as_background(wilson_segmentor):
+    # Protocol overlap: a step-1 image of task 2-1 may also show class 4, which step 2 learns. Step 1 leaves it out of
+    # its image labels, as if the image showed class 3 alone.
+    later, alone = (batch([(3, 4), (1, 3)]), batch([(3,), (1, 3)]))
+    torch.manual_seed(0)
+    with_later = wilson_segmentor.loss(*later)
+    torch.manual_seed(0)
+    without = wilson_segmentor.loss(*alone)
+    for name, value in without.items():
+        torch.testing.assert_close(with_later[name], value, msg=name)
+
+
 def test_localization_prior_changes_the_localizer_gradient_and_pseudo_labels_do_not_train_it(wilson_segmentor):
     inputs, samples = batch([(3,), (1, 3)])
 

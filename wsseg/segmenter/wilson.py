@@ -221,10 +221,13 @@ class WILSONSegmentor(EncoderDecoder):
         return MessageHub.get_current_instance().get_info("iter", 0) >= self.pseudo_label_start
 
     def _new_class_labels(self, data_samples: list, old_count: int, device: torch.device) -> torch.Tensor:
-        """(B, C - C_old) float: 1 where an image is labelled with that new class; old labels are not read."""
+        """(B, C - C_old) float: 1 where an image is labelled with that new class; old labels are not read, nor those
+        of classes after the step's, which an image of protocol overlap may show and which it leaves to later steps
+        (the background until then, as MiB's protocol has it)."""
         labels = torch.zeros(len(data_samples), self.num_classes - old_count, device=device)
         for row, sample in zip(labels, data_samples, strict=True):
-            row[[label - old_count for label in sample.metainfo[IMAGE_LABELS] if label >= old_count]] = 1
+            row[[label - old_count for label in sample.metainfo[IMAGE_LABELS]
+                 if old_count <= label < self.num_classes]] = 1
         return labels
 
     def _load_old_model(self, path: str) -> None:
