@@ -64,10 +64,17 @@ def incremental_split(samples: list[Sample], task: str, step: int, mode: str = "
     appear). Overlap: future classes may appear too. Old and future classes stay in the image unlabelled,
     as in WILSON; masks are left as they are, so a trainer maps classes outside `seen_classes` itself.
     """
+    plan = parse_task(task, len(classes or ClassList()) - 1)
+    return step_samples(samples, plan.step_classes(step), plan.seen_classes(step)[-1], mode)
+
+
+def step_samples(samples: list[Sample], current: tuple[int, ...], last_seen: int, mode: str) -> list[Sample]:
+    """The samples of a step that learns the classes `current`, the classes up to `last_seen` seen by then, with
+    labels cut down to `current` (`incremental_split`, for a step that no whole-step task describes: an inbox batch
+    may add any number of classes)."""
     if mode not in MODES:
         raise ConfigError(f"unknown incremental mode {mode!r}; choose one of {', '.join(MODES)}")
-    plan = parse_task(task, len(classes or ClassList()) - 1)
-    current, seen = set(plan.step_classes(step)), set(plan.seen_classes(step))
+    current, seen = set(current), set(range(1, last_seen + 1))
     kept = []
     for sample in samples:
         labels = set(sample.labels)

@@ -44,7 +44,8 @@ from mmseg.registry import MODELS
 from torch import nn
 
 from wsseg.classes import ClassList
-from wsseg.data import incremental_split, load_samples
+from wsseg.data import load_samples
+from wsseg.data.splits import step_samples
 from wsseg.errors import ConfigError
 from wsseg.segmenter.dataset import IMAGE_LABELS
 from wsseg.segmenter.inference import CHECKPOINT, MMSEG_CONFIG
@@ -315,10 +316,9 @@ def step_image_ids(data_root, classes: ClassList, wilson: dict) -> list[str]:
     """The train images of the step, as WILSON's protocols pick them (`wsseg.data.splits`): each shows a new class;
     with `protocol: disjoint` none shows a class beyond them."""
     old, new = wilson["old_classes"], wilson["new_classes"]
-    # The classes after the first `old`, in steps of `new`: this step is step 1 of task "<old>-<new>".
     try:
-        samples = incremental_split(load_samples(data_root, "train", classes), f"{old}-{new}", 1,
-                                    wilson["protocol"], classes)
+        samples = step_samples(load_samples(data_root, "train", classes), tuple(range(old + 1, old + new + 1)),
+                               old + new, wilson["protocol"])
     except ConfigError as error:
         raise ConfigError(f"segmenter.wilson (old_classes {old}, new_classes {new}, protocol "
                           f"{wilson['protocol']!r}): {error}") from None
