@@ -2,8 +2,8 @@
 batch, promoted only through the gate. Meant to be scheduled (`wsseg schedule incremental --cron ...`).
 
 check-inbox looks for a batch not processed yet; with none, the run ends there, having changed nothing. A batch
-whose classes cannot grow the current version (one that builds on classes of a version the gate refused) fails
-there, not in the GPU step, whose retries would only fail again. Otherwise
+whose classes cannot grow the current version (one that builds on classes of a version the gate refused, whose
+batch has left the inbox) fails there, not in the GPU step, whose retries would only fail again. Otherwise
 incremental-update trains the candidate the WILSON way on the batch, scores it and the current version on the
 held-out `data`, proposes it to the registry's gate and marks the batch processed (`wsseg.steps.incremental_update`).
 One batch per run: a backlog drains one scheduled run at a time. `run_name` is fixed by default, so that a run

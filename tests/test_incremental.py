@@ -4,6 +4,7 @@ inbox batches growing the registry's model the WILSON way through the promotion 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import shutil
 
@@ -178,10 +179,12 @@ def test_a_gate_failure_keeps_the_current_version_and_says_so(incremental_task):
     report = work.child("batch-1").get_bytes("report.md").decode()
     assert "**Not promoted**" in report and "version 1 stays current" in report
     assert "registry.gate.min_new_miou 101" in report
-    # Batch 2 builds on c, which only the refused version segments: it waits, and the error says for what.
-    with pytest.raises(DataError, match="gate refused version 2, which adds c.*wsseg models promote 2"):
-        update_oldest(incremental_task, tiny_config())
-    assert inbox.oldest_pending() == "batch-2" and [r["version"] for r in registry.versions()] == [1, 2]
+    # Batch 2 builds on c, which only the refused version segments and which none of its images shows: it takes
+    # batch 1's images in, and version 3 grows version 1 by c and d. Alone, it could not grow version 1 at all.
+    result = update_oldest(incremental_task, tiny_config(min_new_miou=101))
+    assert (result["version"], result["parent"], result["classes_added"]) == (3, 1, ["c", "d"])
+    assert "batch-2 and the batches the gate refused before (batch-1)" in registry.version(3)["source"]
+    assert inbox.oldest_pending() is None and registry.current_number() == 1
 
 
 @pytest.mark.slow
@@ -242,7 +245,7 @@ def test_an_empty_inbox_run_ends_at_once_and_changes_nothing(tmp_path, fake_mode
     assert not (tmp_path / "run" / "store").exists()
 
 
-def _blocked_inbox(tmp_path, fake_model) -> tuple[ModelRegistry, Inbox]:
+def _refused_inbox(tmp_path, fake_model) -> tuple[ModelRegistry, Inbox]:
     """Version 1 (old classes) current; version 2, from batch-1, adds c and was refused by the gate; batch-1 has
     no marker yet (its update was interrupted after registering), batch-2 labels d, which comes after c."""
     registry = ModelRegistry(open_store(tmp_path / "registry"))
@@ -257,26 +260,67 @@ def _blocked_inbox(tmp_path, fake_model) -> tuple[ModelRegistry, Inbox]:
     return registry, inbox
 
 
-def test_check_inbox_refuses_a_batch_built_on_a_refused_version_before_any_image_is_fetched(tmp_path, fake_model):
+def test_a_batch_built_on_a_refused_version_carries_that_versions_batch(tmp_path, fake_model):
+    from wsseg.steps.incremental_update import carried_batches
+
+    registry, inbox = _refused_inbox(tmp_path, fake_model)
+    current = registry.current()
+    labels = {name: [sample.labels for sample in load_samples(tmp_path / "inbox" / name / "manifest.csv", "train",
+                                                              CLASSES)] for name in ("batch-1", "batch-2")}
+    assert carried_batches(registry, inbox, current, labels["batch-2"], CLASSES) == ["batch-1"]
+    # A batch of c itself skips nothing: it stands alone, as would d's batch with images of c.
+    assert carried_batches(registry, inbox, current, labels["batch-1"], CLASSES) == []
+    assert carried_batches(registry, inbox, current, [*labels["batch-2"], (3,)], CLASSES) == []
+    # Refusals of another version's children do not count: those batches were learned on another model.
+    registry.promote(registry.register(fake_model(), classes=list(OLD_CLASSES.names), metrics={}, data="d",
+                                       config="c")["version"], reason="a retrained step 0")
+    assert carried_batches(registry, inbox, registry.current(), labels["batch-2"], CLASSES) == []
+
+
+def test_merged_batches_hold_each_image_once_with_the_labels_of_every_batch_that_sent_it(tmp_path):
+    from wsseg.steps.incremental_update import merged_samples
+
+    first, second, other = _data(tmp_path)["train"][:3]
+    shared = dataclasses.replace(first, labels=(3,)), dataclasses.replace(first, labels=(4,))
+    # A different image under the shared image's id: both stay, the later one renamed after its batch.
+    clash = dataclasses.replace(other, image_id=first.image_id, labels=(4,))
+    merged = merged_samples([[shared[0], second], [shared[1], clash]], ["batch-1", "batch-2"])
+
+    assert [(sample.image_id, sample.labels) for sample in merged] == [
+        (first.image_id, (3, 4)), (second.image_id, second.labels), (f"batch-2-{first.image_id}", (4,))]
+    assert merged[2].image_path == other.image_path
+
+
+def test_check_inbox_passes_a_batch_that_carries_a_refused_one_reading_manifests_alone(tmp_path, fake_model):
     from wsseg.pipeline_io import oldest_batch
 
-    registry, inbox = _blocked_inbox(tmp_path, fake_model)
+    registry, inbox = _refused_inbox(tmp_path, fake_model)
     config = dump_config(tiny_config())
     # batch-1 already has its version: the check lets the interrupted update finish it.
     assert oldest_batch(inbox.uri, str(tmp_path / "registry"), config) == "batch-1"
     inbox.mark_processed("batch-1", {"version": 2, "promoted": False})
-    for image in (tmp_path / "inbox" / "batch-2").glob("*.jpg"):
+    for image in (tmp_path / "inbox").glob("*/*.jpg"):
         image.unlink()
+    assert oldest_batch(inbox.uri, str(tmp_path / "registry"), config) == "batch-2"
+
+
+def test_check_inbox_refuses_a_batch_built_on_a_refused_version_whose_batch_left_the_inbox(tmp_path, fake_model):
+    from wsseg.pipeline_io import oldest_batch
+
+    registry, inbox = _refused_inbox(tmp_path, fake_model)
+    inbox.mark_processed("batch-1", {"version": 2, "promoted": False})
+    shutil.rmtree(tmp_path / "inbox" / "batch-1")
     with pytest.raises(DataError, match=r"batch-2/manifest.csv: the batch labels d but no image shows c.*"
                                         r"gate refused version 2.*wsseg models promote 2"):
-        oldest_batch(inbox.uri, str(tmp_path / "registry"), config)
+        oldest_batch(inbox.uri, str(tmp_path / "registry"), dump_config(tiny_config()))
 
 
 def test_a_blocked_batch_fails_the_run_at_check_inbox(tmp_path, fake_model):
     from wsseg.runner import run_incremental
 
-    registry, inbox = _blocked_inbox(tmp_path, fake_model)
+    registry, inbox = _refused_inbox(tmp_path, fake_model)
     inbox.mark_processed("batch-1", {"version": 2, "promoted": False})
+    shutil.rmtree(tmp_path / "inbox" / "batch-1")
     with pytest.raises(RuntimeError, match="check-inbox"):
         run_incremental(str(_data(tmp_path)["root"]), tmp_path / "run", tiny_config(), str(tmp_path / "registry"),
                         inbox.uri)

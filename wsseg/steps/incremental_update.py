@@ -1,7 +1,8 @@
 """incremental-update: the next model of the registry from one inbox batch, the WILSON way (METHODS.md §2).
 
 For the batch (`wsseg.inbox`): fetch the registry's current version; train the candidate with `segmenter.mode:
-wilson` on the batch's images and image-level labels, the current version as its old model and the classes the
+wilson` on the batch's images and image-level labels (with those of the refused batches whose classes it builds on:
+`carried_batches`), the current version as its old model and the classes the
 batch labels beyond the current ones as its new classes; score candidate and current on the same held-out split
 (`data`'s val, classes not seen yet as background: `evaluate.score_seen_classes`); `propose` the candidate, which
 the gate (`registry.gate`) promotes or not; mark the batch processed. The decision lands in the batch's marker, in
@@ -20,6 +21,8 @@ step 0, trained by train-segmenter on those classes' masks).
 from __future__ import annotations
 
 import copy
+import dataclasses
+import filecmp
 import html
 import json
 import logging
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING
 from wsseg.classes import ClassList
 from wsseg.config import dump_config
 from wsseg.data import load_samples
-from wsseg.data.manifest import manifest_labels
+from wsseg.data.manifest import manifest_labels, write_manifest
 from wsseg.errors import ConfigError, DataError
 from wsseg.forgetting_curve import (
     CURVE_PNG,
@@ -48,6 +51,7 @@ from wsseg.report import figure_cell, html_page, html_table, markdown_table
 from wsseg.store import ArtifactStore
 
 if TYPE_CHECKING:
+    from wsseg.data.samples import Sample
     from wsseg.promotion import PromotionDecision
 
 log = logging.getLogger(__name__)
@@ -101,7 +105,7 @@ def _train_and_propose(data_root, registry: ModelRegistry, inbox: Inbox, batch: 
     work = out.child(f"from-v{current['version']:04d}")
     parent_model = registry.fetch(current["version"], work.child("parent"))
     with tempfile.TemporaryDirectory(prefix="wsseg-batch-") as folder:
-        manifest = inbox.fetch(batch, Path(folder))
+        manifest, carried = _fetch_step_images(registry, inbox, batch, current, classes, Path(folder))
         samples = load_samples(manifest, "train", classes)
         step = step_classes(current["classes"], [sample.labels for sample in samples], classes, manifest,
                             refused_versions(registry, current))
@@ -115,10 +119,63 @@ def _train_and_propose(data_root, registry: ModelRegistry, inbox: Inbox, batch: 
     record, decision = propose(registry, candidate, scores=scores["candidate"], current_scores=scores["current"],
                                gate=config["registry"]["gate"], classes=list(step.seen.names),
                                data=inbox.batch_uri(batch), config=f"{work.uri}/config.yaml",
-                               source=f"incremental-update of inbox batch {batch}: adds {', '.join(step.added)}")
+                               source=_source(batch, carried, step))
     log.info("incremental-update: %s is version %d, %s", batch, record["version"],
              "promoted" if decision.promoted else "not promoted: " + "; ".join(decision.reasons))
     return record
+
+
+def _fetch_step_images(registry: ModelRegistry, inbox: Inbox, batch: str, current: dict, classes: ClassList,
+                       folder: Path) -> tuple[Path, list[str]]:
+    """Fetch the batch, and the batches it carries (`carried_batches`), into `folder`; returns the manifest of
+    their images (one manifest of all, `merged_samples`, where batches were carried) and the carried batches."""
+    manifest = inbox.fetch(batch, folder / batch)
+    carried = carried_batches(registry, inbox, current, manifest_labels(manifest, "train", classes), classes)
+    if not carried:
+        return manifest, []
+    batches = [load_samples(inbox.fetch(name, folder / name), "train", classes) for name in [*carried, batch]]
+    return write_manifest(merged_samples(batches, [*carried, batch]), classes, folder / "step.csv"), carried
+
+
+def carried_batches(registry: ModelRegistry, inbox: Inbox, current: dict, labels: list[tuple[int, ...]],
+                    classes: ClassList) -> list[str]:
+    """The inbox batches that the batch whose images have `labels` takes in: those of the versions grown from
+    `current` that the gate refused and that add a class the batch builds on without showing it. A refused batch's
+    labels are not lost: its classes come back with the next batch, whose images are its negatives. A lone new
+    class (15-1) has none in its own batch, since every image there shows it, so L_CLS cannot tell it from the
+    background that all those images share; with the next class's batch beside it, each class's images are the
+    other's negatives. Still no old data: the current version segments none of these classes."""
+    known = len(current["classes"])
+    labelled = {label for image_labels in labels for label in image_labels}
+    skipped = {classes.names[index] for index in range(known, max(labelled, default=0)) if index not in labelled}
+    batches = {inbox.batch_uri(name): name for name in inbox.batches()}
+    return sorted({batches[record["data"]] for record in _refused_records(registry, current)
+                   if skipped & set(record["classes"][known:]) and record["data"] in batches})
+
+
+def merged_samples(batches: list[list[Sample]], names: list[str]) -> list[Sample]:
+    """The samples of several batches (named `names`) as one list: an image that two batches hold (the same id
+    and the same bytes) once, with both batches' labels; two different images under one id both, the later one's
+    id prefixed with its batch's name."""
+    merged: dict[str, Sample] = {}
+    for name, samples in zip(names, batches, strict=True):
+        for sample in samples:
+            known = merged.get(sample.image_id)
+            if known is None:
+                merged[sample.image_id] = sample
+            elif filecmp.cmp(known.image_path, sample.image_path, shallow=False):
+                labels = tuple(sorted({*known.labels, *sample.labels}))
+                merged[sample.image_id] = dataclasses.replace(known, labels=labels)
+            else:
+                image_id = f"{name}-{sample.image_id}"
+                merged[image_id] = dataclasses.replace(sample, image_id=image_id)
+    return list(merged.values())
+
+
+def _source(batch: str, carried: list[str], step: StepClasses) -> str:
+    batches = f"inbox batch {batch}" + (f" and the batches the gate refused before ({', '.join(carried)})"
+                                        if carried else "")
+    return f"incremental-update of {batches}: adds {', '.join(step.added)}"
 
 
 def _current_version(registry: ModelRegistry) -> dict:
@@ -141,6 +198,8 @@ def check_batch(registry: ModelRegistry, inbox: Inbox, batch: str, classes: Clas
         manifest = inbox.fetch_manifest(batch, Path(folder))
         where = f"{inbox.batch_uri(batch)}/{manifest.name}"
         labels = manifest_labels(manifest, "train", classes)
+        for name in carried_batches(registry, inbox, current, labels, classes):
+            labels += manifest_labels(inbox.fetch_manifest(name, Path(folder) / name), "train", classes)
     step_classes(current["classes"], labels, classes, where, refused_versions(registry, current))
 
 
@@ -171,11 +230,15 @@ def step_classes(parent_classes: list[str], labels: list[tuple[int, ...]], class
 
 def refused_versions(registry: ModelRegistry, current: dict) -> dict[str, int]:
     """The classes that versions grown from `current` and refused by the gate add, each with the newest such version:
-    a later batch that builds on those classes waits for a person to promote one, or for a new batch of them."""
+    what a batch that builds on them lacks when their batches have left the inbox (`carried_batches`)."""
     known = len(current["classes"])
-    return {name: record["version"] for record in registry.versions()
-            if record["parent"] == current["version"] and not (record["promotion"] or {}).get("promoted")
+    return {name: record["version"] for record in _refused_records(registry, current)
             for name in record["classes"][known:]}
+
+
+def _refused_records(registry: ModelRegistry, current: dict) -> list[dict]:
+    return [record for record in registry.versions()
+            if record["parent"] == current["version"] and not (record["promotion"] or {}).get("promoted")]
 
 
 def _refused_hint(unshown: list[str], refused: dict[str, int]) -> str:
