@@ -284,7 +284,8 @@ def outcome(registry: ModelRegistry, batch: str, record: dict) -> dict:
     return {"batch": batch, "version": record["version"], "parent": record["parent"],
             "classes_added": record["classes"][len(parent_classes):], "promoted": decision["promoted"],
             "reasons": decision["reasons"], "candidate": decision["figures"]["candidate"],
-            "current": decision["figures"]["current"], "current_version": registry.current_number()}
+            "current": decision["figures"]["current"], "current_version": registry.current_number(),
+            "source": record["source"]}
 
 
 def headline(result: dict) -> dict:
@@ -330,7 +331,8 @@ def _title(result: dict) -> str:
 
 def _grown_from(result: dict) -> str:
     added = ", ".join(result["classes_added"]) or "no class"
-    return f"Version {result['version']}, grown from version {result['parent']}, adds {added}."
+    # The source names the batches the version learned from, the refused ones it carried included.
+    return f"Version {result['version']}, grown from version {result['parent']}, adds {added} ({result['source']})."
 
 
 def _verdict(result: dict) -> tuple[str, str]:
