@@ -16,10 +16,10 @@ maps keep only the background and the image's labelled new classes before they m
 pixels are never labelled with a class it does not show), and new classes start from the background's classifier
 with MiB's balanced bias (`grow_classifier`). With `localizer_self_training`, the localizer also learns, from the
 pseudo-label start on, from its own maps refined by PAMR (`wsseg.segmenter.pamr`) where they are confident, as that
-code does. With `old_model_image_labels`, L_CLS covers every class, not only the new ones: the background is
-present in every image and an old class where the old model predicts it (`old_model_image_labels`), so that a new
-class has competitors to its pixels even when every image of a batch shows it (15-1), and the old classes have
-images without them.
+code does. With `old_model_image_labels` (the default; beyond the paper, whose L_CLS `false` gives), L_CLS covers
+every class, not only the new ones: the background is present in every image and an old class where the old model
+predicts it (`old_model_image_labels`), so that a new class has competitors to its pixels even when every image of a
+batch shows it (15-1), and the old classes have images without them.
 
 With `old_model_prior` false, a step is the fine-tuning baseline of WILSON's tables (the forgetting lower bound): it
 starts from the old model as always, but the localizer learns from L_CLS alone and the pseudo label is the
@@ -296,7 +296,7 @@ def localizer_config(decode_head: dict, wilson: dict) -> dict:
                 align_corners=decode_head["align_corners"],
                 epsilon=wilson["epsilon"], focal_gamma=wilson["focal_gamma"], focal_lambda=wilson["focal_lambda"],
                 cls_weight=wilson["cls_weight"], loc_weight=wilson["loc_weight"],
-                old_model_image_labels=wilson["old_model_image_labels"])
+                old_model_image_labels=wilson["old_model_image_labels"] and wilson["old_model_prior"])
 
 
 def seen_classes(classes: ClassList, wilson: dict) -> ClassList:
@@ -368,6 +368,3 @@ def _check_settings(wilson: dict, old_model_classes: int, num_classes: int) -> N
         raise ConfigError(f"segmenter.wilson.old_model_image_labels is {wilson['old_model_image_labels']!r}; set true "
                           "(L_CLS over every class, the old ones labelled by the old model) or false (WILSON's, over "
                           "the new classes)")
-    if wilson["old_model_image_labels"] and not wilson["old_model_prior"]:
-        raise ConfigError("segmenter.wilson.old_model_image_labels reads the old classes' labels from the old model's "
-                          "scores, which old_model_prior: false leaves out; set one of them false")
