@@ -133,7 +133,8 @@ def _fetch_step_images(registry: ModelRegistry, inbox: Inbox, batch: str, curren
     carried = carried_batches(registry, inbox, current, manifest_labels(manifest, "train", classes), classes)
     if not carried:
         return manifest, []
-    batches = [load_samples(inbox.fetch(name, folder / name), "train", classes) for name in [*carried, batch]]
+    manifests = [inbox.fetch(name, folder / name) for name in carried] + [manifest]
+    batches = [load_samples(path, "train", classes) for path in manifests]
     return write_manifest(merged_samples(batches, [*carried, batch]), classes, folder / "step.csv"), carried
 
 
