@@ -21,6 +21,12 @@ def test_candidate_within_the_old_drop_and_above_the_floor_is_promoted():
     assert any("old_miou fell 4.00 points" in reason for reason in decision.reasons)
 
 
+def test_a_candidate_that_gains_on_the_old_classes_is_said_to_rise_not_to_fall_by_a_negative_amount():
+    decision = decide(scores(old=86.22), scores(old=88.28, new=44.68), GATE)
+    assert decision.promoted
+    assert decision.reasons[0] == "old_miou rose 2.06 points (86.22 -> 88.28), within registry.gate.max_old_drop 5"
+
+
 def test_forgetting_more_than_max_old_drop_fails_naming_old_miou():
     decision = decide(scores(old=70.0), scores(old=60.0, new=45.0), GATE)
     assert not decision.promoted

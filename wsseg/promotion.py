@@ -77,7 +77,8 @@ def _old_class_drop(current: dict, candidate: dict, max_drop: float | None) -> t
     before, after = current["old_miou"], candidate["old_miou"]
     drop = before - after
     verdict = "more than" if drop > max_drop else "within"
-    return drop <= max_drop, (f"old_miou fell {drop:.2f} points ({before:.2f} -> {after:.2f}), "
+    change = f"fell {drop:.2f}" if drop >= 0 else f"rose {-drop:.2f}"
+    return drop <= max_drop, (f"old_miou {change} points ({before:.2f} -> {after:.2f}), "
                               f"{verdict} registry.gate.max_old_drop {max_drop:g}")
 
 
