@@ -79,8 +79,8 @@ CLASSMIX_MODULES = ["wsseg.segmenter.classmix", "wsseg.segmenter.sampler"]
 # and kept where confident, as WILSON's code does after its pseudo-label epoch; off, since the defaults above were
 # measured without it. old_model_image_labels: L_CLS over every class, the background present in every image and an
 # old class where the old model predicts it, so that a new class shown by every image of a batch cannot win L_CLS by
-# claiming every pixel; on, since it kept more of the old classes in all seven 15-5 comparisons on semi400 (overlap
-# and disjoint, several seeds; README) and learned more of the new ones in five; false gives WILSON's L_CLS, over the
+# claiming every pixel; on, since it kept more of the old classes in all nine 15-5 comparisons on semi400 (overlap
+# and disjoint, several seeds; README) and learned more of the new ones in six; false gives WILSON's L_CLS, over the
 # new classes alone.
 # Without the old model's prior (old_model_prior false) there is no old model to read the labels from: it is off.
 WILSON_DEFAULTS = dict(old_checkpoint=None, old_classes=None, new_classes=None, protocol="disjoint", alpha=0.5,
