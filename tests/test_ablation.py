@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from wsseg.ablation import UPPER_BOUND, open_method_run, write_ablation_table
+from wsseg.cli import main
 from wsseg.config import default_config, dump_config
 from wsseg.errors import ConfigError
 from wsseg.store import open_store
@@ -29,6 +30,38 @@ def test_the_table_reads_each_methods_figures_and_sums_its_step_times(tmp_path):
     markdown = run.child("ablation").get_bytes("table.md").decode()
     assert "| has | 52.00 | 66.00 | 58.00 | 70.00 | 82.86 | 2.00 |" in markdown
     assert "<table>" in run.child("ablation").get_bytes("report.html").decode()
+
+
+def test_a_stopped_run_has_a_table_of_its_finished_methods_that_names_what_remains(tmp_path):
+    run = open_store(tmp_path)
+    fake_method_run(run, "cam", 50.0, 60.0, 55.0, {"train-classifier": 60, "evaluate": 30})
+    run.child("seam").child("train-classifier").put_bytes("step.json", json.dumps({"seconds": 120}).encode())
+    table = write_ablation_table(str(tmp_path), ["cam", "seam"])
+    assert [row["finished"] for row in table["methods"]] == [True, False]
+    assert table["methods"][1]["minutes"] == 2.0 and table["upper_bound_miou"] is None
+    assert table["unfinished"] == ["seam", "the upper bound"]
+    markdown = run.child("ablation").get_bytes("table.md").decode()
+    assert "| cam | 50.00 | 60.00 | 55.00 | - | - | 1.50 |" in markdown
+    assert "| seam | - | - | - | - | - | 2.00 |" in markdown and "Not finished yet: seam, the upper bound" in markdown
+
+
+def test_ablation_table_lists_the_methods_a_run_began_from_its_out_folder(tmp_path, capsys):
+    run = open_store(tmp_path / "store").child("ablation")
+    for method in ("has", "cam"):
+        open_method_run(run.uri, method, dump_config(default_config("cpu-tiny")))
+    fake_method_run(run, "has", 52.0, 66.0, 58.0, {"train-classifier": 120})
+    fake_method_run(run, UPPER_BOUND, None, None, 70.0, {"train-segmenter": 90})
+    run.child(UPPER_BOUND).put_bytes("config.yaml", b"preset: cpu-tiny\n")
+    assert main(["ablation-table", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:4]] == ["| cam", "| has"]
+    assert "| has | 52.00 | 66.00 | 58.00 | 70.00 | 82.86 | 2.00 |" in lines
+    assert lines[-1].endswith("Not finished yet: cam (minutes so far).")
+
+
+def test_ablation_table_of_a_folder_without_a_run_names_where_it_looked(tmp_path, capsys):
+    assert main(["ablation-table", "--out", str(tmp_path), "--run-name", "mine"]) == 2
+    assert f"{tmp_path.resolve()}/store/mine: no ablation run has begun a method here" in capsys.readouterr().err
 
 
 def test_a_method_run_stores_the_runs_config_with_the_methods_settings(tmp_path):

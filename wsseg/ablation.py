@@ -2,7 +2,8 @@
 
 Each method runs in its own prefix of the run's store (`<run>/<method>/`, its config there), the fully
 supervised upper bound once in `<run>/upper-bound/`; the table (`<run>/ablation/`) reads what their evaluate
-steps stored and the time every step took (`step.json`, written by `wsseg.pipeline_io.run_step`).
+steps stored and the time every step took (`step.json`, written by `wsseg.pipeline_io.run_step`). A run still
+going, or stopped, has a table too (`wsseg ablation-table`): its unfinished methods are rows without figures.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from wsseg.store import ArtifactStore, open_store
 
 UPPER_BOUND = "upper-bound"
 TABLE = "ablation"
+EVALUATION = "evaluate/metrics.json"
 
 
 def open_method_run(run_store_uri: str, method: str, config_yaml: str) -> tuple[str, str]:
@@ -27,17 +29,27 @@ def open_method_run(run_store_uri: str, method: str, config_yaml: str) -> tuple[
 
 
 def ablation_rows(run: ArtifactStore, methods: list[str]) -> list[dict]:
-    """One row per method: its evaluation's headline figures and its minutes, in the order given."""
-    return [dict(method=method, **_headline(run.child(method)), minutes=round(_seconds(run.child(method)) / 60, 1))
-            for method in methods]
+    """One row per method: its evaluation's headline figures and its minutes so far, in the order given."""
+    return [dict(method=method, **_headline(run.child(method)), minutes=round(_seconds(run.child(method)) / 60, 1),
+                 finished=_finished(run.child(method))) for method in methods]
+
+
+def started_methods(run_store_uri: str) -> list[str]:
+    """The methods a run has begun, by the config each method's prefix stores first."""
+    return sorted(key.split("/")[0] for key in open_store(run_store_uri).list()
+                  if key.count("/") == 1 and key.endswith("/config.yaml") and not key.startswith(UPPER_BOUND + "/"))
 
 
 def write_ablation_table(run_store_uri: str, methods: list[str]) -> dict:
-    """`<run>/ablation/table.md`, `report.html` and `ablation.json`; returns the JSON's content."""
+    """`<run>/ablation/table.md`, `report.html` and `ablation.json`; returns the JSON's content. `unfinished`
+    names the methods, and the upper bound, whose evaluation is not stored yet."""
     run = open_store(run_store_uri)
     upper = _headline(run.child(UPPER_BOUND)).get("segmenter_miou")
-    table = {"methods": ablation_rows(run, methods), "upper_bound_miou": upper,
-             "upper_bound_minutes": round(_seconds(run.child(UPPER_BOUND)) / 60, 1)}
+    rows = ablation_rows(run, methods)
+    unfinished = [row["method"] for row in rows if not row["finished"]]
+    table = {"methods": rows, "upper_bound_miou": upper,
+             "upper_bound_minutes": round(_seconds(run.child(UPPER_BOUND)) / 60, 1),
+             "unfinished": unfinished + ([] if _finished(run.child(UPPER_BOUND)) else ["the upper bound"])}
     out = run.child(TABLE)
     out.put_bytes("ablation.json", json.dumps(table, indent=2).encode())
     out.put_bytes("table.md", render_ablation_table(table).encode())
@@ -46,7 +58,13 @@ def write_ablation_table(run_store_uri: str, methods: list[str]) -> dict:
 
 
 def _headline(method_run: ArtifactStore) -> dict:
-    return json.loads(method_run.child("evaluate").get_bytes("metrics.json"))["headline"]
+    if not _finished(method_run):
+        return {}
+    return json.loads(method_run.get_bytes(EVALUATION))["headline"]
+
+
+def _finished(method_run: ArtifactStore) -> bool:
+    return method_run.exists(EVALUATION)
 
 
 def _seconds(method_run: ArtifactStore) -> float:

@@ -205,9 +205,11 @@ def _ablation_rows(table: dict) -> list[list[str]]:
 
 
 def _ablation_note(table: dict) -> str:
+    unfinished = table["unfinished"]
     return ("CAM mIoU on train at the best background threshold; pseudo masks on train (uncertain pixels counted "
             "as background); segmenter and upper bound (the same segmenter on ground truth, "
-            f"{figure_cell(table['upper_bound_minutes'])} minutes) on val; minutes: the method's steps, end to end.")
+            f"{figure_cell(table['upper_bound_minutes'])} minutes) on val; minutes: the method's steps, end to end."
+            + (f" Not finished yet: {', '.join(unfinished)} (minutes so far)." if unfinished else ""))
 
 
 def _ratio(value: float | None, upper: float | None) -> float | None:

@@ -5,7 +5,8 @@
 
 Each task runs as a subprocess in this environment (`SubprocessRunner(use_venv=False)`). The run's outputs
 go to the store (`--store`, default: the `--out` folder); a run re-started with the same `--out` and
-`--run-name` resumes, since every step skips the outputs it finds finished.
+`--run-name` resumes, since every step skips the outputs it finds finished. `wsseg ablation-table` prints an ablation
+run's table so far, while it runs or after it stopped.
 """
 from __future__ import annotations
 
@@ -41,6 +42,13 @@ def register(subparsers) -> None:
             sub.add_argument("--registry", required=True, metavar="URI", help="the model registry's store")
             sub.add_argument("--inbox", required=True, metavar="URI", help="the store new batches arrive in")
         sub.set_defaults(func=_run_command)
+    table = subparsers.add_parser("ablation-table", help="an ablation run's table so far: a run still going, or "
+                                                         "stopped, shows its finished methods and what remains")
+    table.add_argument("--out", required=True, help="the --out folder of `wsseg run ablation`")
+    table.add_argument("--store", help="its artifact store URI (default: the --out folder)")
+    table.add_argument("--run-name", default="ablation", help="its run name (default: ablation)")
+    table.add_argument("--methods", type=_methods, help="methods and their order (default: every one the run began)")
+    table.set_defaults(func=_table_command)
 
 
 def _methods(text: str) -> list[str]:
@@ -53,6 +61,20 @@ def _labelled(text: str):
     from wsseg.semi import parse_labelled
 
     return parse_labelled(text)
+
+
+def _table_command(args) -> int:
+    from wsseg.ablation import started_methods, write_ablation_table
+    from wsseg.errors import StoreError
+    from wsseg.report import render_ablation_table
+    from wsseg.store import open_store
+
+    run_uri = open_store(args.store or _default_store(args.out)).child(args.run_name).uri
+    methods = args.methods or started_methods(run_uri)
+    if not methods:
+        raise StoreError(f"{run_uri}: no ablation run has begun a method here; check --out, --store and --run-name")
+    print(render_ablation_table(write_ablation_table(run_uri, methods)))
+    return 0
 
 
 def _run_command(args) -> int:
@@ -155,8 +177,12 @@ def _run_locally(pipeline, data: str, out: str | Path, config: dict, store_uri: 
     # kfp.local relays each task's output line by line, so every redraw of a progress bar becomes a line.
     os.environ.setdefault("TQDM_MININTERVAL", "10")
     out = Path(out).resolve()
-    store_uri = store_uri or str(out / "store")
+    store_uri = store_uri or _default_store(out)
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp-local"))
     data = data if data.startswith("s3://") else str(Path(data).resolve())
     pipeline(data=data, store_uri=store_uri, config_yaml=dump_config(config), run_name=run_name, **arguments)
     return store_uri, run_name
+
+
+def _default_store(out: str | Path) -> str:
+    return str(Path(out).resolve() / "store")
