@@ -5,8 +5,8 @@
 
 Each task runs as a subprocess in this environment (`SubprocessRunner(use_venv=False)`). The run's outputs
 go to the store (`--store`, default: the `--out` folder); a run re-started with the same `--out` and
-`--run-name` resumes, since every step skips the outputs it finds finished. `wsseg ablation-table` prints an ablation
-run's table so far, while it runs or after it stopped.
+`--run-name` resumes, since every step skips the outputs it finds finished. `wsseg ablation-table` prints an
+ablation run's table so far, while it runs or after it stopped.
 """
 from __future__ import annotations
 
