@@ -64,6 +64,23 @@ def test_ablation_table_of_a_folder_without_a_run_names_where_it_looked(tmp_path
     assert f"{tmp_path.resolve()}/store/mine: no ablation run has begun a method here" in capsys.readouterr().err
 
 
+def test_a_step_run_again_adds_its_time_to_the_earlier_attempts_so_the_table_keeps_the_methods_minutes(tmp_path,
+                                                                                                      tiny_voc):
+    from kfp.dsl import Dataset
+
+    from wsseg.pipeline_io import run_step
+
+    run = open_store(tmp_path / "run")
+    fake_method_run(run, "cam", 50.0, 60.0, 55.0, {"propagate": 600.0})  # a first attempt took 10 minutes
+    masks = Dataset(name="masks", uri=str(tmp_path / "masks"), metadata={"store": str(tmp_path / "refine")})
+    output = Dataset(name="walked", uri=str(tmp_path / "walked"), metadata={})
+    run_step("propagate", str(tiny_voc), run.child("cam").uri, dump_config(default_config("cpu-tiny")),
+             {"cams": masks, "masks": masks, "affinity": None}, output)
+    record = json.loads(run.child("cam").child("propagate").get_bytes("step.json"))
+    assert 600.0 <= record["seconds"] < 660.0 and record["summary"]["affinity"] == "disabled"
+    assert write_ablation_table(run.uri, ["cam"])["methods"][0]["minutes"] == 10.0
+
+
 def test_a_method_run_stores_the_runs_config_with_the_methods_settings(tmp_path):
     uri, config_text = open_method_run(str(tmp_path), "acol", dump_config(default_config("cpu-tiny")))
     stored = yaml.safe_load(open_store(uri).get_bytes("config.yaml"))

@@ -53,13 +53,21 @@ def run_step(command: str, data: str, run_store_uri: str, config_yaml: str,
         step = getattr(importlib.import_module(module), function)
         summary = step(local_dataset(data), **stores, out=out, config=config, classes=ClassList(config["classes"]),
                        strict=config["strict"])
-    # The wall time of this attempt, data fetching included: what a run's table reports as minutes per step.
-    out.put_bytes(STEP_RECORD, json.dumps({"command": command, "seconds": round(time.perf_counter() - started, 1),
-                                           "summary": summary}, indent=2, default=str).encode())
+    record_step(out, command, started, summary)
     # A step with nothing to do (propagate without affinity) hands its input on instead of an empty store.
     published = summary.pop(PUBLISHED_STORE, None)
     publish(output, open_store(published) if published else out, summary)
     return summary
+
+
+def record_step(out: ArtifactStore, command: str, started: float, summary: dict) -> None:
+    """`step.json`: the step's summary and its wall time, data fetching included, which a run's table reports as
+    minutes per step. The time adds up over attempts: a step resumed after a stop, or rerun on a finished run,
+    adds its own to what the earlier attempts recorded, so that the table keeps what the step cost in all."""
+    earlier = json.loads(out.get_bytes(STEP_RECORD))["seconds"] if out.exists(STEP_RECORD) else 0.0
+    seconds = round(earlier + time.perf_counter() - started, 1)
+    out.put_bytes(STEP_RECORD, json.dumps({"command": command, "seconds": seconds, "summary": summary}, indent=2,
+                                          default=str).encode())
 
 
 def run_predict(segmenter: str, images: str, run_store_uri: str, config_yaml: str, output,
@@ -167,8 +175,7 @@ def run_incremental_update(data: str, run_store_uri: str, config_yaml: str, regi
     started = time.perf_counter()
     result = incremental_update(local_dataset(data), registry, Inbox(open_store(inbox_uri)), batch, out, config,
                                 ClassList(config["classes"]), strict=config["strict"])
-    out.put_bytes(STEP_RECORD, json.dumps({"command": "incremental-update", "summary": result,
-                                           "seconds": round(time.perf_counter() - started, 1)}, indent=2).encode())
+    record_step(out, "incremental-update", started, result)
     figures = headline(result)
     publish(output, out, dict(figures, batch=batch))
     for name, value in figures.items():
