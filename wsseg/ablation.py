@@ -30,8 +30,7 @@ def open_method_run(run_store_uri: str, method: str, config_yaml: str) -> tuple[
 
 def ablation_rows(run: ArtifactStore, methods: list[str]) -> list[dict]:
     """One row per method: its evaluation's headline figures and its minutes so far, in the order given."""
-    return [dict(method=method, **_headline(run.child(method)), minutes=round(_seconds(run.child(method)) / 60, 1),
-                 finished=_finished(run.child(method))) for method in methods]
+    return [_row(method, run.child(method)) for method in methods]
 
 
 def started_methods(run_store_uri: str) -> list[str]:
@@ -44,12 +43,11 @@ def write_ablation_table(run_store_uri: str, methods: list[str]) -> dict:
     """`<run>/ablation/table.md`, `report.html` and `ablation.json`; returns the JSON's content. `unfinished`
     names the methods, and the upper bound, whose evaluation is not stored yet."""
     run = open_store(run_store_uri)
-    upper = _headline(run.child(UPPER_BOUND)).get("segmenter_miou")
+    upper = _row(UPPER_BOUND, run.child(UPPER_BOUND))
     rows = ablation_rows(run, methods)
     unfinished = [row["method"] for row in rows if not row["finished"]]
-    table = {"methods": rows, "upper_bound_miou": upper,
-             "upper_bound_minutes": round(_seconds(run.child(UPPER_BOUND)) / 60, 1),
-             "unfinished": unfinished + ([] if _finished(run.child(UPPER_BOUND)) else ["the upper bound"])}
+    table = {"methods": rows, "upper_bound_miou": upper.get("segmenter_miou"), "upper_bound_minutes": upper["minutes"],
+             "unfinished": unfinished + ([] if upper["finished"] else ["the upper bound"])}
     out = run.child(TABLE)
     out.put_bytes("ablation.json", json.dumps(table, indent=2).encode())
     out.put_bytes("table.md", render_ablation_table(table).encode())
@@ -57,14 +55,11 @@ def write_ablation_table(run_store_uri: str, methods: list[str]) -> dict:
     return table
 
 
-def _headline(method_run: ArtifactStore) -> dict:
-    if not _finished(method_run):
-        return {}
-    return json.loads(method_run.get_bytes(EVALUATION))["headline"]
-
-
-def _finished(method_run: ArtifactStore) -> bool:
-    return method_run.exists(EVALUATION)
+def _row(method: str, method_run: ArtifactStore) -> dict:
+    """The method's headline figures, none until its evaluation is stored, and its minutes so far."""
+    finished = method_run.exists(EVALUATION)
+    headline = json.loads(method_run.get_bytes(EVALUATION))["headline"] if finished else {}
+    return dict(method=method, **headline, minutes=round(_seconds(method_run) / 60, 1), finished=finished)
 
 
 def _seconds(method_run: ArtifactStore) -> float:
