@@ -95,11 +95,13 @@ MODE_SEGMENTORS = {"sec": ("SECSegmentor", "SEC's losses", [SEC_MODULE]),
 
 def default_config(preset: str) -> dict:
     """The `segmenter` section of a run's config for `preset`. `depth`, `width` and `output_stride` scale every
-    model family the same way (`wsseg.segmenter.models`); `model` may also name a user's mmseg config."""
+    model family the same way (`wsseg.segmenter.models`); `model` may also name a user's mmseg config.
+    `self_training` trains a second segmenter on pseudo masks whose band the first one labelled
+    (`wsseg.self_training`)."""
     settings = _preset(preset)
     return dict(model="deeplabv3plus", **settings, init_checkpoint=None,
                 photometric={} if preset == "gpu" else dict(GENTLE_PHOTOMETRIC), mode="standard", loss="cross_entropy",
-                sec=copy.deepcopy(SEC_DEFAULTS), classmix=_classmix_preset(preset, settings),
+                self_training=False, sec=copy.deepcopy(SEC_DEFAULTS), classmix=_classmix_preset(preset, settings),
                 wilson=dict(WILSON_DEFAULTS))
 
 

@@ -31,10 +31,17 @@ def load_segmenter(store: ArtifactStore, device: str | torch.device | None = Non
         return init_model(str(config_path), str(checkpoint_path), device=str(device))
 
 
-@torch.no_grad()
 def predict(model: torch.nn.Module, image: np.ndarray, multi_scale: bool = False,
             flip: bool = False) -> np.ndarray:
     """(H, W) uint8 class indices for an (H, W, 3) uint8 RGB image."""
+    return class_probabilities(model, image, multi_scale, flip).argmax(dim=0).numpy().astype(np.uint8)
+
+
+@torch.no_grad()
+def class_probabilities(model: torch.nn.Module, image: np.ndarray, multi_scale: bool = False,
+                        flip: bool = False) -> torch.Tensor:
+    """(K, H, W) class probabilities on the CPU for an (H, W, 3) uint8 RGB image, summed over the test-time
+    augmentations (so they rank classes, and sum to the number of views)."""
     height, width = image.shape[:2]
     base = prediction_scale(model, height, width)
     probabilities = torch.zeros(())
@@ -47,7 +54,7 @@ def predict(model: torch.nn.Module, image: np.ndarray, multi_scale: bool = False
                 logits = logits.flip(-1)
             logits = F.interpolate(logits[None], (height, width), mode="bilinear", align_corners=False)[0]
             probabilities = probabilities + logits.softmax(dim=0).cpu()
-    return probabilities.argmax(dim=0).numpy().astype(np.uint8)
+    return probabilities
 
 
 def prediction_scale(model: torch.nn.Module, height: int, width: int) -> float:

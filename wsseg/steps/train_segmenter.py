@@ -14,6 +14,10 @@ are left out, labelled by the pseudo masks (`semi.labels: pseudo`), or, with `se
 unlabelled images. With `segmenter.mode: wilson`, it adds classes to the segmenter `segmenter.wilson.old_checkpoint`
 names, from the step's train images (`wsseg.data.splits`) and their image labels alone: the model segments the
 classes seen so far, no mask is read, and there is no validation (the seen classes' scores are the evaluate step's).
+
+With `segmenter.self_training`, pseudo masks train two segmenters (`wsseg.self_training`): the first on the masks
+as given, in `first-round/`; its labels of their uncertain band complete them in `relabelled/`, and the second,
+the step's model, trains on those.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from wsseg.segmenter.distributed import join_process_group, world_position
 from wsseg.segmenter.hooks import RESUME_KEY, StoreCheckpointHook
 from wsseg.segmenter.models import is_config_file, pretrained_weights
 from wsseg.segmenter.wilson import seen_classes, step_image_ids
+from wsseg.self_training import relabel_band
 from wsseg.semi import SemiSplit, check_semi_settings, split_train
 from wsseg.store import ArtifactStore, open_store
 from wsseg.weights import local_weights
@@ -50,6 +55,8 @@ CHECKPOINT = "checkpoint.pth"
 MMSEG_CONFIG = "mmseg_config.py"
 METRICS = "metrics.json"
 RESUME_COPY = "resume.pth"
+# Self-training's first segmenter and the pseudo masks it completed, inside the step's output store.
+FIRST_ROUND, RELABELLED = "first-round", "relabelled"
 # mmengine 0.10.7 resumes with torch.load's default weights_only=True (torch >= 2.6), which refuses the
 # message hub its checkpoints carry (loss histories, pickled with their bound methods). These are exactly the
 # globals it needs; the file is this step's own output in its own store.
@@ -74,6 +81,9 @@ def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, 
         log.info("train-segmenter: %s already holds a model trained for %d iterations; nothing to do",
                  out.uri, finished["iterations"])
         return dict(finished, rank=rank)
+    self_training = None
+    if _self_trains(settings, masks, config):
+        masks, self_training = _relabelled_masks(data_root, masks, out, config, classes, strict)
 
     with tempfile.TemporaryDirectory(prefix="wsseg-segmenter-") as work_dir:
         settings = staged_settings(settings, Path(work_dir, "inputs"))
@@ -104,12 +114,41 @@ def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, 
             metrics.update(labelled_images=len(split.labelled), unlabelled_images=len(split.unlabelled))
         if init_segmenter:
             metrics["initialised_from"] = init_segmenter.uri
+        if self_training:
+            metrics["self_training"] = self_training
         if rank == 0:
             _publish(out, _final_checkpoint(runner, work_dir), mmseg_config, metrics)
         barrier()
     log.info("train-segmenter: %d iterations in %.0f s (%.1f images/s), val mIoU %s -> %s",
              metrics["iterations"], seconds, metrics["images_per_s"], metrics.get("val_miou"), out.uri)
     return dict(metrics, rank=rank)
+
+
+def _self_trains(settings: dict, masks: ArtifactStore | None, config: dict) -> bool:
+    """Whether `segmenter.self_training` applies: to pseudo masks alone, trained on in mode standard."""
+    if not settings["self_training"] or masks is None:
+        return False  # the ground truth has no band to relabel
+    if settings["mode"] != "standard" or config["semi"]["labelled"] is not None:
+        log.info("train-segmenter: segmenter.self_training relabels the band of pseudo masks trained on alone, in "
+                 "mode standard; training once in mode %s%s", settings["mode"],
+                 " with semi.labelled" if config["semi"]["labelled"] is not None else "")
+        return False
+    return True
+
+
+def _relabelled_masks(data_root, masks: ArtifactStore, out: ArtifactStore, config: dict, classes: ClassList,
+                      strict: bool) -> tuple[ArtifactStore, dict]:
+    """The pseudo masks with their band labelled by a first segmenter trained on them (`wsseg.self_training`),
+    and what that round measured. Both rounds resume from the store."""
+    first_round, relabelled = out.child(FIRST_ROUND), out.child(RELABELLED)
+    once = dict(config, segmenter=dict(config["segmenter"], self_training=False))
+    first = train_segmenter(data_root, masks, first_round, once, classes, strict)
+    measured = dict(first_round=first_round.uri, first_round_val_miou=first.get("val_miou"), relabelled=relabelled.uri)
+    if first["rank"] == 0:
+        tta = {key: config["evaluate"][key] for key in ("multi_scale", "flip")}
+        measured["relabel"] = relabel_band(data_root, masks, first_round, relabelled, classes, tta, strict)
+    barrier()
+    return relabelled, measured
 
 
 def staged_settings(settings: dict, folder: Path) -> dict:
