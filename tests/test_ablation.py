@@ -11,9 +11,10 @@ from wsseg.errors import ConfigError
 from wsseg.store import open_store
 
 
-def fake_method_run(run, method, cam, masks, segmenter, step_seconds):
+def fake_method_run(run, method, cam, masks, segmenter, step_seconds, relabelled=None):
     store = run.child(method)
-    headline = {"cam_miou": cam, "pseudo_mask_miou": masks, "segmenter_miou": segmenter}
+    headline = {"cam_miou": cam, "pseudo_mask_miou": masks, "relabelled_mask_miou": relabelled,
+                "segmenter_miou": segmenter}
     store.child("evaluate").put_bytes("metrics.json", json.dumps({"headline": headline}).encode())
     for step, seconds in step_seconds.items():
         store.child(step).put_bytes("step.json", json.dumps({"seconds": seconds}).encode())
@@ -22,13 +23,14 @@ def fake_method_run(run, method, cam, masks, segmenter, step_seconds):
 def test_the_table_reads_each_methods_figures_and_sums_its_step_times(tmp_path):
     run = open_store(tmp_path)
     fake_method_run(run, "cam", 50.0, 60.0, 55.0, {"train-classifier": 60, "refine": 30, "evaluate": 30})
-    fake_method_run(run, "has", 52.0, 66.0, 58.0, {"train-classifier": 120})
+    fake_method_run(run, "has", 52.0, 66.0, 58.0, {"train-classifier": 120}, relabelled=68.0)
     fake_method_run(run, UPPER_BOUND, None, None, 70.0, {"train-segmenter": 90})
     table = write_ablation_table(str(tmp_path), ["has", "cam"])
     assert [row["method"] for row in table["methods"]] == ["has", "cam"]
     assert [row["minutes"] for row in table["methods"]] == [2.0, 2.0] and table["upper_bound_miou"] == 70.0
     markdown = run.child("ablation").get_bytes("table.md").decode()
-    assert "| has | 52.00 | 66.00 | 58.00 | 70.00 | 82.86 | 2.00 |" in markdown
+    assert "| has | 52.00 | 66.00 | 68.00 | 58.00 | 70.00 | 82.86 | 2.00 |" in markdown
+    assert "| cam | 50.00 | 60.00 | - | 55.00 | 70.00 | 78.57 | 2.00 |" in markdown
     assert "<table>" in run.child("ablation").get_bytes("report.html").decode()
 
 
@@ -41,8 +43,8 @@ def test_a_stopped_run_has_a_table_of_its_finished_methods_that_names_what_remai
     assert table["methods"][1]["minutes"] == 2.0 and table["upper_bound_miou"] is None
     assert table["unfinished"] == ["seam", "the upper bound"]
     markdown = run.child("ablation").get_bytes("table.md").decode()
-    assert "| cam | 50.00 | 60.00 | 55.00 | - | - | 1.50 |" in markdown
-    assert "| seam | - | - | - | - | - | 2.00 |" in markdown and "Not finished yet: seam, the upper bound" in markdown
+    assert "| cam | 50.00 | 60.00 | - | 55.00 | - | - | 1.50 |" in markdown
+    assert "| seam | - | - | - | - | - | - | 2.00 |" in markdown and "Not finished yet: seam, the upper bound" in markdown
 
 
 def test_ablation_table_lists_the_methods_a_run_began_from_its_out_folder(tmp_path, capsys):
@@ -55,7 +57,7 @@ def test_ablation_table_lists_the_methods_a_run_began_from_its_out_folder(tmp_pa
     assert main(["ablation-table", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" | ")[0] for line in lines[2:4]] == ["| cam", "| has"]
-    assert "| has | 52.00 | 66.00 | 58.00 | 70.00 | 82.86 | 2.00 |" in lines
+    assert "| has | 52.00 | 66.00 | - | 58.00 | 70.00 | 82.86 | 2.00 |" in lines
     assert lines[-1].endswith("Not finished yet: cam (minutes so far).")
 
 

@@ -139,3 +139,27 @@ def test_report_holds_the_figures_of_metrics_json_and_the_overlays(tmp_path):
     with Image.open(io.BytesIO(out.get_bytes("overlays/a.png"))) as strip:
         # image | CAM | pseudo mask | ground truth, 4 px apart
         assert strip.size == (4 * 4 + 3 * 4, 2)
+
+
+def test_masks_a_self_trained_segmenter_completed_are_scored_beside_the_pipelines_pseudo_masks():
+    from wsseg.steps.evaluate import TrainScores
+
+    scores = TrainScores(len(CLASSES), [0.5], with_pseudo_masks=True)
+    truth = np.array(TRUTH)
+    banded = np.array([[0, 255, 1, 1],
+                       [0, 0, 255, 2]])
+    relabelled = np.array([[0, 1, 1, 1],
+                           [0, 0, 2, 2]])
+    scores.add(truth, np.stack([(truth == 1) * 1.0, (truth == 2) * 1.0]), np.array([1, 2]), banded, relabelled)
+    metrics = scores.metrics(CLASSES, None, None, {})
+    # Relabelled against TRUTH: bg TP 3, gt 4, pred 3 -> 3/4; cat TP 2, gt 2, pred 3 -> 2/3; dog TP 2 -> 1.
+    #   mIoU = (3/4 + 2/3 + 1) / 3 = 80.56 %
+    assert metrics["headline"]["relabelled_mask_miou"] == 80.56
+    # The pipeline's own figure still counts its band as background: [[0,0,1,1],[0,0,0,2]] against TRUTH:
+    #   bg TP 4, gt 4, pred 5 -> 4/5; cat 1; dog TP 1, gt 2, pred 1 -> 1/2; mIoU = (4/5 + 1 + 1/2) / 3 = 76.67 %
+    assert metrics["headline"]["pseudo_mask_miou"] == 76.67
+
+
+def test_a_run_without_self_training_has_no_relabelled_figure(tmp_path):
+    headline, metrics, _ = run(tmp_path, [perfect_item()])
+    assert headline["relabelled_mask_miou"] is None and metrics["pseudo_masks"]["relabelled"] is None

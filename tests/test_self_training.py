@@ -2,6 +2,7 @@
 come from a first segmenter and stay within the image's labels; the confident pixels keep theirs."""
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -9,9 +10,10 @@ import pytest
 from test_segmenter import tiny_config, write_pseudo_masks
 
 from wsseg.classes import IGNORE_INDEX
-from wsseg.data import load_samples
+from wsseg.data import load_samples, read_mask
 from wsseg.pseudo_masks import decode_mask_png
 from wsseg.self_training import fill_band
+from wsseg.steps.evaluate import evaluate
 from wsseg.store import open_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -51,6 +53,20 @@ def test_self_training_trains_a_first_segmenter_and_the_step_model_on_its_comple
     trained_on = out.get_bytes("mmseg_config.py").decode()
     assert out.child("relabelled").uri in trained_on and masks.uri not in trained_on
     assert json.loads(out.get_bytes("metrics.json"))["self_training"]["first_round"] == out.child("first-round").uri
+    evaluation = evaluate(tiny_voc, ground_truth_cams(tiny_voc, classes, open_store(tmp_path / "cams")), masks, out,
+                          open_store(tmp_path / "evaluate"), tiny_config(self_training=True), classes)
+    assert evaluation["relabelled_mask_miou"] is not None and evaluation["uncertain_fraction"] > 0
+
+
+def ground_truth_cams(data_root, classes, store):
+    """CAM files that fire exactly on each labelled class's ground-truth pixels."""
+    for sample in load_samples(data_root, "train", classes):
+        truth = read_mask(sample.mask_path)
+        buffer = io.BytesIO()
+        np.savez(buffer, cams=np.stack([truth == label for label in sample.labels]).astype(np.float16),
+                 labels=np.array(sample.labels, np.int16))
+        store.put_bytes(f"{sample.image_id}.npz", buffer.getvalue())
+    return store
 
 
 def test_self_training_leaves_the_ground_truth_upper_bound_a_single_training(tiny_voc, classes, tmp_path):

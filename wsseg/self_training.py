@@ -29,6 +29,8 @@ from wsseg.store import ArtifactStore
 log = logging.getLogger(__name__)
 
 BACKGROUND = 0
+# The first segmenter and the pseudo masks it completed, inside train-segmenter's output store.
+FIRST_ROUND, RELABELLED = "first-round", "relabelled"
 
 
 def fill_band(mask: np.ndarray, probabilities: np.ndarray, image_labels) -> np.ndarray:
@@ -73,3 +75,10 @@ def relabel_band(data_root, masks: ArtifactStore, segmenter: ArtifactStore, out:
     log.info("relabel band: %d masks relabelled (%d band pixels), %d without a band, %d skipped -> %s",
              counts["relabelled"], counts["band_pixels"], counts["without_band"], counts["skipped"], out.uri)
     return summary
+
+
+def relabelled_masks(segmenter: ArtifactStore) -> ArtifactStore | None:
+    """The completed masks a self-trained segmenter's store holds, the ones its model trained on; None for a
+    segmenter trained once."""
+    masks = segmenter.child(RELABELLED)
+    return masks if any(key.endswith(".png") for key in masks.list()) else None

@@ -8,6 +8,7 @@ are scored on different splits on purpose: the papers report pseudo-mask quality
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -20,6 +21,7 @@ from wsseg.metrics import ConfusionMatrix, incremental_mious, unseen_as_backgrou
 from wsseg.pseudo_masks import CamThresholdSweep, decode_mask_png, read_cam_file
 from wsseg.read_ahead import read_ahead
 from wsseg.report import Overlay, cam_heatmap, colorize, overlay_strip, render_html, render_markdown
+from wsseg.self_training import relabelled_masks
 from wsseg.steps.refine import THRESHOLDS
 
 
@@ -48,11 +50,12 @@ def evaluate(data_root, cams, pseudo_masks, segmenter, out, config: dict, classe
                           "train images' CAMs; give the CAM store too (--cams, the store mine-cams wrote)")
     settings = config["evaluate"]
     model = _load_model(segmenter)
+    relabelled = relabelled_masks(segmenter) if segmenter is not None and pseudo_masks is not None else None
     scores = TrainScores(len(classes), settings["cam_thresholds"], pseudo_masks is not None)
     counts, overlays = {}, []
     if cams is not None:
-        counts, overlays = _score_train(load_samples(data_root, "train", classes), cams, pseudo_masks, model,
-                                        scores, out, settings, strict)
+        counts, overlays = _score_train(load_samples(data_root, "train", classes), cams,
+                                        MaskSources(pseudo_masks, relabelled), model, scores, out, settings, strict)
     segmenter_summary = None
     if model is not None:
         segmenter_summary, counts["val_scored"], counts["val_skipped"] = _score_segmenter(
@@ -66,8 +69,17 @@ def evaluate(data_root, cams, pseudo_masks, segmenter, out, config: dict, classe
     return metrics["headline"]
 
 
-def _score_train(samples, cams, pseudo_masks, model, scores, out, settings, strict):
+@dataclass(frozen=True)
+class MaskSources:
+    """The pseudo masks scored on train: the pipeline's, and the ones a self-trained segmenter completed."""
+
+    pseudo_masks: object | None
+    relabelled: object | None = None
+
+
+def _score_train(samples, cams, masks: MaskSources, model, scores, out, settings, strict):
     """One pass over train: every CAM threshold and the pseudo masks; overlays of the first few images."""
+    pseudo_masks = masks.pseudo_masks
     from wsseg.data import read_image
 
     counts = dict.fromkeys(("train_scored", "train_skipped", "without_cam", "without_pseudo_mask",
@@ -82,11 +94,11 @@ def _score_train(samples, cams, pseudo_masks, model, scores, out, settings, stri
             scorable.append(sample)
             counts["without_pseudo_mask"] += pseudo_masks is not None and sample.image_id not in mask_ids
     overlays: list[Overlay] = []
-    read = partial(_read_train_image, cams, pseudo_masks, mask_ids)
+    read = partial(_read_train_image, cams, masks, mask_ids)
     for sample, outcome in tqdm(read_ahead(read, scorable, settings["read_threads"]), total=len(scorable),
                                 desc="evaluate train", unit="img"):
         try:
-            ground_truth, cam_scores, labels, pseudo_mask = _unless_error(outcome)
+            ground_truth, cam_scores, labels, pseudo_mask, relabelled = _unless_error(outcome)
             image = read_image(sample.image_path) if len(overlays) < settings["overlays"] else None
         except GroundTruthSizeError:
             raise
@@ -95,7 +107,7 @@ def _score_train(samples, cams, pseudo_masks, model, scores, out, settings, stri
                 raise
             counts["train_skipped"] += 1
             continue
-        scores.add(ground_truth, cam_scores, labels, pseudo_mask)
+        scores.add(ground_truth, cam_scores, labels, pseudo_mask, relabelled)
         counts["train_scored"] += 1
         if image is not None:
             overlays.append(_overlay(out, sample.image_id, image, ground_truth, cam_scores, pseudo_mask, model,
@@ -103,13 +115,15 @@ def _score_train(samples, cams, pseudo_masks, model, scores, out, settings, stri
     return counts, overlays
 
 
-def _read_train_image(cams, pseudo_masks, mask_ids: set[str], sample):
-    """One train image's ground truth, CAMs and pseudo mask (None without one)."""
+def _read_train_image(cams, masks: MaskSources, mask_ids: set[str], sample):
+    """One train image's ground truth, CAMs, pseudo mask and relabelled mask (None without one)."""
     ground_truth = read_ground_truth(sample)
     cam_scores, labels = _read_cams(cams, sample.image_id, ground_truth.shape)
-    pseudo_mask = _read_pseudo_mask(pseudo_masks, sample.image_id, ground_truth.shape) \
-        if sample.image_id in mask_ids else None
-    return ground_truth, cam_scores, labels, pseudo_mask
+    if sample.image_id not in mask_ids:
+        return ground_truth, cam_scores, labels, None, None
+    pseudo_mask = _read_pseudo_mask(masks.pseudo_masks, sample.image_id, ground_truth.shape)
+    relabelled = masks.relabelled and _read_pseudo_mask(masks.relabelled, sample.image_id, ground_truth.shape)
+    return ground_truth, cam_scores, labels, pseudo_mask, relabelled
 
 
 def _unless_error(outcome):
@@ -128,9 +142,10 @@ class TrainScores:
         self.with_pseudo_masks = with_pseudo_masks
         self.pseudo_as_background = ConfusionMatrix(num_classes)
         self.pseudo_confident = ConfusionMatrix(num_classes)
+        self.relabelled = ConfusionMatrix(num_classes)
         self.uncertain_pixels = self.pseudo_pixels = 0
 
-    def add(self, ground_truth, cams, labels, pseudo_mask) -> None:
+    def add(self, ground_truth, cams, labels, pseudo_mask, relabelled=None) -> None:
         sweep = CamThresholdSweep(cams, labels)
         for threshold, matrix in zip(self.thresholds, self.cam, strict=True):
             matrix.update(sweep.at(threshold), ground_truth)
@@ -142,6 +157,8 @@ class TrainScores:
         self.pseudo_confident.update(as_background, np.where(uncertain, IGNORE_INDEX, ground_truth))
         self.uncertain_pixels += int(uncertain.sum())
         self.pseudo_pixels += uncertain.size
+        if relabelled is not None:
+            self.relabelled.update(np.where(relabelled == IGNORE_INDEX, 0, relabelled), ground_truth)
 
     def cam_metrics(self, names) -> dict | None:
         """The sweep, and per-class figures at the best threshold (the lowest one on a tie)."""
@@ -159,7 +176,8 @@ class TrainScores:
             return None
         return {"uncertain_as_background": self.pseudo_as_background.summary(names),
                 "confident_only": self.pseudo_confident.summary(names),
-                "uncertain_fraction": round(self.uncertain_pixels / self.pseudo_pixels, 4)}
+                "uncertain_fraction": round(self.uncertain_pixels / self.pseudo_pixels, 4),
+                "relabelled": self.relabelled.summary(names) if self.relabelled.counts.any() else None}
 
     def metrics(self, classes: ClassList, segmenter: dict | None, upper_bound, counts: dict) -> dict:
         cam, masks = self.cam_metrics(classes.names), self.pseudo_mask_metrics(classes.names)
@@ -169,6 +187,7 @@ class TrainScores:
             "pseudo_mask_miou": _field(masks, "uncertain_as_background", "miou"),
             "pseudo_mask_confident_miou": _field(masks, "confident_only", "miou"),
             "uncertain_fraction": _field(masks, "uncertain_fraction"),
+            "relabelled_mask_miou": _field(masks, "relabelled", "miou"),
             "segmenter_miou": _field(segmenter, "miou"),
         }
         return {"headline": headline, "cam": cam, "pseudo_masks": masks, "segmenter": segmenter,

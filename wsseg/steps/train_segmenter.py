@@ -44,7 +44,7 @@ from wsseg.segmenter.distributed import join_process_group, world_position
 from wsseg.segmenter.hooks import RESUME_KEY, StoreCheckpointHook
 from wsseg.segmenter.models import is_config_file, pretrained_weights
 from wsseg.segmenter.wilson import seen_classes, step_image_ids
-from wsseg.self_training import relabel_band
+from wsseg.self_training import FIRST_ROUND, RELABELLED, relabel_band
 from wsseg.semi import SemiSplit, check_semi_settings, split_train
 from wsseg.store import ArtifactStore, open_store
 from wsseg.weights import local_weights
@@ -55,8 +55,6 @@ CHECKPOINT = "checkpoint.pth"
 MMSEG_CONFIG = "mmseg_config.py"
 METRICS = "metrics.json"
 RESUME_COPY = "resume.pth"
-# Self-training's first segmenter and the pseudo masks it completed, inside the step's output store.
-FIRST_ROUND, RELABELLED = "first-round", "relabelled"
 # mmengine 0.10.7 resumes with torch.load's default weights_only=True (torch >= 2.6), which refuses the
 # message hub its checkpoints carry (loss histories, pickled with their bound methods). These are exactly the
 # globals it needs; the file is this step's own output in its own store.
