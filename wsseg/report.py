@@ -214,8 +214,9 @@ def _ablation_note(table: dict) -> str:
     unfinished = table["unfinished"]
     return ("CAM mIoU on train at the best background threshold; pseudo masks on train (uncertain pixels counted "
             "as background); relabelled masks: the pseudo masks with their band labelled by a first segmenter, "
-            "which the segmenter trained on (segmenter.self_training; - without it); segmenter and upper bound (the same segmenter on ground truth, "
-            f"{figure_cell(table['upper_bound_minutes'])} minutes) on val; minutes: the method's steps, end to end."
+            "which the segmenter trained on (segmenter.self_training; - without it); segmenter and upper bound "
+            f"(the same segmenter on ground truth, {figure_cell(table['upper_bound_minutes'])} minutes) on val; "
+            "minutes: the method's steps, end to end."
             + (f" Not finished yet: {', '.join(unfinished)} (minutes so far)." if unfinished else ""))
 
 
