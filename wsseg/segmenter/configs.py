@@ -103,7 +103,8 @@ def default_config(preset: str) -> dict:
     settings = _preset(preset)
     return dict(model="deeplabv3plus", **settings, init_checkpoint=None,
                 photometric={} if preset == "gpu" else dict(GENTLE_PHOTOMETRIC), mode="standard", loss="cross_entropy",
-                self_training=preset == "cpu", sec=copy.deepcopy(SEC_DEFAULTS), classmix=_classmix_preset(preset, settings),
+                self_training=preset == "cpu", sec=copy.deepcopy(SEC_DEFAULTS),
+                classmix=_classmix_preset(preset, settings),
                 wilson=dict(WILSON_DEFAULTS))
 
 
