@@ -79,8 +79,9 @@ class MaskSources:
 
 def _score_train(samples, cams, masks: MaskSources, model, scores, out, settings, strict):
     """One pass over train: every CAM threshold and the pseudo masks; overlays of the first few images."""
-    pseudo_masks = masks.pseudo_masks
     from wsseg.data import read_image
+
+    pseudo_masks = masks.pseudo_masks
 
     counts = dict.fromkeys(("train_scored", "train_skipped", "without_cam", "without_pseudo_mask",
                             "without_ground_truth"), 0)
@@ -94,7 +95,8 @@ def _score_train(samples, cams, masks: MaskSources, model, scores, out, settings
             scorable.append(sample)
             counts["without_pseudo_mask"] += pseudo_masks is not None and sample.image_id not in mask_ids
     overlays: list[Overlay] = []
-    read = partial(_read_train_image, cams, masks, mask_ids)
+    relabelled_ids = _ids(masks.relabelled, ".png") if masks.relabelled is not None else set()
+    read = partial(_read_train_image, cams, masks, mask_ids, relabelled_ids)
     for sample, outcome in tqdm(read_ahead(read, scorable, settings["read_threads"]), total=len(scorable),
                                 desc="evaluate train", unit="img"):
         try:
@@ -115,14 +117,16 @@ def _score_train(samples, cams, masks: MaskSources, model, scores, out, settings
     return counts, overlays
 
 
-def _read_train_image(cams, masks: MaskSources, mask_ids: set[str], sample):
-    """One train image's ground truth, CAMs, pseudo mask and relabelled mask (None without one)."""
+def _read_train_image(cams, masks: MaskSources, mask_ids: set[str], relabelled_ids: set[str], sample):
+    """One train image's ground truth, CAMs, pseudo mask and relabelled mask (each None without one)."""
     ground_truth = read_ground_truth(sample)
     cam_scores, labels = _read_cams(cams, sample.image_id, ground_truth.shape)
     if sample.image_id not in mask_ids:
         return ground_truth, cam_scores, labels, None, None
     pseudo_mask = _read_pseudo_mask(masks.pseudo_masks, sample.image_id, ground_truth.shape)
-    relabelled = masks.relabelled and _read_pseudo_mask(masks.relabelled, sample.image_id, ground_truth.shape)
+    relabelled = None
+    if sample.image_id in relabelled_ids:
+        relabelled = _read_pseudo_mask(masks.relabelled, sample.image_id, ground_truth.shape)
     return ground_truth, cam_scores, labels, pseudo_mask, relabelled
 
 
