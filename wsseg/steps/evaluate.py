@@ -1,7 +1,8 @@
 """evaluate: mIoU of each stage of the pipeline, and a report a person can read.
 
 (a) the CAMs on train, at the background threshold that scores best (swept in one pass over the images, as
-IRN's eval_cam does); (b) the pseudo masks on train; (c) the segmenter on val. Pseudo masks and final models
+IRN's eval_cam does); (b) the pseudo masks on train, and the masks a self-trained segmenter completed from them
+(`wsseg.self_training`), which it trained on; (c) the segmenter on val. Pseudo masks and final models
 are scored on different splits on purpose: the papers report pseudo-mask quality on train, models on val.
 `score_seen_classes` gives an incremental step's old/new/all mIoU of a segmenter on val (the promotion gate's figures).
 """
