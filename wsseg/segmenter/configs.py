@@ -98,7 +98,7 @@ def default_config(preset: str) -> dict:
     model family the same way (`wsseg.segmenter.models`); `model` may also name a user's mmseg config.
     `self_training` trains a second segmenter on pseudo masks whose band the first one labelled
     (`wsseg.self_training`). It is on at the cpu preset, chosen on the shapes look it was built on (segmenter val
-    mIoU 74.97 to 77.77); on the held-out figures look it moved five methods' segmenters by -3.14 to +4.59, +0.64
+    mIoU 74.97 to 77.77); on the held-out figures look it moved four methods' segmenters by -3.14 to +4.59, +0.69
     on average (README). The gpu preset keeps one training until it is measured there, and cpu-tiny, the tests'
     preset, too."""
     settings = _preset(preset)
