@@ -77,8 +77,7 @@ def relabel_band(data_root, masks: ArtifactStore, segmenter: ArtifactStore, out:
     return summary
 
 
-def relabelled_masks(segmenter: ArtifactStore) -> ArtifactStore | None:
-    """The completed masks a self-trained segmenter's store holds, the ones its model trained on; None for a
-    segmenter trained once."""
-    masks = segmenter.child(RELABELLED)
-    return masks if any(key.endswith(".png") for key in masks.list()) else None
+def relabelled_masks(segmenter: ArtifactStore) -> ArtifactStore:
+    """Where a self-trained segmenter's store holds the completed masks its model trained on (empty for a
+    segmenter trained once)."""
+    return segmenter.child(RELABELLED)
