@@ -38,10 +38,14 @@ METHODS = {
                     {"classifier": {"mixup": {"enabled": True}}}),
     "aepsl": Method("AE-PSL (Wei et al., CVPR'17): adversarial erasing, the union of successive classifiers' maps",
                     {"classifier": {"adversarial_erasing": {"enabled": True}}}),
-    # The paper's 0.3 rescaling of a 128 px crop would leave a 2x2 feature map.
-    "seam": Method("SEAM (Wang et al., CVPR'20): equivariance and pixel-correlation losses",
+    # The paper's pseudo masks are its CAMs random-walked over an AffinityNet: its code runs AffinityNet's
+    # training and walk after its own steps. The paper's 0.3 rescaling of a 128 px crop would leave a 2x2 feature
+    # map.
+    "seam": Method("SEAM (Wang et al., CVPR'20): equivariance and pixel-correlation losses, then AffinityNet's "
+                   "random walk",
                    {"classifier": {"model": {"type": "SEAMClassifier", "backbone": {"out_indices": [2, 3]},
-                                             "transform_scale": 0.3}}},
+                                             "transform_scale": 0.3}},
+                    "affinity": {"enabled": True}},
                    {"classifier": {"model": {"transform_scale": 0.5}}}),
     "sec": Method("SEC (Kolesnikov & Lampert, ECCV'16): the segmenter trained with seed, expand and constrain "
                   "losses", {"segmenter": {"mode": "sec"}}),
