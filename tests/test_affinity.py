@@ -13,7 +13,7 @@ from wsseg.pseudo_masks import decode_mask_png, read_cam_file
 from wsseg.random_walk import pair_offsets, random_walk, shifted_pairs
 from wsseg.steps.propagate import propagate
 from wsseg.steps.refine import refine_with_crf
-from wsseg.steps.train_affinity import build_affinity_net, train_affinity
+from wsseg.steps.train_affinity import _classifier_backbone, build_affinity_net, train_affinity
 from wsseg.steps.train_classifier import train_classifier
 from wsseg.store import open_store
 
@@ -120,6 +120,21 @@ def test_without_affinity_both_steps_hand_the_seeds_on(synthetic, tmp_path):  # 
         "affinity": "disabled"}
     summary = propagate(root, cams, seeds, None, open_store(tmp_path / "p"), config, ClassList())
     assert summary["published_store"] == seeds.uri and not any(open_store(tmp_path / "p").list())
+
+
+def test_seam_walks_its_cams_over_an_affinity_net_grown_from_its_own_backbone(synthetic, tmp_path):  # noqa: F811
+    root, cams = synthetic
+    config = method_config(default_config("cpu-tiny"), "seam")
+    config["working_size"] = None
+    config["crf"].update(crf_config()["crf"])
+    classifier, seeds, affinity = (open_store(tmp_path / name) for name in ("classifier", "seeds", "affinity"))
+    train_classifier(root, classifier, config, ClassList())
+    loaded = build_affinity_net(config).backbone.load_state_dict(_classifier_backbone(classifier), strict=False)
+    assert not loaded.missing_keys and not loaded.unexpected_keys
+    refine_with_crf(root, cams, seeds, config, ClassList())
+    assert train_affinity(root, classifier, seeds, affinity, config, ClassList())["images"] > 0
+    summary = propagate(root, cams, seeds, affinity, open_store(tmp_path / "propagate"), config, ClassList())
+    assert summary["walked"] == summary["images"] > 0
 
 
 def test_a_walk_reaches_the_same_share_of_any_grid():
