@@ -1,5 +1,7 @@
 """AffinityNet and the random walk (PSA / IRN): affinities learned from the pseudo masks spread each CAM over its
 object; without the walk the maps stay where the classifier put them."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -7,13 +9,14 @@ from test_refine import crf_config, synthetic  # noqa: F401  (the fixture)
 
 from wsseg.classes import IGNORE_INDEX, ClassList
 from wsseg.config import default_config
+from wsseg.errors import ConfigError
 from wsseg.methods import method_config
 from wsseg.models.affinity_net import affinity_loss, pair_affinities
 from wsseg.pseudo_masks import decode_mask_png, read_cam_file
 from wsseg.random_walk import pair_offsets, random_walk, shifted_pairs
 from wsseg.steps.propagate import propagate
 from wsseg.steps.refine import refine_with_crf
-from wsseg.steps.train_affinity import _classifier_backbone, build_affinity_net, train_affinity
+from wsseg.steps.train_affinity import build_affinity_net, train_affinity
 from wsseg.steps.train_classifier import train_classifier
 from wsseg.store import open_store
 
@@ -95,9 +98,19 @@ def affinity_run(synthetic, tmp_path_factory):  # noqa: F811
 def test_train_affinity_starts_from_the_classifier_and_writes_a_resumable_model(affinity_run):
     _, _, _, affinity, config, summary, _ = affinity_run
     assert summary["images"] > 0 and summary["resumed_from_epoch"] == 0
+    assert summary["backbone_tensors"] == len(build_affinity_net(config).backbone.state_dict())
     assert {"checkpoint.pth", "last.pth", "config.yaml"} <= set(affinity.list())
     model = build_affinity_net(config)
     assert model.embed(torch.zeros(1, 3, 64, 64)).shape[-2:] == (16, 16)
+
+
+def test_a_classifier_whose_backbone_does_not_fit_is_named_not_trained_over(affinity_run):
+    root, _, seeds, _, config, _, work = affinity_run
+    other = copy.deepcopy(config)
+    other["classifier"]["model"]["backbone"]["base_channels"] *= 2
+    classifier = open_store(work / "classifier")
+    with pytest.raises(ConfigError, match=f"{classifier.uri}.*does not fit"):
+        train_affinity(root, classifier, seeds, open_store(work / "mismatch"), other, ClassList())
 
 
 def test_propagate_walks_the_cams_and_refines_them_into_masks(affinity_run):
@@ -129,10 +142,10 @@ def test_seam_walks_its_cams_over_an_affinity_net_grown_from_its_own_backbone(sy
     config["crf"].update(crf_config()["crf"])
     classifier, seeds, affinity = (open_store(tmp_path / name) for name in ("classifier", "seeds", "affinity"))
     train_classifier(root, classifier, config, ClassList())
-    loaded = build_affinity_net(config).backbone.load_state_dict(_classifier_backbone(classifier), strict=False)
-    assert not loaded.missing_keys and not loaded.unexpected_keys
     refine_with_crf(root, cams, seeds, config, ClassList())
-    assert train_affinity(root, classifier, seeds, affinity, config, ClassList())["images"] > 0
+    trained = train_affinity(root, classifier, seeds, affinity, config, ClassList())
+    assert trained["images"] > 0
+    assert trained["backbone_tensors"] == len(build_affinity_net(config).backbone.state_dict())
     summary = propagate(root, cams, seeds, affinity, open_store(tmp_path / "propagate"), config, ClassList())
     assert summary["walked"] == summary["images"] > 0
 

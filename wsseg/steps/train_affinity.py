@@ -74,7 +74,7 @@ def train_affinity(data_root, classifier: ArtifactStore, masks: ArtifactStore, o
     if not samples:
         raise DataError(masks.uri, "no pseudo mask to learn affinities from; run refine first")
     model = build_affinity_net(config).to(device)
-    model.backbone.load_state_dict(_classifier_backbone(classifier), strict=False)
+    backbone_tensors = _load_classifier_backbone(model, classifier)
     images = SeedImages(samples, masks, settings, config["working_size"], model.mean.flatten().numpy())
     loader = DataLoader(images, batch_size=settings["batch_size"], shuffle=True, num_workers=settings["num_workers"])
     optimizer = torch.optim.AdamW(model.parameters(), **{k: v for k, v in settings["optimizer"].items()
@@ -93,8 +93,9 @@ def train_affinity(data_root, classifier: ArtifactStore, masks: ArtifactStore, o
     save_to_store(out, CHECKPOINT, {"state_dict": model.state_dict(), "config": settings,
                                     "backbone": config["classifier"]["model"]["backbone"]})
     out.put_bytes("config.yaml", dump_config(config).encode())
-    summary = dict(images=len(samples), epochs=settings["epochs"], resumed_from_epoch=first_epoch,
-                   loss=loss and round(loss, 4), seconds=round(time.perf_counter() - started, 1))
+    summary = dict(images=len(samples), backbone_tensors=backbone_tensors, epochs=settings["epochs"],
+                   resumed_from_epoch=first_epoch, loss=loss and round(loss, 4),
+                   seconds=round(time.perf_counter() - started, 1))
     out.put_bytes("summary.json", json.dumps(summary, indent=2).encode())
     log.info("train-affinity: %s", " ".join(f"{key}={value}" for key, value in summary.items()))
     return summary
@@ -119,9 +120,24 @@ def load_affinity_net(store: ArtifactStore, config: dict, device) -> torch.nn.Mo
     return model.to(device).eval()
 
 
-def _classifier_backbone(classifier: ArtifactStore) -> dict:
+def _load_classifier_backbone(model: torch.nn.Module, classifier: ArtifactStore) -> int:
+    """Starts the affinity net from the classifier's backbone (AffinityNet grows from the CAM network) and
+    returns how many tensors it took; a backbone that does not fit would otherwise train from scratch unnoticed."""
     state = load_from_store(classifier, CLASSIFIER_CHECKPOINT)["state_dict"]
-    return {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
+    weights = {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
+    try:
+        result = model.backbone.load_state_dict(weights, strict=False)
+    except RuntimeError as error:  # tensors of other shapes
+        raise _unfit_backbone(classifier, len(weights), str(error).splitlines()[-1].strip()) from None
+    if not weights or result.missing_keys or result.unexpected_keys:
+        raise _unfit_backbone(classifier, len(weights), f"{len(result.missing_keys)} missing, "
+                                                        f"{len(result.unexpected_keys)} unexpected")
+    return len(weights)
+
+
+def _unfit_backbone(classifier: ArtifactStore, tensors: int, unmatched: str) -> ConfigError:
+    return ConfigError(f"{classifier.uri}: the classifier's backbone does not fit the affinity net's ({tensors} "
+                       f"tensors; {unmatched}); train the classifier with this config's classifier.model.backbone")
 
 
 class SeedImages(Dataset):
