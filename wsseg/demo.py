@@ -14,10 +14,10 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 # Segmenter settings the demo changes on a preset, to fit 15 minutes. Both pipelines on two cores took 25
-# minutes at the cpu preset's 128 px crops, 2000 iterations. The segmenters learn per image seen, not per
+# minutes at 128 px crops and 2000 iterations, half the cpu preset's. The segmenters learn per image seen, not per
 # pixel: at 64 px (images scaled to the crop) they reached val mIoU 69 on ground truth in 204 s, where 128 px
 # reached 35 after 800 iterations in 235 s. Self-training would train the wsss segmenter twice.
-DEMO_SEGMENTER = {"cpu": {"crop_size": 64, "self_training": False}}
+DEMO_SEGMENTER = {"cpu": {"crop_size": 64, "iterations": 2000, "self_training": False}}
 
 
 def register(subparsers) -> None:
@@ -31,8 +31,8 @@ def register(subparsers) -> None:
     parser.add_argument("--size", type=int, default=128, help="synthetic image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--full", action="store_true",
-                        help="train the segmenters as the preset does (the cpu preset: about 25 minutes on two "
-                             "cores instead of 15)")
+                        help="train the segmenters as the preset does (the cpu preset: twice the iterations at "
+                             "twice the crop, some 45 minutes on two cores instead of 15)")
     parser.set_defaults(func=_demo_command)
 
 
