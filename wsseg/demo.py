@@ -32,7 +32,7 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--full", action="store_true",
                         help="train the segmenters as the preset does (the cpu preset: twice the iterations at "
-                             "twice the crop, some 45 minutes on two cores instead of 15)")
+                             "twice the crop; at half its iterations it took 25 minutes on two cores)")
     parser.set_defaults(func=_demo_command)
 
 

@@ -138,7 +138,7 @@ def _preset(preset: str) -> dict:
         # 0.42 s per iteration with two workers at width 32).
         # 2000 iterations stopped it mid-climb: on the shapes look's ground truth 4000 reached 91.4 against 84.4
         # (seed 0), WILSON's step 0 on semi400 86.3 against 68.4, and on the held-out figures look, whose classes
-        # differ in a small part, 63.2 and 64.5 (seeds 2 and 1) where 2000 gave 28.9 to 46.7 over four seeds.
+        # differ in a small part, 62.6 to 64.5 over three seeds where 2000 gave 28.9 to 46.7 over four.
         return dict(depth=18, width=24, output_stride=16, pretrained=None,
                     crop_size=128, batch_size=8, iterations=4000, optimizer=dict(ADAMW),
                     checkpoint_interval=250, log_interval=50, num_workers=0, bf16=False, validate=True)
