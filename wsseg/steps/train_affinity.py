@@ -129,7 +129,7 @@ def _load_classifier_backbone(model: torch.nn.Module, classifier: ArtifactStore)
         result = model.backbone.load_state_dict(weights, strict=False)
     except RuntimeError as error:  # tensors of other shapes
         raise _unfit_backbone(classifier, len(weights), str(error).splitlines()[-1].strip()) from None
-    if not weights or result.missing_keys or result.unexpected_keys:
+    if result.missing_keys or result.unexpected_keys:  # an empty state leaves every tensor missing
         raise _unfit_backbone(classifier, len(weights), f"{len(result.missing_keys)} missing, "
                                                         f"{len(result.unexpected_keys)} unexpected")
     return len(weights)
