@@ -359,3 +359,13 @@ def test_an_old_model_trained_with_softmax_is_flagged_one_trained_per_class_is_n
     with caplog.at_level("WARNING", logger="wsseg.segmenter.wilson"):
         mmseg_config(wilson_settings(per_class), ClassList(CLASSES.names[:4]))
     assert "softmax" not in caplog.text
+
+
+def test_an_old_checkpoint_that_does_not_fit_its_mmseg_config_is_named(old_segmenter, tmp_path):
+    settings = default_config("cpu-tiny")["segmenter"]
+    wider = dict(settings, width=2 * settings["width"])
+    torch.save(dict(meta={}, state_dict=build_segmentor(wider, OLD_CLASSES).state_dict()), tmp_path / "checkpoint.pth")
+    (tmp_path / "mmseg_config.py").write_text((old_segmenter / "mmseg_config.py").read_text())
+    with pytest.raises(ConfigError, match=f"segmenter.wilson.old_checkpoint: {tmp_path}.* does not fit the model "
+                                          r"\(.*size mismatch.*\); name the output of the previous step"):
+        build_segmentor(wilson_settings(tmp_path), ClassList(CLASSES.names[:4])).init_weights()

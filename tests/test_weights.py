@@ -15,7 +15,7 @@ from wsseg.classes import ClassList
 from wsseg.config import default_config
 from wsseg.errors import ConfigError
 from wsseg.store import open_store
-from wsseg.weights import local_weights
+from wsseg.weights import load_fitting_weights, local_weights
 
 # Several threads spin against the other processes of a 2-core machine and slow each step several times.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -149,3 +149,19 @@ def test_the_classifier_takes_its_pretrained_weights_the_same_ways(tiny_voc, tmp
     with pytest.raises(ConfigError, match=r"^classifier.model.pretrained: cannot download .*s3://"):
         train_classifier(tiny_voc, open_store(tmp_path / "out"), config, CLASSES)
     assert time.perf_counter() - started < 10
+
+
+def test_weights_that_leave_a_tensor_out_or_bring_another_are_named_not_loaded_loosely():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    weights = model.state_dict()
+    assert load_fitting_weights(torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1)), weights,
+                                "there", "fix it") == len(weights)
+    short = {key: value for key, value in weights.items() if key != "1.bias"}
+    with pytest.raises(ConfigError, match=r"^there does not fit the model \(3 tensors; 1 missing \(such as 1.bias\)"
+                                          r"\); fix it$"):
+        load_fitting_weights(model, short, "there", "fix it")
+    with pytest.raises(ConfigError, match=r"1 unexpected \(such as 2.weight\)"):
+        load_fitting_weights(model, {**weights, "2.weight": torch.zeros(1)}, "there", "fix it")
+    wider = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Linear(4, 1)).state_dict()
+    with pytest.raises(ConfigError, match=r"^there does not fit the model \(4 tensors; .*size mismatch"):
+        load_fitting_weights(model, wider, "there", "fix it")

@@ -4,7 +4,8 @@ Clusters that train on private data seldom reach the internet, so weights can be
 named by their store URI (`s3://wsseg/weights/resnet50_v1c.pth`): they are fetched into a local folder first,
 since mmengine's loaders know nothing of wsseg's stores. A URL is left for mmengine to download (into torch's hub
 cache, where a later run finds it), but tried at once, so that one the cluster cannot reach fails when the step
-starts, in seconds, not after the data is loaded.
+starts, in seconds, not after the data is loaded. Weights taken from another step's output are loaded whole or not
+at all (`load_fitting_weights`).
 """
 from __future__ import annotations
 
@@ -43,6 +44,25 @@ def local_weights(source: str | None, setting: str, work_dir: str | Path | None 
     if not path.is_file():
         raise ConfigError(f"{setting}: no file at {source}; {_alternatives(setting)}")
     return str(path)
+
+
+def load_fitting_weights(module, weights: dict, source: str, fix: str) -> int:
+    """Loads `weights` into `module` and returns how many tensors it took, or raises a ConfigError that names
+    `source` and `fix` when they do not fit it tensor for tensor: a model started from part of its weights (or from
+    none) trains on unnoticed, and torch's own error names no file."""
+    try:
+        result = module.load_state_dict(weights, strict=False)
+    except RuntimeError as error:  # tensors of other shapes
+        raise _unfit(source, len(weights), str(error).splitlines()[-1].strip(), fix) from None
+    if result.missing_keys or result.unexpected_keys:
+        unmatched = ", ".join(f"{len(keys)} {kind} (such as {keys[0]})" for kind, keys in
+                              (("missing", result.missing_keys), ("unexpected", result.unexpected_keys)) if keys)
+        raise _unfit(source, len(weights), unmatched, fix)
+    return len(weights)
+
+
+def _unfit(source: str, tensors: int, unmatched: str, fix: str) -> ConfigError:
+    return ConfigError(f"{source} does not fit the model ({tensors} tensors; {unmatched}); {fix}")
 
 
 def _fetch(uri: str, setting: str, folder: Path) -> Path:

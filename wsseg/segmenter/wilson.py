@@ -61,6 +61,7 @@ from wsseg.segmenter.wilson_losses import (
     pseudo_labels,
     shown_classes,
 )
+from wsseg.weights import load_fitting_weights
 
 log = logging.getLogger(__name__)
 
@@ -236,11 +237,9 @@ class WILSONSegmentor(EncoderDecoder):
         state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
         parts = {name for name, _ in self.old_model.named_children()}
         kept = {key: value for key, value in state.items() if key.split(".", 1)[0] in parts}
-        missing = self.old_model.load_state_dict(kept, strict=False).missing_keys
-        if missing:
-            raise ConfigError(f"segmenter.wilson.old_checkpoint: {path} lacks {len(missing)} weights of the model "
-                              f"its mmseg_config.py describes (such as {missing[0]}); name the output of the "
-                              "previous step's train-segmenter")
+        load_fitting_weights(self.old_model, kept, f"segmenter.wilson.old_checkpoint: {path}",
+                             "name the output of the previous step's train-segmenter, whose mmseg_config.py "
+                             "describes this model")
 
     def _start_from_old_model(self) -> None:
         old = self.old_model

@@ -36,6 +36,7 @@ from wsseg.training import (
     train_epoch,
     uniform,
 )
+from wsseg.weights import load_fitting_weights
 
 log = logging.getLogger(__name__)
 
@@ -125,19 +126,8 @@ def _load_classifier_backbone(model: torch.nn.Module, classifier: ArtifactStore)
     returns how many tensors it took; a backbone that does not fit would otherwise train from scratch unnoticed."""
     state = load_from_store(classifier, CLASSIFIER_CHECKPOINT)["state_dict"]
     weights = {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
-    try:
-        result = model.backbone.load_state_dict(weights, strict=False)
-    except RuntimeError as error:  # tensors of other shapes
-        raise _unfit_backbone(classifier, len(weights), str(error).splitlines()[-1].strip()) from None
-    if result.missing_keys or result.unexpected_keys:  # an empty state leaves every tensor missing
-        raise _unfit_backbone(classifier, len(weights), f"{len(result.missing_keys)} missing, "
-                                                        f"{len(result.unexpected_keys)} unexpected")
-    return len(weights)
-
-
-def _unfit_backbone(classifier: ArtifactStore, tensors: int, unmatched: str) -> ConfigError:
-    return ConfigError(f"{classifier.uri}: the classifier's backbone does not fit the affinity net's ({tensors} "
-                       f"tensors; {unmatched}); train the classifier with this config's classifier.model.backbone")
+    return load_fitting_weights(model.backbone, weights, f"{classifier.uri}: the classifier's backbone",
+                                "train the classifier with this config's classifier.model.backbone")
 
 
 class SeedImages(Dataset):
