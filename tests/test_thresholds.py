@@ -159,6 +159,21 @@ def test_the_most_stable_scale_lies_where_the_labelling_stops_changing():
     assert scale == pytest.approx(np.sqrt(0.7 * 1.0)) and changes[1] == min(changes)
 
 
+def test_stability_is_how_far_edges_move_not_how_many_pixels_change():
+    # A large object's edges move 2 px between the first two scales, a small one's 6 px between the last two: fewer
+    # pixels change there, only because its edges are shorter.
+    sides = {1.0: 60, 1.2: 58, 1.6: 14, 2.0: 8}
+
+    def labellings(scale):
+        mask = np.zeros((100, 100), np.uint8)
+        mask[:sides[scale], :sides[scale]] = 1
+        return [mask]
+
+    scale, shifts = most_stable_scale(labellings, tuple(sides))
+    assert scale == pytest.approx(np.sqrt(1.0 * 1.2))
+    assert shifts[0] == pytest.approx(2.0, abs=0.1) and shifts[2] == pytest.approx(6.0, abs=0.5)
+
+
 def with_a_halo(maps: np.ndarray) -> np.ndarray:
     """Each map plus a broad, weaker copy of itself: the smooth spill of MDC's and ACoL's maps past the object."""
     from scipy.ndimage import gaussian_filter
