@@ -155,8 +155,8 @@ def test_the_most_stable_scale_lies_where_the_labelling_stops_changing():
         mask[:, :edges[scale]] = 1
         return [mask]
 
-    scale, changes = most_stable_scale(labellings, tuple(edges))
-    assert scale == pytest.approx(np.sqrt(0.7 * 1.0)) and changes[1] == min(changes)
+    scale, shifts = most_stable_scale(labellings, tuple(edges))
+    assert scale == pytest.approx(np.sqrt(0.7 * 1.0)) and shifts[1] == min(shifts)
 
 
 def test_stability_is_how_far_edges_move_not_how_many_pixels_change():
