@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 # Segmenter settings the demo changes on a preset, to fit 15 minutes. Both pipelines on two cores took 25
 # minutes at 128 px crops and 2000 iterations, half the cpu preset's. The segmenters learn per image seen, not per
 # pixel: at 64 px (images scaled to the crop) they reached val mIoU 69 on ground truth in 204 s, where 128 px
-# reached 35 after 800 iterations in 235 s. Self-training would train the wsss segmenter twice.
-DEMO_SEGMENTER = {"cpu": {"crop_size": 64, "iterations": 2000, "self_training": False}}
+# reached 35 after 800 iterations in 235 s.
+DEMO_SEGMENTER = {"cpu": {"crop_size": 64, "iterations": 2000}}
 
 
 def register(subparsers) -> None:
