@@ -3,12 +3,12 @@
 From the CAMs: each class's Otsu thresholds (`wsseg.thresholds`), then one scale for all of them, the one at which
 the edges of the CRF's labelling of a sample of images move least as the scale moves: where a threshold sits on
 object edges the CRF snaps to them and small moves change nothing, where it sits in a CAM's smooth halo every move
-shifts the boundary. Measured in pixels of edge movement, not in changed pixels, which shrink with the objects as the
-threshold rises and led the scan to the highest scales: on the held-out look, 1.88 for affinity's walked CAMs (masks
-at 42 mIoU, at 56 near Otsu's cut). On the tuning look (train pseudo-mask mIoU at the chosen scale against the best
-of the scan) it chose 1.31 for plain CAMs (about 76 against 78.5), 1.48 for ACoL (about 74 against 75.9), 1.16 for
-MDC (about 74 against 78.9) and 1.03 for affinity's (about 78.7 against 79.1). With `calibration`: the scale whose
-pseudo masks score best on the named pixel-labelled images instead.
+shifts the boundary. Measured in pixels of edge movement, not in changed pixels, which shrink with the objects as
+the threshold rises and led the scan to the highest scales: on the held-out look, 1.88 for affinity's walked CAMs
+(masks at 40.60 mIoU, 54.03 at the 1.03 this scan chooses). On the tuning look (train pseudo-mask mIoU at the
+chosen scale against the best of the scan) it chose 1.31 for plain CAMs (about 76 against 78.5), 1.48 for ACoL
+(about 74 against 75.9), 1.16 for MDC (about 74 against 78.9) and 1.03 for affinity's (about 78.7 against 79.1).
+With `calibration`: the scale whose pseudo masks score best on the named pixel-labelled images instead.
 """
 from __future__ import annotations
 
