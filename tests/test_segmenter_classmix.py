@@ -101,6 +101,29 @@ def test_mixed_image_and_target_take_a_from_the_mask_and_its_partner_elsewhere()
     torch.testing.assert_close(mix(masks, images, 10 - images), torch.where(masks[:, None], images, 10 - images))
 
 
+def test_the_student_learns_on_each_unlabelled_image_pasted_by_whole_teacher_classes_over_its_partner(classes):
+    augmentation = classmix_settings()["classmix"]
+    model = build_segmentor(classes, distribution_alignment=False,
+                            color_jitter=dict(augmentation["color_jitter"], probability=0.0),
+                            blur=dict(augmentation["blur"], probability=0.0))
+    model.update_teacher()
+    inputs, samples = batch(labelled=0, unlabelled=2)
+    seen = []
+    model.backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    with torch.no_grad():
+        model.classmix_loss(inputs, samples)
+        _, teacher_labels = model.teacher_predictions(inputs, torch.ones(2, SIDE, SIDE, dtype=torch.bool))
+    (student_inputs,) = seen  # the teacher labels with its own copy of the backbone
+    for index, partner in ((0, 1), (1, 0)):
+        from_image = torch.isclose(student_inputs[index], inputs[index], atol=1e-4).all(0)
+        from_partner = torch.isclose(student_inputs[index], inputs[partner], atol=1e-4).all(0)
+        assert (from_image | from_partner).all() and from_image.any() and from_partner.any()
+        labels = teacher_labels[index]
+        assert len(labels.unique()) > 1, "the teacher labels more than one class, so half of them is not all"
+        for label in labels.unique():
+            assert len(from_image[labels == label].unique()) == 1, "a class is pasted whole or not at all"
+
+
 def test_mixed_images_are_jittered_and_blurred_but_stay_images():
     image = torch.rand(3, SIDE, SIDE, generator=torch.Generator().manual_seed(4))
     always = dict(probability=1.0, brightness=0.25, contrast=0.25, saturation=0.25, hue=0.25)
