@@ -56,6 +56,15 @@ def test_the_walk_spreads_a_peak_over_its_region_and_not_across_a_weak_affinity(
     assert walked[:, 4:].max() < 0.05, "not the right one"
 
 
+def test_a_class_walked_thin_stays_below_one_that_held_to_its_region():
+    seeds = torch.zeros(2, 8, 8)
+    seeds[0, :, 1] = 1.0
+    seeds[1, 3, 5] = 1.0
+    walked = random_walk(seeds, two_region_affinities(), radius=2, beta=8.0, steps=64)
+    assert walked.max() == pytest.approx(1.0)
+    assert walked[1].max() < 0.5 * walked[0].max(), "one maximum for all classes, not one each"
+
+
 def test_without_steps_the_maps_stay_where_they_were():
     seeds = torch.zeros(1, 8, 8)
     seeds[0, 3, 1] = 1.0

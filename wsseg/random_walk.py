@@ -2,8 +2,11 @@
 
 Pixels within `radius` of each other on the embedding's grid are neighbours; the transition probability from i
 to j is a_ij^β normalised over i's neighbours (β > 1 sharpens it, so that the walk stays inside regions), and
-`steps` steps of the walk spread each CAM over the region its peak lies in. Each walked map is then divided by
-its maximum, as IRN does, so a CAM that was strong on a part and weak on the rest becomes even over the object.
+`steps` steps of the walk spread each CAM over the region its peak lies in. The walked maps are then divided by
+one maximum over all of them, as IRN's code does (`rw_up / torch.max(rw_up)`), not each by its own: a class whose
+walk spread thin over a wide region stays below one that held to its object, where a maximum per class raised
+the thin spread to full strength. Affinity's pseudo masks with one maximum against one per class: 82.70 against
+79.04 on the tuning look, 57.35 against 54.03 on the held-out one (train mIoU, cpu preset).
 """
 from __future__ import annotations
 
@@ -59,11 +62,11 @@ def walk_steps(grid: tuple[int, int], radius: int, reach: float) -> int:
 
 
 def random_walk(maps: torch.Tensor, affinities: torch.Tensor, radius: int, beta: float, steps: int) -> torch.Tensor:
-    """(K, h, w) maps walked `steps` steps over (O, h, w) neighbour affinities, each then max-normalised."""
+    """(K, h, w) maps walked `steps` steps over (O, h, w) neighbour affinities, then divided by their maximum."""
     channels, height, width = maps.shape
     transition = transition_matrix(affinities.float(), radius, beta)
     walked = maps.float().reshape(channels, -1).T
     for _ in range(steps):
         walked = torch.sparse.mm(transition, walked)
     walked = walked.T.reshape(channels, height, width)
-    return walked / walked.amax(dim=(1, 2), keepdim=True).clamp(min=1e-5)
+    return walked / walked.amax().clamp(min=1e-5)
