@@ -51,7 +51,7 @@ def default_config(preset: str) -> dict:
               # IRN walks 2^8 steps on a stride-4 grid of VOC images, about 90x125 cells: a walk of t steps
               # reaches radius·√t = 80 cells, some 0.6-0.8 of the grid's short side. `walk_reach` keeps that share
               # on any grid; on the tuning set's 32x32 grids 256 steps leaked across objects (CAM mIoU 62.5) where
-              # 16 (reach 0.6) gave 73.1; reaches 0.3, 0.6 and 1.0 gave masks of 82.87, 82.70 and 80.21.
+              # 16 (reach 0.6) gave 73.1; at β 8 reaches 0.3, 0.6 and 1.0 gave masks of 82.87, 82.70 and 80.21.
               "radius": 5, "beta": 12.0, "walk_reach": 0.6,
               "crop_size": 448, "scale_range": [0.7, 1.0], "batch_size": 8, "epochs": 8,
               "optimizer": {"type": "AdamW", "lr": 1e-4, "weight_decay": 1e-4}, "num_workers": 4,
