@@ -40,17 +40,11 @@ class CrfParams:
         return math.sqrt(height * width) / REFERENCE_SIDE if self.scale_sxy_to_image else 1.0
 
 
-def dense_crf(image: np.ndarray, probabilities: np.ndarray, params: CrfParams) -> np.ndarray:
-    """Most probable label per pixel after mean-field inference.
+def crf_marginals(image: np.ndarray, probabilities: np.ndarray, params: CrfParams) -> np.ndarray:
+    """The (N, H, W) float32 label marginals Q after mean-field inference.
 
     image: (H, W, 3) uint8 RGB. probabilities: (N, H, W), non-negative scores per label (normalised here).
-    Returns (H, W) int64 indices into the N labels.
     """
-    return crf_marginals(image, probabilities, params).argmax(axis=0)
-
-
-def crf_marginals(image: np.ndarray, probabilities: np.ndarray, params: CrfParams) -> np.ndarray:
-    """The (N, H, W) float32 label marginals Q after mean-field inference (arguments as `dense_crf`'s)."""
     import pydensecrf.densecrf as dcrf  # C extension; imported where used so the package imports without it
 
     labels, height, width = probabilities.shape
