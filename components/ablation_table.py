@@ -10,7 +10,10 @@ from wsseg.image import WSSEG_IMAGE
 def ablation_table(run_store: str, methods: list[str], evaluations: Input[list[Dataset]],
                    upper_bound: Input[Dataset], table: Output[Markdown], report: Output[HTML],
                    metrics: Output[Metrics], s3_endpoint: str = ""):
-    """One row per method: CAM, pseudo-mask and segmenter mIoU, the upper bound, and minutes."""
+    """One row per method: CAM, pseudo-mask and segmenter mIoU, the upper bound, and minutes.
+
+    The figures are read from the run store; `evaluations` and `upper_bound` are inputs so that the table waits
+    for every method's evaluation and the upper bound's."""
     from pathlib import Path
 
     from wsseg.ablation import write_ablation_table
