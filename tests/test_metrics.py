@@ -58,14 +58,6 @@ def test_accumulating_images_equals_one_big_image():
         matrix.update(PREDICTION[row:row + 1], GROUND_TRUTH[row:row + 1])
     assert matrix.counts.tolist() == EXPECTED_COUNTS
 
-    merged = ConfusionMatrix(3)
-    first, second = ConfusionMatrix(3), ConfusionMatrix(3)
-    first.update(PREDICTION[:1], GROUND_TRUTH[:1])
-    second.update(PREDICTION[1:], GROUND_TRUTH[1:])
-    merged.merge(first)
-    merged.merge(second)
-    assert merged.counts.tolist() == EXPECTED_COUNTS
-
 
 def test_absent_class_is_left_out_of_the_mean():
     # 4 classes; class 3 is neither in ground truth nor predicted -> IoU NaN, mean over 3 classes stays 5/9.

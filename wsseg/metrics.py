@@ -32,9 +32,6 @@ class ConfusionMatrix:
         self.counts += np.bincount(gt * self.num_classes + pred,
                                    minlength=self.num_classes ** 2).reshape(self.num_classes, self.num_classes)
 
-    def merge(self, other: ConfusionMatrix) -> None:
-        self.counts += other.counts
-
     @property
     def _true_positives(self) -> np.ndarray:
         return np.diag(self.counts).astype(np.float64)

@@ -64,11 +64,6 @@ def to_global_labels(local: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return lookup[local]
 
 
-def cam_label_map(cams: np.ndarray, labels: np.ndarray, threshold: float) -> np.ndarray:
-    """argmax over [threshold, CAMs] in global indices; ties go to the background."""
-    return to_global_labels(with_background(cams, background_score(cams, "constant", threshold)).argmax(0), labels)
-
-
 class CamThresholdSweep:
     """Label maps of one image's CAMs at many background thresholds, computing the argmax only once.
 
