@@ -26,6 +26,10 @@ def ablation_table(run_store: str, methods: list[str], evaluations: Input[list[D
         for name in ("cam_miou", "pseudo_mask_miou", "segmenter_miou"):
             if row[name] is not None:
                 metrics.log_metric(f"{row['method']}_{name}", row[name])
+    for summary in figures["across_seeds"]:
+        for name in ("cam_miou", "pseudo_mask_miou", "segmenter_miou"):
+            if summary[name] is not None:
+                metrics.log_metric(f"{summary['method']}_mean_{name}", summary[name]["mean"])
     for artifact, text in ((table, render_ablation_table(figures)), (report, render_ablation_html(figures))):
         Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
         Path(artifact.path).write_text(text)

@@ -48,6 +48,35 @@ def test_a_stopped_run_has_a_table_of_its_finished_methods_that_names_what_remai
     assert "Not finished yet: seam, the upper bound" in markdown
 
 
+def test_a_method_run_at_several_seeds_gets_its_mean_and_range_over_the_finished_runs(tmp_path):
+    run = open_store(tmp_path)
+    fake_method_run(run, "cam@0", 50.0, 60.0, 55.0, {"train-classifier": 60})
+    fake_method_run(run, "cam@1", 54.0, 66.0, 45.0, {"train-classifier": 180})
+    fake_method_run(run, "has@0", 52.0, 66.0, 58.0, {"train-classifier": 120})
+    run.child("has@1").child("train-classifier").put_bytes("step.json", json.dumps({"seconds": 30}).encode())
+    fake_method_run(run, UPPER_BOUND, None, None, 100.0, {"train-segmenter": 90})
+    table = write_ablation_table(str(tmp_path), ["cam@0", "cam@1", "has@0", "has@1"])
+    [cam] = table["across_seeds"]   # has has one finished run: nothing to spread over
+    assert cam["method"] == "cam" and cam["runs"] == ["cam@0", "cam@1"]
+    assert cam["pseudo_mask_miou"] == {"mean": 63.0, "min": 60.0, "max": 66.0}
+    assert cam["minutes"] == {"mean": 2.0, "min": 1.0, "max": 3.0} and cam["relabelled_mask_miou"] is None
+    markdown = run.child("ablation").get_bytes("table.md").decode()
+    assert ("| cam | 2 | 52.00 (50.00-54.00) | 63.00 (60.00-66.00) | - | 50.00 (45.00-55.00) | "
+            "50.00 (45.00-55.00) | 2.00 (1.00-3.00) |") in markdown
+    assert "| cam@1 | 54.00 | 66.00 | - | 45.00 | 100.00 | 45.00 | 3.00 |" in markdown
+
+
+def test_an_unseeded_run_counts_among_its_methods_seeds_and_a_lone_run_has_no_spread(tmp_path):
+    run = open_store(tmp_path)
+    fake_method_run(run, "cam", 50.0, 60.0, 55.0, {"train-classifier": 60})
+    fake_method_run(run, "cam@1", 54.0, 66.0, 45.0, {"train-classifier": 180})
+    table = write_ablation_table(str(tmp_path), ["cam", "cam@1"])
+    assert table["across_seeds"][0]["runs"] == ["cam", "cam@1"]
+    table = write_ablation_table(str(tmp_path), ["cam"])
+    assert table["across_seeds"] == []
+    assert "mean (lowest-highest)" not in run.child("ablation").get_bytes("table.md").decode()
+
+
 def test_ablation_table_lists_the_methods_a_run_began_from_its_out_folder(tmp_path, capsys):
     run = open_store(tmp_path / "store").child("ablation")
     for method in ("has", "cam"):
@@ -60,6 +89,20 @@ def test_ablation_table_lists_the_methods_a_run_began_from_its_out_folder(tmp_pa
     assert [line.split(" | ")[0] for line in lines[2:4]] == ["| cam", "| has"]
     assert "| has | 52.00 | 66.00 | - | 58.00 | 70.00 | 82.86 | 2.00 |" in lines
     assert lines[-1].endswith("Not finished yet: cam (minutes so far).")
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--methods", "cam,foo"], "argument --methods: unknown method 'foo'"),
+    (["--methods", "cam@1", "--seeds", "0,1"], "method 'cam@1' names its seed and --seeds gives seeds too"),
+    (["--seeds", "0,0"], "argument --seeds: '0,0' names a seed twice")])
+def test_a_wrong_method_or_seed_list_is_a_usage_error_that_says_what_is_wrong(tmp_path, tiny_voc, capsys, options,
+                                                                              message):
+    try:
+        status = main(["run", "ablation", "--data", str(tiny_voc), "--out", str(tmp_path), *options])
+    except SystemExit as usage_error:   # argparse's own exit, for options it rejects while parsing
+        status = usage_error.code
+    assert status == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()
 
 
 def test_ablation_table_of_a_folder_without_a_run_names_where_it_looked(tmp_path, capsys):
@@ -97,14 +140,15 @@ def test_a_method_run_stores_the_runs_config_with_the_methods_settings(tmp_path)
 def test_the_ablation_dag_runs_every_method_and_the_upper_bound_into_one_table(tiny_voc, tmp_path):
     from wsseg.runner import run_ablation
 
-    table = run_ablation(str(tiny_voc), tmp_path, default_config("cpu-tiny"), ["cam", "has"])
-    assert [row["method"] for row in table["methods"]] == ["cam", "has"]
+    table = run_ablation(str(tiny_voc), tmp_path, default_config("cpu-tiny"), ["cam", "has@1"])
+    assert [row["method"] for row in table["methods"]] == ["cam", "has@1"]
     for row in table["methods"]:
         for name in ("cam_miou", "pseudo_mask_miou", "segmenter_miou"):
             assert 0 <= row[name] <= 100
         assert row["minutes"] > 0
     assert 0 <= table["upper_bound_miou"] <= 100
     run = open_store(str(tmp_path / "store")).child("ablation")
-    has_config = yaml.safe_load(run.child("has").get_bytes("config.yaml"))
-    assert has_config["classifier"]["hide_and_seek"]["enabled"] and not run.child("cam").exists("erased-1/x")
-    assert "| has |" in run.child("ablation").get_bytes("table.md").decode()
+    has_config = yaml.safe_load(run.child("has@1").get_bytes("config.yaml"))
+    assert has_config["classifier"]["hide_and_seek"]["enabled"] and has_config["seed"] == 1
+    assert yaml.safe_load(run.child("cam").get_bytes("config.yaml"))["seed"] == 0
+    assert "| has@1 |" in run.child("ablation").get_bytes("table.md").decode()

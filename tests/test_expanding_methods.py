@@ -9,7 +9,7 @@ from wsseg.batch_augment import BatchAugment, hide_patches, mixup
 from wsseg.cams import CAM, NO_TARGET
 from wsseg.config import default_config, load_config_text
 from wsseg.errors import ConfigError
-from wsseg.methods import METHODS, method_config, parse_methods
+from wsseg.methods import METHODS, method_config, over_seeds, parse_methods, parse_seeds
 from wsseg.models.seam_classifier import equivariance_loss
 from wsseg.steps.mine_cams import load_localizers, mine_cams
 from wsseg.steps.train_classifier import build_classifier, train_classifier
@@ -221,6 +221,24 @@ def test_method_lists_name_the_unknown_and_the_choices():
         parse_methods("cam,foo")
     with pytest.raises(ConfigError, match="twice"):
         parse_methods("cam,cam")
+
+
+def test_a_method_named_with_a_seed_runs_the_method_at_that_seed():
+    config = default_config("cpu-tiny")
+    seeded = method_config(config, "acol@3")
+    assert seeded["seed"] == 3 and seeded["classifier"]["model"]["type"] == "ACoLClassifier"
+    assert method_config(config, "acol")["seed"] == config["seed"]
+    assert parse_methods("cam@0,cam@1") == ["cam@0", "cam@1"]
+    assert over_seeds(["cam", "has"], [0, 2]) == ["cam@0", "cam@2", "has@0", "has@2"]
+    assert parse_seeds(" 0, 1,2") == [0, 1, 2]
+    for bad, match in (("cam@x", "whole number"), ("foo@1", "unknown method 'foo'")):
+        with pytest.raises(ConfigError, match=match):
+            parse_methods(bad)
+    with pytest.raises(ConfigError, match="one or the other"):
+        over_seeds(["cam@1"], [0, 1])
+    for bad, match in (("0,0", "twice"), ("1,two", "whole numbers"), ("", "whole numbers")):
+        with pytest.raises(ConfigError, match=match):
+            parse_seeds(bad)
 
 
 def test_a_model_option_its_type_does_not_take_is_a_config_error():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from wsseg.config import dump_config, load_config_text
-from wsseg.methods import method_config
+from wsseg.methods import method_config, split_seed
 from wsseg.pipeline_io import STEP_RECORD
 from wsseg.report import render_ablation_html, render_ablation_table
 from wsseg.store import ArtifactStore, open_store
@@ -18,6 +18,8 @@ from wsseg.store import ArtifactStore, open_store
 UPPER_BOUND = "upper-bound"
 TABLE = "ablation"
 EVALUATION = "evaluate/metrics.json"
+# The figures a method's runs at several seeds are summarised by: mean, lowest and highest.
+SEED_FIGURES = ("cam_miou", "pseudo_mask_miou", "relabelled_mask_miou", "segmenter_miou", "minutes")
 
 
 def open_method_run(run_store_uri: str, method: str, config_yaml: str) -> tuple[str, str]:
@@ -47,12 +49,32 @@ def write_ablation_table(run_store_uri: str, methods: list[str]) -> dict:
     rows = ablation_rows(run, methods)
     unfinished = [row["method"] for row in rows if not row["finished"]]
     table = {"methods": rows, "upper_bound_miou": upper.get("segmenter_miou"), "upper_bound_minutes": upper["minutes"],
-             "unfinished": unfinished + ([] if upper["finished"] else ["the upper bound"])}
+             "unfinished": unfinished + ([] if upper["finished"] else ["the upper bound"]),
+             "across_seeds": across_seeds(rows)}
     out = run.child(TABLE)
     out.put_bytes("ablation.json", json.dumps(table, indent=2).encode())
     out.put_bytes("table.md", render_ablation_table(table).encode())
     out.put_bytes("report.html", render_ablation_html(table).encode())
     return table
+
+
+def across_seeds(rows: list[dict]) -> list[dict]:
+    """Per method with two or more finished runs (at different seeds, "cam@0", "cam@1"): each figure's mean,
+    lowest and highest over them, so that a method is compared by more than one run's luck."""
+    finished: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["finished"]:
+            finished.setdefault(split_seed(row["method"])[0], []).append(row)
+    return [dict(method=method, runs=[row["method"] for row in runs],
+                 **{figure: _spread([row.get(figure) for row in runs]) for figure in SEED_FIGURES})
+            for method, runs in finished.items() if len(runs) > 1]
+
+
+def _spread(values: list[float | None]) -> dict | None:
+    present = [value for value in values if value is not None]
+    if not present:
+        return None
+    return {"mean": round(sum(present) / len(present), 2), "min": min(present), "max": max(present)}
 
 
 def _row(method: str, method_run: ArtifactStore) -> dict:

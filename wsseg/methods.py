@@ -56,26 +56,63 @@ METHODS = {
 }
 
 
+# "cam@2": method cam at seed 2, one of an ablation's repeats of a method.
+SEED_MARK = "@"
+
+
 def method_config(config: dict, name: str) -> dict:
-    """A copy of `config` running method `name`."""
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    """A copy of `config` running method `name`; "NAME@SEED" runs it at that seed."""
+    method_name, seed = split_seed(name)
+    if method_name not in METHODS:
+        raise ConfigError(f"unknown method {method_name!r}; choose from {', '.join(METHODS)}")
     configured = copy.deepcopy(config)
-    method = METHODS[name]
-    merge_overrides(configured, method.overrides, source=f"method {name!r}")
+    method = METHODS[method_name]
+    merge_overrides(configured, method.overrides, source=f"method {method_name!r}")
     if config["preset"] != "gpu":
-        merge_overrides(configured, method.small_input_overrides, source=f"method {name!r}")
+        merge_overrides(configured, method.small_input_overrides, source=f"method {method_name!r}")
+    if seed is not None:
+        configured["seed"] = seed
     return configured
 
 
+def split_seed(name: str) -> tuple[str, int | None]:
+    """("cam", 2) from "cam@2", ("cam", None) from "cam"."""
+    method_name, marked, seed = name.partition(SEED_MARK)
+    if not marked:
+        return name, None
+    if not seed.isdigit():
+        raise ConfigError(f"{name!r}: after {SEED_MARK!r} comes a seed, a whole number (e.g. cam{SEED_MARK}1)")
+    return method_name, int(seed)
+
+
 def parse_methods(text: str) -> list[str]:
-    """Method names from "cam,has,acol"; unknown or repeated names are errors."""
+    """Method names from "cam,has,acol" (each may name its seed, "cam@1"); unknown or repeated names are errors."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise ConfigError(f"no method named in {text!r}; choose from {', '.join(METHODS)}")
     for name in names:
-        if name not in METHODS:
-            raise ConfigError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+        method_name, _ = split_seed(name)
+        if method_name not in METHODS:
+            raise ConfigError(f"unknown method {method_name!r}; choose from {', '.join(METHODS)}")
     if len(set(names)) != len(names):
         raise ConfigError(f"a method is named twice in {text!r}")
     return names
+
+
+def over_seeds(names: list[str], seeds: list[int]) -> list[str]:
+    """Every method once per seed: ["cam@0", "cam@1", "has@0", "has@1"] from ["cam", "has"] and [0, 1]."""
+    for name in names:
+        if split_seed(name)[1] is not None:
+            raise ConfigError(f"method {name!r} names its seed and --seeds gives seeds too; use one or the other")
+    return [f"{name}{SEED_MARK}{seed}" for name in names for seed in seeds]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from "0,1,2": whole numbers, none repeated."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or not all(part.isdigit() for part in parts):
+        raise ConfigError(f"{text!r}: give whole numbers separated by commas, e.g. 0,1,2")
+    seeds = [int(part) for part in parts]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{text!r} names a seed twice")
+    return seeds

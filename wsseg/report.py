@@ -189,15 +189,47 @@ ABLATION_COLUMNS = ("method", "CAM mIoU", "pseudo-mask mIoU", "relabelled-mask m
                     "upper bound mIoU", "% of upper bound", "minutes")
 
 
+SEED_COLUMNS = ("method", "runs", "CAM mIoU", "pseudo-mask mIoU", "relabelled-mask mIoU", "segmenter mIoU",
+                "% of upper bound", "minutes")
+SEED_NOTE = "Each method over its runs at different seeds: mean (lowest-highest)."
+
+
 def render_ablation_table(table: dict) -> str:
-    """Markdown: one row per method of an ablation (`wsseg.ablation.write_ablation_table`'s dict)."""
-    return markdown_table(ABLATION_COLUMNS, _ablation_rows(table)) + "\n\n" + _ablation_note(table)
+    """Markdown: one row per method of an ablation (`wsseg.ablation.write_ablation_table`'s dict), then, where a
+    method ran at several seeds, its mean and range over them."""
+    text = markdown_table(ABLATION_COLUMNS, _ablation_rows(table)) + "\n\n" + _ablation_note(table)
+    if table.get("across_seeds"):
+        text += "\n\n" + markdown_table(SEED_COLUMNS, _seed_rows(table)) + "\n\n" + SEED_NOTE
+    return text
 
 
 def render_ablation_html(table: dict) -> str:
+    seeds = (f"{html_table(SEED_COLUMNS, _seed_rows(table))}<p>{SEED_NOTE}</p>" if table.get("across_seeds")
+             else "")
     return (f"<html><head><meta charset='utf-8'><title>wsseg ablation</title></head><body><h1>Ablation</h1>"
             f"{html_table(ABLATION_COLUMNS, _ablation_rows(table))}<p>{html.escape(_ablation_note(table))}</p>"
-            "</body></html>")
+            f"{seeds}</body></html>")
+
+
+def _seed_rows(table: dict) -> list[list[str]]:
+    upper = table["upper_bound_miou"]
+    rows = []
+    for summary in table["across_seeds"]:
+        segmenter = summary["segmenter_miou"]
+        of_upper = None if segmenter is None or not upper else {key: _ratio(value, upper)
+                                                                for key, value in segmenter.items()}
+        rows.append([summary["method"], str(len(summary["runs"]))] +
+                    [spread_cell(summary[figure]) for figure in ("cam_miou", "pseudo_mask_miou",
+                                                                 "relabelled_mask_miou", "segmenter_miou")] +
+                    [spread_cell(of_upper), spread_cell(summary["minutes"])])
+    return rows
+
+
+def spread_cell(spread: dict | None) -> str:
+    """"mean (lowest-highest)" of a figure over several runs, "-" where there is none."""
+    if spread is None:
+        return "-"
+    return f"{spread['mean']:.2f} ({spread['min']:.2f}-{spread['max']:.2f})"
 
 
 def _ablation_rows(table: dict) -> list[list[str]]:

@@ -10,10 +10,13 @@ ablation run's table so far, while it runs or after it stopped.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 from pathlib import Path
+
+from wsseg.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,11 @@ def register(subparsers) -> None:
         sub.add_argument("--run-name", help=f"name of the run inside the store (default: {name})")
         if name == "ablation":
             sub.add_argument("--methods", default="cam", type=_methods,
-                             help="comma-separated methods, e.g. cam,has,acol,mdc,mixup,aepsl,seam,sec,saliency")
+                             help="comma-separated methods, e.g. cam,has,acol,mdc,mixup,aepsl,seam,sec,saliency; "
+                                  "cam@1 runs a method at seed 1")
+            sub.add_argument("--seeds", type=_seeds,
+                             help="comma-separated seeds, e.g. 0,1,2: every method runs once per seed (as cam@0, "
+                                  "cam@1, ...) and the table adds each method's mean and range over its seeds")
         if name == "semi":
             sub.add_argument("--labelled", type=_labelled,
                              help="the train images that keep their masks: a fraction (1/8) or a count (25); "
@@ -54,7 +61,21 @@ def register(subparsers) -> None:
 def _methods(text: str) -> list[str]:
     from wsseg.methods import parse_methods
 
-    return parse_methods(text)
+    return _as_argument_error(parse_methods, text)
+
+
+def _seeds(text: str) -> list[int]:
+    from wsseg.methods import parse_seeds
+
+    return _as_argument_error(parse_seeds, text)
+
+
+def _as_argument_error(parse, text: str):
+    """`parse(text)`, its ConfigError an argparse usage error (the option named, exit status 2), not a traceback."""
+    try:
+        return parse(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _labelled(text: str):
@@ -79,12 +100,14 @@ def _table_command(args) -> int:
 
 def _run_command(args) -> int:
     from wsseg.config import load_config
+    from wsseg.methods import over_seeds
     from wsseg.report import render_ablation_table, render_summary_table
     from wsseg.semi import branch_rows
 
     config = load_config(args.config, args.preset)
     if args.pipeline == "ablation":
-        table = run_ablation(args.data, args.out, config, args.methods, args.store, args.run_name)
+        methods = over_seeds(args.methods, args.seeds) if args.seeds else args.methods
+        table = run_ablation(args.data, args.out, config, methods, args.store, args.run_name)
         print(render_ablation_table(table))
         return 0
     if args.pipeline == "semi":
