@@ -62,9 +62,7 @@ SEED_MARK = "@"
 
 def method_config(config: dict, name: str) -> dict:
     """A copy of `config` running method `name`; "NAME@SEED" runs it at that seed."""
-    method_name, seed = split_seed(name)
-    if method_name not in METHODS:
-        raise ConfigError(f"unknown method {method_name!r}; choose from {', '.join(METHODS)}")
+    method_name, seed = known_method(name)
     configured = copy.deepcopy(config)
     method = METHODS[method_name]
     merge_overrides(configured, method.overrides, source=f"method {method_name!r}")
@@ -73,6 +71,14 @@ def method_config(config: dict, name: str) -> dict:
     if seed is not None:
         configured["seed"] = seed
     return configured
+
+
+def known_method(name: str) -> tuple[str, int | None]:
+    """`split_seed(name)`, its method one of METHODS."""
+    method_name, seed = split_seed(name)
+    if method_name not in METHODS:
+        raise ConfigError(f"unknown method {method_name!r}; choose from {', '.join(METHODS)}")
+    return method_name, seed
 
 
 def split_seed(name: str) -> tuple[str, int | None]:
@@ -91,9 +97,7 @@ def parse_methods(text: str) -> list[str]:
     if not names:
         raise ConfigError(f"no method named in {text!r}; choose from {', '.join(METHODS)}")
     for name in names:
-        method_name, _ = split_seed(name)
-        if method_name not in METHODS:
-            raise ConfigError(f"unknown method {method_name!r}; choose from {', '.join(METHODS)}")
+        known_method(name)
     if len(set(names)) != len(names):
         raise ConfigError(f"a method is named twice in {text!r}")
     return names
