@@ -219,13 +219,13 @@ def _seed_rows(table: dict) -> list[list[str]]:
         of_upper = None if segmenter is None or not upper else {key: _ratio(value, upper)
                                                                 for key, value in segmenter.items()}
         rows.append([summary["method"], str(len(summary["runs"]))] +
-                    [spread_cell(summary[figure]) for figure in ("cam_miou", "pseudo_mask_miou",
+                    [_spread_cell(summary[figure]) for figure in ("cam_miou", "pseudo_mask_miou",
                                                                  "relabelled_mask_miou", "segmenter_miou")] +
-                    [spread_cell(of_upper), spread_cell(summary["minutes"])])
+                    [_spread_cell(of_upper), _spread_cell(summary["minutes"])])
     return rows
 
 
-def spread_cell(spread: dict | None) -> str:
+def _spread_cell(spread: dict | None) -> str:
     """"mean (lowest-highest)" of a figure over several runs, "-" where there is none."""
     if spread is None:
         return "-"
