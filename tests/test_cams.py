@@ -3,7 +3,7 @@ import pytest
 import torch
 from test_classifier import tiny_classifier
 
-from wsseg.cams import CAM, CAM_METHODS, NO_TARGET, GradCAM
+from wsseg.cams import CAM, CAM_METHODS, NO_TARGET, AdvCAM, GradCAM
 from wsseg.cams.augment import multiscale_maps
 from wsseg.steps.mine_cams import size_batches
 
@@ -91,3 +91,48 @@ def test_size_batches_groups_equal_sizes_and_pulls_lazily():
         emitted.extend(index for index, _ in batch)
         assert len(pulled) - len(emitted) <= 5, "more images waiting than max_pending"
     assert sorted(emitted) == list(range(len(shapes)))
+
+
+class ColourMaps(torch.nn.Module):
+    """Class maps linear in the pixels' colour, red for class 0 and green for class 1, so that what a climb does
+    to the image shows in the maps."""
+
+    std = torch.tensor(58.0)
+
+    def localization_maps(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([images[:, 0], images[:, 1]], dim=1) / 255
+
+
+def red_object_and_its_faint_body():
+    """A strongly red part and a faintly red body, side by side on black."""
+    image = torch.zeros(1, 3, 8, 16)
+    image[:, 0, :, :4] = 200.0
+    image[:, 0, :, 4:10] = 40.0
+    return image
+
+
+def body_over_part(method, image) -> float:
+    maps = method(image, torch.tensor([[0]]))[0, 0]
+    return float(maps[:, 4:10].mean() / maps[:, :4].mean())
+
+
+def test_adversarial_climbing_lifts_the_faint_body_towards_the_part():
+    image = red_object_and_its_faint_body()
+    plain = body_over_part(CAM(ColourMaps()), image)
+    climbed = body_over_part(AdvCAM(ColourMaps()), image)
+    assert plain == pytest.approx(0.2)
+    assert climbed > plain + 0.1
+    assert body_over_part(AdvCAM(ColourMaps(), steps=0), image) == pytest.approx(plain)
+
+
+def test_the_restriction_holds_back_the_regions_already_strong():
+    # The maps are summed over the climb's steps before normalising: their mean over the steps is where the part
+    # stood on average, which the restriction keeps at its start and an unrestricted climb lets rise.
+    image, target = red_object_and_its_faint_body(), torch.tensor([[0]])
+    start = 200.0 / 255
+
+    def part_over_the_climb(method):
+        return float(method.rectified_maps(image, target)[0, 0, :, :4].mean()) / (method.steps + 1)
+
+    assert part_over_the_climb(AdvCAM(ColourMaps())) == pytest.approx(start, rel=0.05)
+    assert part_over_the_climb(AdvCAM(ColourMaps(), restriction=0.0)) > start * 1.2

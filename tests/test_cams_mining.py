@@ -73,6 +73,20 @@ def test_grad_cam_mines_the_same_maps_as_cam_for_a_gap_linear_head(tiny_voc, cla
                                        read_npz(cam_out, key)["cams"].astype(np.float32), atol=2e-3)
 
 
+def test_adversarial_climbing_mines_through_the_step_that_runs_without_gradients(tiny_voc, classifier, tmp_path):
+    # Mining runs under no_grad; AdvCAM's climb needs the image's gradient and must take it itself.
+    cam_out, climbed_out = open_store(tmp_path / "cam"), open_store(tmp_path / "advcam")
+    mine_cams(tiny_voc, classifier, cam_out, small_config(method="cam", scales=[1.0]), CLASSES)
+    mine_cams(tiny_voc, classifier, climbed_out, small_config(method="advcam", scales=[1.0]), CLASSES)
+    largest_change = 0.0
+    for key in cam_out.list():
+        if key.endswith(".npz"):
+            plain, climbed = (read_npz(store, key)["cams"].astype(np.float32) for store in (cam_out, climbed_out))
+            assert climbed.shape == plain.shape and climbed.min() >= 0 and climbed.max() <= 1
+            largest_change = max(largest_change, float(np.abs(climbed - plain).max()))
+    assert largest_change > 0.05
+
+
 def test_unknown_method_is_a_config_error(tiny_voc, classifier, tmp_path):
     with pytest.raises(ConfigError, match="scorecam"):
         mine_cams(tiny_voc, classifier, open_store(tmp_path / "cams"), small_config(method="scorecam"), CLASSES)

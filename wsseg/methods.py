@@ -26,6 +26,8 @@ METHODS = {
     "cam": Method("CAM (Zhou et al., CVPR'16): the plain pipeline", {}),
     "gradcam": Method("Grad-CAM (Selvaraju et al., ICCV'17) maps from the same classifier",
                       {"cams": {"method": "gradcam"}}),
+    "advcam": Method("AdvCAM (Lee et al., CVPR'21): maps summed over an anti-adversarial climb of the image",
+                     {"cams": {"method": "advcam"}}),
     "has": Method("Hide-and-Seek (Singh & Lee, ICCV'17): random grid patches hidden in training",
                   {"classifier": {"hide_and_seek": {"enabled": True}}}),
     "acol": Method("ACoL (Zhang et al., CVPR'18): a second head trained on features erased where the first fires",
