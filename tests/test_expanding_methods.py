@@ -223,6 +223,19 @@ def test_method_lists_name_the_unknown_and_the_choices():
         parse_methods("cam,cam")
 
 
+def test_methods_joined_with_a_plus_run_together_unless_they_set_one_setting_two_ways():
+    config = default_config("cpu-tiny")
+    combined = method_config(config, "advcam+affinity@2")
+    assert combined["cams"]["method"] == "advcam" and combined["affinity"]["enabled"] is True
+    assert combined["seed"] == 2
+    assert method_config(config, "seam+affinity")["classifier"]["model"]["type"] == "SEAMClassifier"
+    assert parse_methods("cam,advcam+affinity") == ["cam", "advcam+affinity"]
+    for bad, match in (("acol+mdc", "'acol' and 'mdc' set classifier.model.type"), ("has+has", "twice"),
+                       ("advcam+foo", "unknown method 'foo'")):
+        with pytest.raises(ConfigError, match=match):
+            method_config(config, bad)
+
+
 def test_a_method_named_with_a_seed_runs_the_method_at_that_seed():
     config = default_config("cpu-tiny")
     seeded = method_config(config, "acol@3")

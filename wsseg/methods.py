@@ -60,27 +60,61 @@ METHODS = {
 
 # "cam@2": method cam at seed 2, one of an ablation's repeats of a method.
 SEED_MARK = "@"
+# "advcam+affinity": both methods' settings at once, as papers feed one method's maps to another's refinement.
+COMBINE_MARK = "+"
 
 
 def method_config(config: dict, name: str) -> dict:
-    """A copy of `config` running method `name`; "NAME@SEED" runs it at that seed."""
-    method_name, seed = known_method(name)
+    """A copy of `config` running method `name`; "A+B" runs methods A and B together, "NAME@SEED" at that seed."""
+    method_names, seed = known_method(name)
     configured = copy.deepcopy(config)
-    method = METHODS[method_name]
-    merge_overrides(configured, method.overrides, source=f"method {method_name!r}")
-    if config["preset"] != "gpu":
-        merge_overrides(configured, method.small_input_overrides, source=f"method {method_name!r}")
+    settings_by = {method_name: _settings(method_name, config["preset"]) for method_name in method_names}
+    _refuse_conflicts(settings_by)
+    for method_name, settings in settings_by.items():
+        for overrides in settings:
+            merge_overrides(configured, overrides, source=f"method {method_name!r}")
     if seed is not None:
         configured["seed"] = seed
     return configured
 
 
-def known_method(name: str) -> tuple[str, int | None]:
-    """`split_seed(name)`, its method one of METHODS."""
-    method_name, seed = split_seed(name)
-    if method_name not in METHODS:
-        raise ConfigError(f"unknown method {method_name!r}; choose from {', '.join(METHODS)}")
-    return method_name, seed
+def known_method(name: str) -> tuple[list[str], int | None]:
+    """The methods `name` combines, each one of METHODS, and its seed: (["advcam", "affinity"], 1) from
+    "advcam+affinity@1"."""
+    combined, seed = split_seed(name)
+    method_names = combined.split(COMBINE_MARK)
+    for method_name in method_names:
+        if method_name not in METHODS:
+            raise ConfigError(f"unknown method {method_name!r}; choose from {', '.join(METHODS)}, or join them "
+                              f"with {COMBINE_MARK!r}")
+    if len(set(method_names)) != len(method_names):
+        raise ConfigError(f"{name!r} names a method twice")
+    return method_names, seed
+
+
+def _settings(method_name: str, preset: str) -> list[dict]:
+    method = METHODS[method_name]
+    return [method.overrides] if preset == "gpu" else [method.overrides, method.small_input_overrides]
+
+
+def _refuse_conflicts(settings_by: dict[str, list[dict]]) -> None:
+    """Methods combined must not set one setting to two values (acol and mdc each choose the classifier)."""
+    set_by: dict[str, tuple[str, object]] = {}
+    for method_name, settings in settings_by.items():
+        for overrides in settings:
+            for key, value in _flattened(overrides):
+                other, other_value = set_by.setdefault(key, (method_name, value))
+                if other != method_name and other_value != value:
+                    raise ConfigError(f"methods {other!r} and {method_name!r} set {key} to {other_value!r} and "
+                                      f"{value!r}; they cannot run together")
+
+
+def _flattened(overrides: dict, trail: str = ""):
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            yield from _flattened(value, f"{trail}{key}.")
+        else:
+            yield f"{trail}{key}", value
 
 
 def split_seed(name: str) -> tuple[str, int | None]:
