@@ -140,15 +140,16 @@ def test_a_method_run_stores_the_runs_config_with_the_methods_settings(tmp_path)
 def test_the_ablation_dag_runs_every_method_and_the_upper_bound_into_one_table(tiny_voc, tmp_path):
     from wsseg.runner import run_ablation
 
-    table = run_ablation(str(tiny_voc), tmp_path, default_config("cpu-tiny"), ["cam", "has@1"])
-    assert [row["method"] for row in table["methods"]] == ["cam", "has@1"]
+    table = run_ablation(str(tiny_voc), tmp_path, default_config("cpu-tiny"), ["cam", "has+mixup@1"])
+    assert [row["method"] for row in table["methods"]] == ["cam", "has+mixup@1"]
     for row in table["methods"]:
         for name in ("cam_miou", "pseudo_mask_miou", "segmenter_miou"):
             assert 0 <= row[name] <= 100
         assert row["minutes"] > 0
     assert 0 <= table["upper_bound_miou"] <= 100
     run = open_store(str(tmp_path / "store")).child("ablation")
-    has_config = yaml.safe_load(run.child("has@1").get_bytes("config.yaml"))
-    assert has_config["classifier"]["hide_and_seek"]["enabled"] and has_config["seed"] == 1
+    combined = yaml.safe_load(run.child("has+mixup@1").get_bytes("config.yaml"))
+    assert combined["classifier"]["hide_and_seek"]["enabled"] and combined["classifier"]["mixup"]["enabled"]
+    assert combined["seed"] == 1
     assert yaml.safe_load(run.child("cam").get_bytes("config.yaml"))["seed"] == 0
-    assert "| has@1 |" in run.child("ablation").get_bytes("table.md").decode()
+    assert "| has+mixup@1 |" in run.child("ablation").get_bytes("table.md").decode()
