@@ -27,24 +27,35 @@ class AdvCAM(CAMMethod):
         self.restriction, self.restricted_above = restriction, restricted_above
 
     def rectified_maps(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        slots = [self._climbed_maps(images, slot) for slot in targets.T]
-        return torch.stack(slots, dim=1) * (targets != NO_TARGET)[:, :, None, None]
+        return torch.stack([self._slot_maps(images, slot) for slot in targets.T], dim=1)
+
+    def _slot_maps(self, images: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        """(N, h, w) climbed maps of one label slot, zero where it is padding. Only the images that hold a label
+        in the slot climb: a climb costs 27 forward and backward passes, and most images have fewer labels than
+        their batch's widest."""
+        labelled = slot != NO_TARGET
+        climbed = self._climbed_maps(images[labelled], slot[labelled])
+        maps = climbed.new_zeros(len(slot), *climbed.shape[1:])
+        maps[labelled] = climbed
+        return maps
 
     def _climbed_maps(self, images: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-        """(N, h, w): the sum over the climb's steps of each image's map of its class in `slot`."""
-        target = slot.clamp(min=0)[:, None]
+        """(N, h, w): the sum over the climb's steps of each image's map of its class in `slot` (no padding)."""
+        target = slot[:, None]
         # The model takes pixels in 0..255 and normalises them itself; the paper's step is in normalised units.
         step_size = self.step_size * getattr(self.model, "std", torch.ones(1, device=images.device))
-        climbed, initial, restricted, total = images.detach(), None, None, 0.0
+        climbed, total = images.detach(), 0.0
         for step in range(self.steps + 1):
             climbed = climbed.detach().requires_grad_()
             with torch.enable_grad():
                 per_class = self.model.localization_maps(climbed).float()
                 chosen = F.relu(select_targets(per_class, target)[:, 0])
-                if initial is None:
-                    initial, restricted = chosen.detach(), torch.zeros_like(chosen, dtype=torch.bool)
                 total = total + chosen.detach()
-                restricted = restricted | (max_normalise(chosen.detach()) > self.restricted_above)
+                lifted = max_normalise(chosen.detach()) > self.restricted_above
+                if step == 0:
+                    initial, restricted = chosen.detach(), lifted
+                else:
+                    restricted = restricted | lifted
                 if step == self.steps:
                     break
                 # The logits are the maps' means, as a CAM classifier's are (pooling and the 1×1 head commute).
