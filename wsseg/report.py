@@ -220,7 +220,7 @@ def _seed_rows(table: dict) -> list[list[str]]:
                                                                 for key, value in segmenter.items()}
         rows.append([summary["method"], str(len(summary["runs"]))] +
                     [_spread_cell(summary[figure]) for figure in ("cam_miou", "pseudo_mask_miou",
-                                                                 "relabelled_mask_miou", "segmenter_miou")] +
+                                                                  "relabelled_mask_miou", "segmenter_miou")] +
                     [_spread_cell(of_upper), _spread_cell(summary["minutes"])])
     return rows
 
