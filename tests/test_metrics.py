@@ -92,8 +92,10 @@ def test_stray_prediction_value_raises(stray):
 
 def test_prediction_under_ignored_ground_truth_is_not_checked():
     prediction = PREDICTION.copy()
-    prediction[1, 3] = 255  # gt is 255 here, so the pixel never reaches the count
-    ConfusionMatrix(3).update(prediction, GROUND_TRUTH)
+    prediction[1, 3] = 255  # out of range for 3 classes, but gt is 255 here, so the pixel never reaches the count
+    matrix = ConfusionMatrix(3)
+    matrix.update(prediction, GROUND_TRUTH)
+    assert matrix.counts.tolist() == EXPECTED_COUNTS
 
 
 def test_stray_ground_truth_value_raises():
