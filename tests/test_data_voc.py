@@ -155,3 +155,14 @@ def test_truncated_jpeg_and_colour_mask_are_data_errors_naming_the_file(tmp_path
         read_mask(colour)
     with pytest.raises(DataError, match="not found"):
         read_image(tmp_path / "absent.jpg")
+
+
+def test_a_file_that_is_no_image_is_named_as_such_without_pythons_buffer_object(tmp_path):
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture")
+
+    with pytest.raises(DataError, match="not in an image format") as caught:
+        read_image(text)
+
+    assert caught.value.path == str(text)
+    assert "BytesIO" not in str(caught.value) and " object at 0x" not in str(caught.value)

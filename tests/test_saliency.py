@@ -170,6 +170,7 @@ def test_an_undecodable_saliency_map_names_the_file(data):
         read_saliency_png(data, (30, 40), "maps/img7.png")
 
     assert caught.value.path == "maps/img7.png"
+    assert " object at 0x" not in str(caught.value)
 
 
 def test_saliency_source_reads_user_maps_from_a_folder(tmp_path):

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from wsseg.data.images import decode_problem
 from wsseg.errors import ConfigError, DataError
 from wsseg.store import LocalStore, StoreNotFound, open_store
 
@@ -80,7 +81,7 @@ def read_saliency_png(data: bytes, shape: tuple[int, int], where: str) -> np.nda
             picture.load()
             saliency = _grey_levels(picture)
     except (OSError, SyntaxError, ValueError) as error:
-        raise DataError(where, f"cannot decode saliency map: {error}") from None
+        raise DataError(where, f"cannot decode saliency map: {decode_problem(error)}") from None
     if saliency.shape != tuple(shape):
         raise DataError(where, f"saliency map is {saliency.shape[1]}x{saliency.shape[0]} but its image is "
                                f"{shape[1]}x{shape[0]}")

@@ -5,7 +5,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from wsseg.errors import DataError
 
@@ -96,5 +96,12 @@ def _decode_bytes(data: bytes, where) -> Image.Image:
         image.load()
     except (OSError, SyntaxError, ValueError) as error:
         # PIL reports truncated and corrupt files as OSError (UnidentifiedImageError is one), a few as others.
-        raise DataError(where, f"cannot decode image: {error}") from None
+        raise DataError(where, f"cannot decode image: {decode_problem(error)}") from None
     return image
+
+
+def decode_problem(error: Exception) -> str:
+    """What Pillow's decoding error says, without the in-memory buffer its unknown-format message names."""
+    if isinstance(error, UnidentifiedImageError):
+        return "not in an image format Pillow reads (JPEG, PNG, BMP, TIFF, ...); the file is corrupt or no image"
+    return str(error)
