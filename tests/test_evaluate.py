@@ -125,6 +125,18 @@ def test_unreadable_cam_file_is_skipped_and_counted_or_raises_when_strict(tmp_pa
         evaluate(manifest, cams, pseudo, None, out, CONFIG, CLASSES, strict=True)
 
 
+def test_unreadable_pseudo_mask_is_skipped_and_counted_or_raises_naming_it_when_strict(tmp_path):
+    manifest, cams, pseudo = write_dataset(tmp_path / "data", [perfect_item("a"), perfect_item("b")])
+    pseudo.put_bytes("b.png", b"not a png")
+    out = open_store(tmp_path / "eval")
+    headline = evaluate(manifest, cams, pseudo, None, out, CONFIG, CLASSES)
+    counts = json.loads(out.get_bytes("metrics.json"))["counts"]
+    assert counts["train_scored"] == 1 and counts["train_skipped"] == 1 and headline["pseudo_mask_miou"] == 100.0
+    with pytest.raises(DataError, match="b.png: cannot decode pseudo mask: not in an image format") as caught:
+        evaluate(manifest, cams, pseudo, None, out, CONFIG, CLASSES, strict=True)
+    assert " object at 0x" not in str(caught.value)
+
+
 def test_report_holds_the_figures_of_metrics_json_and_the_overlays(tmp_path):
     item = {**perfect_item(), "pseudo": [[0, 1, 1, 1], [255, 0, 2, 255]]}
     _, metrics, out = run(tmp_path, [item, CAM_CASE])

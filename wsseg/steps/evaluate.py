@@ -17,6 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from wsseg.classes import IGNORE_INDEX, ClassList
+from wsseg.data.images import decode_problem
 from wsseg.errors import ConfigError, DataError
 from wsseg.metrics import ConfusionMatrix, incremental_mious, unseen_as_background
 from wsseg.pseudo_masks import CamThresholdSweep, decode_mask_png, read_cam_file
@@ -243,7 +244,7 @@ def _read_pseudo_mask(pseudo_masks, image_id: str, shape: tuple[int, int]) -> np
     try:
         mask = decode_mask_png(pseudo_masks.get_bytes(key))
     except (OSError, ValueError) as error:
-        raise DataError(f"{pseudo_masks.uri}/{key}", str(error)) from None
+        raise DataError(f"{pseudo_masks.uri}/{key}", f"cannot decode pseudo mask: {decode_problem(error)}") from None
     if mask.shape != shape:
         raise DataError(f"{pseudo_masks.uri}/{key}", f"pseudo mask is {mask.shape} but the ground truth is {shape}")
     return mask
