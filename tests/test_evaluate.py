@@ -114,25 +114,19 @@ def test_ground_truth_of_the_wrong_size_stops_evaluation_naming_the_file(tmp_pat
         run(tmp_path, [perfect_item("a"), item])
 
 
-def test_unreadable_cam_file_is_skipped_and_counted_or_raises_when_strict(tmp_path):
+@pytest.mark.parametrize("store, key, data, figure, problem", [
+    ("cams", "b.npz", b"not an npz", "cam_miou", "b.npz: not a CAM file"),
+    ("pseudo", "b.png", b"not a png", "pseudo_mask_miou", "b.png: cannot decode pseudo mask: not in an image format"),
+], ids=["cam_file", "pseudo_mask"])
+def test_an_unreadable_input_is_skipped_and_counted_or_raises_naming_it_when_strict(tmp_path, store, key, data,
+                                                                                     figure, problem):
     manifest, cams, pseudo = write_dataset(tmp_path / "data", [perfect_item("a"), perfect_item("b")])
-    cams.put_bytes("b.npz", b"not an npz")
+    {"cams": cams, "pseudo": pseudo}[store].put_bytes(key, data)
     out = open_store(tmp_path / "eval")
     headline = evaluate(manifest, cams, pseudo, None, out, CONFIG, CLASSES)
     counts = json.loads(out.get_bytes("metrics.json"))["counts"]
-    assert counts["train_scored"] == 1 and counts["train_skipped"] == 1 and headline["cam_miou"] == 100.0
-    with pytest.raises(DataError, match="b.npz"):
-        evaluate(manifest, cams, pseudo, None, out, CONFIG, CLASSES, strict=True)
-
-
-def test_unreadable_pseudo_mask_is_skipped_and_counted_or_raises_naming_it_when_strict(tmp_path):
-    manifest, cams, pseudo = write_dataset(tmp_path / "data", [perfect_item("a"), perfect_item("b")])
-    pseudo.put_bytes("b.png", b"not a png")
-    out = open_store(tmp_path / "eval")
-    headline = evaluate(manifest, cams, pseudo, None, out, CONFIG, CLASSES)
-    counts = json.loads(out.get_bytes("metrics.json"))["counts"]
-    assert counts["train_scored"] == 1 and counts["train_skipped"] == 1 and headline["pseudo_mask_miou"] == 100.0
-    with pytest.raises(DataError, match="b.png: cannot decode pseudo mask: not in an image format") as caught:
+    assert counts["train_scored"] == 1 and counts["train_skipped"] == 1 and headline[figure] == 100.0
+    with pytest.raises(DataError, match=problem) as caught:
         evaluate(manifest, cams, pseudo, None, out, CONFIG, CLASSES, strict=True)
     assert " object at 0x" not in str(caught.value)
 
