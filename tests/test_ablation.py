@@ -38,13 +38,15 @@ def test_a_stopped_run_has_a_table_of_its_finished_methods_that_names_what_remai
     run = open_store(tmp_path)
     fake_method_run(run, "cam", 50.0, 60.0, 55.0, {"train-classifier": 60, "evaluate": 30})
     run.child("seam").child("train-classifier").put_bytes("step.json", json.dumps({"seconds": 120}).encode())
+    # mining stopped mid-way: its attempt's time so far counts in the minutes so far
+    run.child("seam").child("mine-cams").put_bytes("step-attempt.json", json.dumps({"seconds": 60}).encode())
     table = write_ablation_table(str(tmp_path), ["cam", "seam"])
     assert [row["finished"] for row in table["methods"]] == [True, False]
-    assert table["methods"][1]["minutes"] == 2.0 and table["upper_bound_miou"] is None
+    assert table["methods"][1]["minutes"] == 3.0 and table["upper_bound_miou"] is None
     assert table["unfinished"] == ["seam", "the upper bound"]
     markdown = run.child("ablation").get_bytes("table.md").decode()
     assert "| cam | 50.00 | 60.00 | - | 55.00 | - | - | 1.50 |" in markdown
-    assert "| seam | - | - | - | - | - | - | 2.00 |" in markdown
+    assert "| seam | - | - | - | - | - | - | 3.00 |" in markdown
     assert "Not finished yet: seam, the upper bound" in markdown
 
 

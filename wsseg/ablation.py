@@ -2,8 +2,8 @@
 
 Each method runs in its own prefix of the run's store (`<run>/<method>/`, its config there), the fully
 supervised upper bound once in `<run>/upper-bound/`; the table (`<run>/ablation/`) reads what their evaluate
-steps stored and the time every step took (`step.json`, written by `wsseg.pipeline_io.run_step`). A run still
-going, or stopped, has a table too (`wsseg ablation-table`): its unfinished methods are rows without figures.
+steps stored and the time every step took (`wsseg.step_clock`: finished steps' and unfinished attempts'). A run
+still going, or stopped, has a table too (`wsseg ablation-table`): its unfinished methods are rows without figures.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import json
 
 from wsseg.config import dump_config, load_config_text
 from wsseg.methods import method_config, split_seed
-from wsseg.pipeline_io import STEP_RECORD
 from wsseg.report import render_ablation_html, render_ablation_table
+from wsseg.step_clock import ATTEMPT_RECORD, STEP_RECORD
 from wsseg.store import ArtifactStore, open_store
 
 UPPER_BOUND = "upper-bound"
@@ -85,5 +85,6 @@ def _row(method: str, method_run: ArtifactStore) -> dict:
 
 
 def _seconds(method_run: ArtifactStore) -> float:
+    """Every step's finished attempts and its unfinished ones (a step running now, or stopped mid-way)."""
     return sum(json.loads(method_run.get_bytes(key))["seconds"] for key in method_run.list()
-               if key.endswith("/" + STEP_RECORD) and key.count("/") == 1)
+               if key.count("/") == 1 and key.split("/")[1] in (STEP_RECORD, ATTEMPT_RECORD))

@@ -10,20 +10,19 @@ import importlib
 import json
 import logging
 import os
-import time
 from pathlib import Path
 
 from wsseg.classes import ClassList
 from wsseg.config import dump_config, load_config_text
 from wsseg.errors import WssegError
 from wsseg.kube.train_job import train_segmenter_as_job, wants_training_job
+from wsseg.step_clock import StepClock
 from wsseg.steps.commands import STEPS
 from wsseg.store import ArtifactStore, open_store
 
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = "config.yaml"
-STEP_RECORD = "step.json"
 PUBLISHED_STORE = "published_store"
 
 
@@ -46,28 +45,18 @@ def run_step(command: str, data: str, run_store_uri: str, config_yaml: str,
     config = load_config_text(config_yaml)
     stores = {name: store_of(inputs[name]) if inputs.get(name) is not None else None for name in input_names}
     out = open_store(run_store_uri).child(command)
-    started = time.perf_counter()
-    if command == "train-segmenter" and wants_training_job(config):
-        summary = train_segmenter_as_job(data, stores, out, config)
-    else:
-        step = getattr(importlib.import_module(module), function)
-        summary = step(local_dataset(data), **stores, out=out, config=config, classes=ClassList(config["classes"]),
-                       strict=config["strict"])
-    record_step(out, command, started, summary)
+    with StepClock(out, command) as clock:
+        if command == "train-segmenter" and wants_training_job(config):
+            summary = train_segmenter_as_job(data, stores, out, config)
+        else:
+            step = getattr(importlib.import_module(module), function)
+            summary = step(local_dataset(data), **stores, out=out, config=config,
+                           classes=ClassList(config["classes"]), strict=config["strict"])
+        clock.record(summary)
     # A step with nothing to do (propagate without affinity) hands its input on instead of an empty store.
     published = summary.pop(PUBLISHED_STORE, None)
     publish(output, open_store(published) if published else out, summary)
     return summary
-
-
-def record_step(out: ArtifactStore, command: str, started: float, summary: dict) -> None:
-    """`step.json`: the step's summary and its wall time, data fetching included, which a run's table reports as
-    minutes per step. The time adds up over attempts: a step resumed after a stop, or rerun on a finished run,
-    adds its own to what the earlier attempts recorded, so that the table keeps what the step cost in all."""
-    earlier = json.loads(out.get_bytes(STEP_RECORD))["seconds"] if out.exists(STEP_RECORD) else 0.0
-    seconds = round(earlier + time.perf_counter() - started, 1)
-    out.put_bytes(STEP_RECORD, json.dumps({"command": command, "seconds": seconds, "summary": summary}, indent=2,
-                                          default=str).encode())
 
 
 def run_predict(segmenter: str, images: str, run_store_uri: str, config_yaml: str, output,
@@ -172,10 +161,10 @@ def run_incremental_update(data: str, run_store_uri: str, config_yaml: str, regi
     config = load_config_text(config_yaml)
     registry = ModelRegistry(open_store(registry_uri), config["registry"]["name"])
     out = open_store(run_store_uri).child("incremental-update").child(batch)
-    started = time.perf_counter()
-    result = incremental_update(local_dataset(data), registry, Inbox(open_store(inbox_uri)), batch, out, config,
-                                ClassList(config["classes"]), strict=config["strict"])
-    record_step(out, "incremental-update", started, result)
+    with StepClock(out, "incremental-update") as clock:
+        result = incremental_update(local_dataset(data), registry, Inbox(open_store(inbox_uri)), batch, out, config,
+                                    ClassList(config["classes"]), strict=config["strict"])
+        clock.record(result)
     figures = headline(result)
     publish(output, out, dict(figures, batch=batch))
     for name, value in figures.items():
