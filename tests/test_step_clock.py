@@ -75,3 +75,16 @@ def test_a_step_rerun_on_a_finished_run_adds_to_what_it_recorded(tmp_path):
         with StepClock(out, "evaluate", beat_seconds=HOUR, now=clock_reading(started, ended)) as clock:
             clock.record({})
     assert seconds_in(out, STEP_RECORD) == 66.0
+
+
+def test_a_step_run_alone_keeps_its_time_as_a_pipeline_step_does(tiny_voc, tmp_path):
+    from wsseg.cli import main
+
+    out, step = open_store(tmp_path / "evaluate"), ["evaluate", "--data", str(tiny_voc), "--preset", "cpu-tiny"]
+    # Pseudo masks without their CAMs are a config error: this attempt fails and leaves its seconds behind.
+    assert main([*step, "--pseudo-masks", str(tmp_path / "masks"), "--out", out.uri]) == 2
+    failed = seconds_in(out, ATTEMPT_RECORD)
+    assert main([*step, "--out", out.uri]) == 0
+    record = json.loads(out.get_bytes(STEP_RECORD))
+    assert record["command"] == "evaluate" and record["seconds"] >= failed
+    assert not out.exists(ATTEMPT_RECORD)

@@ -46,21 +46,26 @@ def register(subparsers) -> None:
         parser.add_argument("--config", help="YAML config, a path or a store URI (merged over the preset)")
         parser.add_argument("--preset", help="cpu-tiny, cpu or gpu (default: the config's, else cpu)")
         parser.add_argument("--strict", action="store_true", help="fail on the first bad input instead of skipping it")
-        parser.set_defaults(func=_runner(module, function, inputs))
+        parser.set_defaults(func=_runner(command, module, function, inputs))
 
 
-def _runner(module: str, function: str, inputs: tuple[str, ...]):
+def _runner(command: str, module: str, function: str, inputs: tuple[str, ...]):
     def run(args) -> int:
         from wsseg.classes import ClassList
         from wsseg.config import load_config
         from wsseg.pipeline_io import local_dataset
+        from wsseg.step_clock import StepClock
         from wsseg.store import open_store
 
         config = load_config(args.config, args.preset)
         stores = {name: open_store(uri) if (uri := getattr(args, name)) else None for name in inputs}
         step = getattr(importlib.import_module(module), function)
-        summary = step(local_dataset(args.data), **stores, out=open_store(args.out), config=config,
-                       classes=ClassList(config["classes"]), strict=args.strict or config["strict"])
+        out = open_store(args.out)
+        # Timed as in a pipeline, so that a step run alone into a pipeline run's store counts in its minutes.
+        with StepClock(out, command) as clock:
+            summary = step(local_dataset(args.data), **stores, out=out, config=config,
+                           classes=ClassList(config["classes"]), strict=args.strict or config["strict"])
+            clock.record(summary)
         print(json.dumps(summary))
         return 0
 
