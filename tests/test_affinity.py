@@ -122,6 +122,16 @@ def test_a_classifier_whose_backbone_does_not_fit_is_named_not_trained_over(affi
         train_affinity(root, classifier, seeds, open_store(work / "mismatch"), other, ClassList())
 
 
+def test_an_ensembles_affinity_net_grows_from_its_first_member(affinity_run):
+    root, _, seeds, _, config, _, work = affinity_run
+    ensemble = copy.deepcopy(config)
+    ensemble["classifier"]["ensemble_members"] = 2
+    classifier = open_store(work / "ensemble")
+    train_classifier(root, classifier, ensemble, ClassList())
+    trained = train_affinity(root, classifier, seeds, open_store(work / "ensemble-affinity"), ensemble, ClassList())
+    assert trained["backbone_tensors"] == len(build_affinity_net(config).backbone.state_dict())
+
+
 def test_propagate_walks_the_cams_and_refines_them_into_masks(affinity_run):
     root, cams, seeds, affinity, config, _, work = affinity_run
     out = open_store(work / "propagate")

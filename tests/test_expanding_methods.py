@@ -1,5 +1,7 @@
 """The CAM-expanding methods of the classifier (METHODS.md §1): each test fails when the method's defining step
 is taken out (no hiding, no mixing, no erasing, no dilation, no equivariance loss, no pixel correlation)."""
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ from wsseg.models.seam_classifier import equivariance_loss
 from wsseg.steps.mine_cams import load_localizers, mine_cams
 from wsseg.steps.train_classifier import build_classifier, train_classifier
 from wsseg.store import open_store
-from wsseg.training import erased_pixels
+from wsseg.training import erased_pixels, load_from_store
 
 FILL = torch.tensor([123.675, 116.28, 103.53])
 
@@ -192,7 +194,7 @@ def test_adversarial_erasing_trains_the_second_classifier_on_images_erased_where
 
 def test_adversarial_erasing_mines_the_union_of_its_classifiers_maps(tiny_voc, erasing_classifier, tmp_path):
     store, _, config = erasing_classifier
-    localizers = load_localizers(store, CLASSES, torch.device("cpu"))
+    (localizers,) = load_localizers(store, CLASSES, torch.device("cpu"))
     assert len(localizers) == 2
     images = torch.rand(1, 3, 64, 64) * 255
     targets = torch.tensor([[4, NO_TARGET]])
@@ -202,6 +204,48 @@ def test_adversarial_erasing_mines_the_union_of_its_classifiers_maps(tiny_voc, e
     assert (union >= maps[0]).all() and (union > maps[0]).any()
     summary = mine_cams(tiny_voc, store, open_store(tmp_path / "cams"), config, CLASSES)
     assert summary["images"] > 0
+
+
+# ---- the classifier ensemble ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ensemble_classifier(tiny_voc, tmp_path_factory):
+    config = method_config(tiny_config(epochs=1), "ensemble")
+    config["classifier"]["ensemble_members"] = 2
+    store = open_store(tmp_path_factory.mktemp("ensemble"))
+    return store, train_classifier(tiny_voc, store, config, CLASSES), config
+
+
+def test_an_ensemble_trains_each_member_from_its_own_seed(ensemble_classifier):
+    store, summary, _ = ensemble_classifier
+    assert summary["members"] == 2
+    first, second = (load_from_store(store.child(f"member-{k}"), "checkpoint.pth")["state_dict"] for k in (1, 2))
+    assert any(not torch.equal(first[key], second[key]) for key in first)
+
+
+def read_maps(store, key):
+    return np.load(io.BytesIO(store.get_bytes(key)))["cams"].astype(np.float32)
+
+
+def test_an_ensemble_mines_the_mean_of_its_members_maps(tiny_voc, ensemble_classifier, tmp_path):
+    store, _, config = ensemble_classifier
+    members = [open_store(tmp_path / f"member-{k}") for k in (1, 2)]
+    for number, out in enumerate(members, start=1):
+        mine_cams(tiny_voc, store.child(f"member-{number}"), out, config, CLASSES)
+    ensemble = open_store(tmp_path / "ensemble")
+    mine_cams(tiny_voc, store, ensemble, config, CLASSES)
+    keys = [key for key in ensemble.list() if key.endswith(".npz")]
+    assert keys
+    first, second = ([read_maps(member, key) for key in keys] for member in members)
+    assert not all(np.allclose(a, b, atol=0.01) for a, b in zip(first, second, strict=True)), "members differ"
+    for key, a, b in zip(keys, first, second, strict=True):
+        np.testing.assert_allclose(read_maps(ensemble, key), (a + b) / 2, atol=2e-3)
+
+
+@pytest.mark.parametrize("members", [0, 1.5, True])
+def test_an_ensemble_of_no_whole_number_of_classifiers_is_a_config_error(tiny_voc, tmp_path, members):
+    with pytest.raises(ConfigError, match="ensemble_members"):
+        train_classifier(tiny_voc, open_store(tmp_path), tiny_config(ensemble_members=members), CLASSES)
 
 
 # ---- the method switches -----------------------------------------------------------------------------------

@@ -53,6 +53,9 @@ METHODS = {
                   "losses", {"segmenter": {"mode": "sec"}}),
     "saliency": Method("saliency guidance (Oh et al., CVPR'17): salient segments take the class of the CAM seed "
                        "inside", {"crf": {"saliency_guidance": True}}),
+    "ensemble": Method("an ensemble of three classifiers trained alike from seeds seed, seed + 1 and seed + 2 "
+                       "(deep ensembles, Lakshminarayanan et al., NeurIPS'17): the mean of their maps",
+                       {"classifier": {"ensemble_members": 3}}),
     "affinity": Method("AffinityNet (Ahn & Kwak, CVPR'18; IRN's random walk): CAMs walked over affinities learned "
                        "from the pseudo masks, then refined again", {"affinity": {"enabled": True}}),
 }

@@ -1,8 +1,9 @@
 """mine-cams: per-class localisation maps of each labelled image from the trained classifier (METHODS.md §1, step 2).
 
 Writes `<image_id>.npz` holding `cams` float16 (L, H, W) in [0, 1], one max-normalised map per image label at
-image resolution, and `labels` int16 (L,); then `summary.json`. Images already in the store are skipped, so a
-retried step finishes what an earlier attempt started. Images stream through: only a few batches are in memory.
+image resolution (a classifier ensemble's: the mean of its members' maps), and `labels` int16 (L,); then
+`summary.json`. Images already in the store are skipped, so a retried step finishes what an earlier attempt
+started. Images stream through: only a few batches are in memory.
 
 The model waits on nothing else: `decode_workers` DataLoader processes decode images ahead of it (into pinned
 memory on a GPU), and `writer_threads` compress and store finished maps behind it (`wsseg.writer_pool`). On a
@@ -61,8 +62,8 @@ def mine_cams(data_root, classifier: ArtifactStore, out: ArtifactStore, config: 
     if settings["method"] not in CAM_METHODS:
         raise ConfigError(f"cams.method: {settings['method']!r}; choose one of {', '.join(CAM_METHODS)}")
     device = pick_device(settings["device"])
-    methods = [(CAM_METHODS[settings["method"]](_for_device(model, device)), contributes)
-               for model, contributes in load_localizers(classifier, classes, device)]
+    members = [[(CAM_METHODS[settings["method"]](_for_device(model, device)), contributes)
+                for model, contributes in localizers] for localizers in load_localizers(classifier, classes, device)]
     samples = load_samples(data_root, split, classes)
     mined = {key.removesuffix(".npz") for key in out.list() if key.endswith(".npz")}
     counts = Counter(images=0, existing=0, skipped_unlabelled=0, skipped_corrupt=0)
@@ -77,7 +78,7 @@ def mine_cams(data_root, classifier: ArtifactStore, out: ArtifactStore, config: 
           WriterPool(settings["writer_threads"], max_pending=batch_size) as writer):
         images = _decoded(to_mine, settings["decode_workers"], device, counts, strict, progress)
         for batch in size_batches(images, batch_size, PENDING_BATCHES * batch_size):
-            mined_maps = _mine_batch(methods, batch, settings, device, config["working_size"])
+            mined_maps = _mine_batch(members, batch, settings, device, config["working_size"])
             for (sample, _), cams in zip(batch, mined_maps, strict=True):
                 writer.submit(_store_cams, out, sample, cams)
             counts["images"] += len(batch)
@@ -162,22 +163,30 @@ def _for_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
 
-def load_localizers(store: ArtifactStore, classes: ClassList, device) -> list[tuple[torch.nn.Module, set | None]]:
-    """The classifiers in a train-classifier store with the classes each contributes maps of (None: all): one,
-    or one per round of adversarial erasing."""
+def load_localizers(store: ArtifactStore, classes: ClassList,
+                    device) -> list[list[tuple[torch.nn.Module, set | None]]]:
+    """Per member of the classifier ensemble in a train-classifier store (one member for a single classifier),
+    its classifiers with the classes each contributes maps of (None: all): one, or one per round of adversarial
+    erasing."""
     from wsseg.adversarial_erasing import erasing_rounds
+    from wsseg.ensemble import ensemble_members
 
-    rounds = erasing_rounds(store)
-    if rounds is None:
-        return [(load_classifier(store, classes, device), None)]
-    return [(load_classifier(store.child(f"round-{entry['round']}"), classes, device), set(entry["classes"]))
-            for entry in rounds]
+    localizers = []
+    for member in ensemble_members(store):
+        rounds = erasing_rounds(member)
+        if rounds is None:
+            localizers.append([(load_classifier(member, classes, device), None)])
+        else:
+            localizers.append([(load_classifier(member.child(f"round-{entry['round']}"), classes, device),
+                                set(entry["classes"])) for entry in rounds])
+    return localizers
 
 
-def _mine_batch(methods, batch: list[tuple[Sample, np.ndarray]], settings: dict, device,
+def _mine_batch(members, batch: list[tuple[Sample, np.ndarray]], settings: dict, device,
                 working_size: int | None) -> list[np.ndarray]:
-    """Each image's (L, H, W) maps for its own labels, computed at the working size, returned at image size; the
-    union (pixel-wise maximum) of the maps of every classifier that contributes the label."""
+    """Each image's (L, H, W) maps for its own labels, computed at the working size, returned at image size: the
+    mean over the ensemble's members of each member's union (pixel-wise maximum) of the maps of its classifiers
+    that contribute the label."""
     # Each (H, W, 3) image goes to the device as uint8 (from pinned memory, asynchronously, on a GPU); the
     # permuted batch is channels-last as it stands.
     images = torch.stack([image.to(device, non_blocking=True) for _, image in batch]).permute(0, 3, 1, 2).float()
@@ -189,14 +198,21 @@ def _mine_batch(methods, batch: list[tuple[Sample, np.ndarray]], settings: dict,
     targets = torch.full((len(batch), max(map(len, labels))), NO_TARGET, dtype=torch.long)
     for row, image_labels in enumerate(labels):
         targets[row, :len(image_labels)] = torch.tensor(image_labels) - 1  # logits are foreground-only
+    total = sum(_member_maps(localizers, images, targets, settings, device, size) for localizers in members)
+    # As stored: half the bytes to copy off a GPU and to hold for the writers.
+    maps = (total / len(members)).half().cpu().numpy()
+    return [maps[row, :len(image_labels)] for row, image_labels in enumerate(labels)]
+
+
+def _member_maps(localizers, images: torch.Tensor, targets: torch.Tensor, settings: dict, device,
+                 size: tuple[int, int]) -> torch.Tensor:
     union = None
-    for method, contributes in methods:
+    for method, contributes in localizers:
         chosen = targets if contributes is None else _only(targets, contributes)
         with torch.no_grad(), autocast(device, settings["precision"]):
             maps = multiscale_maps(method, images, chosen.to(device), settings["scales"], settings["flip"], size)
         union = maps if union is None else torch.maximum(union, maps)
-    maps = union.half().cpu().numpy()  # as stored: half the bytes to copy off a GPU and to hold for the writers
-    return [maps[row, :len(image_labels)] for row, image_labels in enumerate(labels)]
+    return union.float()
 
 
 def _only(targets: torch.Tensor, classes: set) -> torch.Tensor:

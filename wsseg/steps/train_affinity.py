@@ -20,6 +20,7 @@ from wsseg.classes import ClassList
 from wsseg.config import dump_config
 from wsseg.data import load_samples, read_image
 from wsseg.data.images import working_scale
+from wsseg.ensemble import first_classifier
 from wsseg.errors import ConfigError, DataError
 from wsseg.models.affinity_net import EMBEDDING_STRIDE
 from wsseg.pseudo_masks import decode_mask_png
@@ -124,11 +125,13 @@ def load_affinity_net(store: ArtifactStore, config: dict, device) -> torch.nn.Mo
 
 
 def _load_classifier_backbone(model: torch.nn.Module, classifier: ArtifactStore) -> int:
-    """Starts the affinity net from the classifier's backbone (AffinityNet grows from the CAM network) and
-    returns how many tensors it took; a backbone that does not fit would otherwise train from scratch unnoticed."""
-    state = load_from_store(classifier, CLASSIFIER_CHECKPOINT)["state_dict"]
+    """Starts the affinity net from the classifier's backbone (AffinityNet grows from the CAM network; of an ensemble
+    or of adversarial erasing's rounds, from the first classifier's) and returns how many tensors it took; a
+    backbone that does not fit would otherwise train from scratch unnoticed."""
+    source = first_classifier(classifier)
+    state = load_from_store(source, CLASSIFIER_CHECKPOINT)["state_dict"]
     weights = {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
-    return load_fitting_weights(model.backbone, weights, f"{classifier.uri}: the classifier's backbone",
+    return load_fitting_weights(model.backbone, weights, f"{source.uri}: the classifier's backbone",
                                 "train the classifier with this config's classifier.model.backbone")
 
 

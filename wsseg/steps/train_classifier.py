@@ -18,6 +18,7 @@ from wsseg.batch_augment import HIDE_AND_SEEK_PATCHES_AT_224, BatchAugment
 from wsseg.classes import ClassList
 from wsseg.config import dump_config
 from wsseg.data import dataset_splits, load_samples
+from wsseg.ensemble import ensemble_size, train_ensemble
 from wsseg.errors import ConfigError, DataError
 from wsseg.store import ArtifactStore
 from wsseg.training import (
@@ -58,7 +59,9 @@ def default_config(preset: str) -> dict:
               "mixup": {"enabled": False, "alpha": 1.0},
               # AE-PSL: `steps` classifiers, each on the images its predecessors' regions are erased from; a
               # class stops when the newest classifier's mean score on its images drops below stop_confidence.
-              "adversarial_erasing": {"enabled": False, "steps": 3, "stop_confidence": 0.5}}
+              "adversarial_erasing": {"enabled": False, "steps": 3, "stop_confidence": 0.5},
+              # Classifiers trained alike from seeds seed, seed + 1, ...; mining averages their maps.
+              "ensemble_members": 1}
     if preset == "gpu":
         backbone.update(depth=50)
     elif preset in ("cpu", "cpu-tiny"):
@@ -81,12 +84,15 @@ def train_classifier(data_root, out: ArtifactStore, config: dict, classes: Class
     val, _ = split_usable(load_samples(data_root, "val", classes), strict) if has_val else ([], {})
     if not train:
         raise DataError(data_root, "no labelled, readable training image to train the classifier on")
+    train_one = train_model
     if settings["adversarial_erasing"]["enabled"]:
         from wsseg.adversarial_erasing import train_erasing_rounds
 
-        summary = train_erasing_rounds(train, val, out, config, classes, device)
+        train_one = train_erasing_rounds
+    if ensemble_size(settings) > 1:
+        summary = train_ensemble(train, val, out, config, classes, device, train_one)
     else:
-        summary = train_model(train, val, out, config, classes, device)
+        summary = train_one(train, val, out, config, classes, device)
     summary = dict(summary, **train_skips)
     log.info("train-classifier: %s", " ".join(f"{key}={value}" for key, value in summary.items()))
     return summary

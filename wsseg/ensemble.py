@@ -1,0 +1,60 @@
+"""An ensemble of classifiers (deep ensembles, Lakshminarayanan et al., NeurIPS'17): members trained alike from
+different seeds, whose maps mining averages.
+
+A classifier trained from scratch on a few hundred images fires on whichever discriminative parts its seed led it
+to; another seed finds other parts of the same objects. The mean of their maps covers more of each object and
+averages away what one member alone finds. Member k (1-based) trains with seed `seed + k - 1` into `member-<k>/`,
+each a train-classifier output of its own (adversarial erasing's rounds included); `members.json` lists them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import torch
+
+from wsseg.errors import ConfigError
+from wsseg.store import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+MEMBERS = "members.json"
+
+
+def ensemble_size(settings: dict) -> int:
+    count = settings["ensemble_members"]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"classifier.ensemble_members: {count!r}; give a whole number of classifiers, 1 or more")
+    return count
+
+
+def train_ensemble(train: list, val: list, out: ArtifactStore, config: dict, classes, device, train_one) -> dict:
+    """`train_one(train, val, store, config, classes, device)` once per member, each from its own seed."""
+    seed = config.get("seed", 0)
+    members, seconds = [], 0.0
+    for number in range(1, ensemble_size(config["classifier"]) + 1):
+        torch.manual_seed(seed + number - 1)
+        summary = train_one(train, val, out.child(f"member-{number}"), config, classes, device)
+        seconds += summary["seconds"]
+        members.append({"member": number, "seed": seed + number - 1, "val_map": summary["val_map"]})
+        log.info("ensemble: member %d of %d trained (val mAP %s)", number, len(members), summary["val_map"])
+    out.put_bytes(MEMBERS, json.dumps(members, indent=2).encode())
+    scores = [member["val_map"] for member in members if member["val_map"] is not None]
+    return dict(train_images=len(train), val_images=len(val), members=len(members), seconds=round(seconds, 1),
+                val_map=round(float(np.mean(scores)), 4) if scores else None)
+
+
+def ensemble_members(store: ArtifactStore) -> list[ArtifactStore]:
+    """The classifier outputs a train-classifier store holds: its members, or the store itself."""
+    if not store.exists(MEMBERS):
+        return [store]
+    return [store.child(f"member-{entry['member']}") for entry in json.loads(store.get_bytes(MEMBERS))]
+
+
+def first_classifier(store: ArtifactStore) -> ArtifactStore:
+    """The store of the first classifier in a train-classifier output: its first member's first round."""
+    from wsseg.adversarial_erasing import erasing_rounds
+
+    member = ensemble_members(store)[0]
+    return member.child("round-1") if erasing_rounds(member) is not None else member
