@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m wsseg.segmenter.distributed", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
-    commands.register(subparsers)
+    # The pipeline step that launched the job times it.
+    commands.register(subparsers, timed=False)
     args = parser.parse_args(["train-segmenter", *(sys.argv[1:] if argv is None else argv)])
     try:
         return args.func(args)

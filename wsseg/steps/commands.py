@@ -34,7 +34,9 @@ OPTIONAL_INPUTS = {
 }
 
 
-def register(subparsers) -> None:
+def register(subparsers, timed: bool = True) -> None:
+    """One subcommand per step. `timed`: the step keeps its time in its output (`step.json`) as a pipeline step
+    does; off where something else times the step (the pods of a distributed training job)."""
     for command, (module, function, inputs) in STEPS.items():
         parser = subparsers.add_parser(command, help=f"run the {command} step alone")
         parser.add_argument("--data", required=True, help="dataset root (VOC folder or manifest file)")
@@ -46,14 +48,15 @@ def register(subparsers) -> None:
         parser.add_argument("--config", help="YAML config, a path or a store URI (merged over the preset)")
         parser.add_argument("--preset", help="cpu-tiny, cpu or gpu (default: the config's, else cpu)")
         parser.add_argument("--strict", action="store_true", help="fail on the first bad input instead of skipping it")
-        parser.set_defaults(func=_runner(command, module, function, inputs))
+        parser.set_defaults(func=_runner(command, module, function, inputs, timed))
 
 
-def _runner(command: str, module: str, function: str, inputs: tuple[str, ...]):
+def _runner(command: str, module: str, function: str, inputs: tuple[str, ...], timed: bool):
     def run(args) -> int:
         from wsseg.classes import ClassList
         from wsseg.config import load_config
         from wsseg.pipeline_io import local_dataset
+        from wsseg.segmenter.distributed import world_position
         from wsseg.step_clock import StepClock
         from wsseg.store import open_store
 
@@ -61,11 +64,19 @@ def _runner(command: str, module: str, function: str, inputs: tuple[str, ...]):
         stores = {name: open_store(uri) if (uri := getattr(args, name)) else None for name in inputs}
         step = getattr(importlib.import_module(module), function)
         out = open_store(args.out)
-        # Timed as in a pipeline, so that a step run alone into a pipeline run's store counts in its minutes.
-        with StepClock(out, command) as clock:
-            summary = step(local_dataset(args.data), **stores, out=out, config=config,
-                           classes=ClassList(config["classes"]), strict=args.strict or config["strict"])
-            clock.record(summary)
+
+        def run_step() -> dict:
+            return step(local_dataset(args.data), **stores, out=out, config=config,
+                        classes=ClassList(config["classes"]), strict=args.strict or config["strict"])
+
+        # Under torchrun rank 0 alone keeps the time, as it alone writes the checkpoint.
+        if not timed or world_position()[0] != 0:
+            summary = run_step()
+        else:
+            # Timed as in a pipeline, so that a step run alone into a pipeline run's store counts in its minutes.
+            with StepClock(out, command) as clock:
+                summary = run_step()
+                clock.record(summary)
         print(json.dumps(summary))
         return 0
 
