@@ -32,13 +32,13 @@ def ensemble_size(settings: dict) -> int:
 def train_ensemble(train: list, val: list, out: ArtifactStore, config: dict, classes, device, train_one) -> dict:
     """`train_one(train, val, store, config, classes, device)` once per member, each from its own seed."""
     seed = config.get("seed", 0)
-    members, seconds = [], 0.0
-    for number in range(1, ensemble_size(config["classifier"]) + 1):
+    count, members, seconds = ensemble_size(config["classifier"]), [], 0.0
+    for number in range(1, count + 1):
         torch.manual_seed(seed + number - 1)
         summary = train_one(train, val, out.child(f"member-{number}"), config, classes, device)
         seconds += summary["seconds"]
         members.append({"member": number, "seed": seed + number - 1, "val_map": summary["val_map"]})
-        log.info("ensemble: member %d of %d trained (val mAP %s)", number, len(members), summary["val_map"])
+        log.info("ensemble: member %d of %d trained (val mAP %s)", number, count, summary["val_map"])
     out.put_bytes(MEMBERS, json.dumps(members, indent=2).encode())
     scores = [member["val_map"] for member in members if member["val_map"] is not None]
     return dict(train_images=len(train), val_images=len(val), members=len(members), seconds=round(seconds, 1),
