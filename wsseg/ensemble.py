@@ -52,9 +52,20 @@ def ensemble_members(store: ArtifactStore) -> list[ArtifactStore]:
     return [store.child(f"member-{entry['member']}") for entry in json.loads(store.get_bytes(MEMBERS))]
 
 
-def first_classifier(store: ArtifactStore) -> ArtifactStore:
-    """The store of the first classifier in a train-classifier output: its first member's first round."""
+def classifier_stores(store: ArtifactStore) -> list[list[tuple[ArtifactStore, set | None]]]:
+    """Per member of the ensemble in a train-classifier output (one member for a single classifier), the stores of
+    its classifiers with the classes each contributes maps of (None: all): one, or one per round of adversarial
+    erasing."""
     from wsseg.adversarial_erasing import erasing_rounds
 
-    member = ensemble_members(store)[0]
-    return member.child("round-1") if erasing_rounds(member) is not None else member
+    stores = []
+    for member in ensemble_members(store):
+        rounds = erasing_rounds(member)
+        stores.append([(member, None)] if rounds is None else
+                      [(member.child(f"round-{entry['round']}"), set(entry["classes"])) for entry in rounds])
+    return stores
+
+
+def first_classifier(store: ArtifactStore) -> ArtifactStore:
+    """The store of the first classifier in a train-classifier output: its first member's first round."""
+    return classifier_stores(store)[0][0][0]

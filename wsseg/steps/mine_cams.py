@@ -165,21 +165,11 @@ def _for_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module
 
 def load_localizers(store: ArtifactStore, classes: ClassList,
                     device) -> list[list[tuple[torch.nn.Module, set | None]]]:
-    """Per member of the classifier ensemble in a train-classifier store (one member for a single classifier),
-    its classifiers with the classes each contributes maps of (None: all): one, or one per round of adversarial
-    erasing."""
-    from wsseg.adversarial_erasing import erasing_rounds
-    from wsseg.ensemble import ensemble_members
+    """The classifiers of `classifier_stores(store)`, loaded, each with the classes it contributes maps of."""
+    from wsseg.ensemble import classifier_stores
 
-    localizers = []
-    for member in ensemble_members(store):
-        rounds = erasing_rounds(member)
-        if rounds is None:
-            localizers.append([(load_classifier(member, classes, device), None)])
-        else:
-            localizers.append([(load_classifier(member.child(f"round-{entry['round']}"), classes, device),
-                                set(entry["classes"])) for entry in rounds])
-    return localizers
+    return [[(load_classifier(classifier, classes, device), contributes) for classifier, contributes in member]
+            for member in classifier_stores(store)]
 
 
 def _mine_batch(members, batch: list[tuple[Sample, np.ndarray]], settings: dict, device,
