@@ -56,6 +56,8 @@ METHODS = {
     "ensemble": Method("an ensemble of three classifiers trained alike from seeds seed, seed + 1 and seed + 2 "
                        "(deep ensembles, Lakshminarayanan et al., NeurIPS'17): the mean of their maps",
                        {"classifier": {"ensemble_members": 3}}),
+    "band": Method("the segmenter's cross-entropy on the masks, and on their uncertain band the partial-label loss "
+                   "of the background and the image's labels (Cour et al., JMLR'11)", {"segmenter": {"mode": "band"}}),
     "affinity": Method("AffinityNet (Ahn & Kwak, CVPR'18; IRN's random walk): CAMs walked over affinities learned "
                        "from the pseudo masks, then refined again", {"affinity": {"enabled": True}}),
 }

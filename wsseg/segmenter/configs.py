@@ -12,7 +12,9 @@ model with SEC's seed, expand and constrain losses (`wsseg.segmenter.sec`, METHO
 cross-entropy on the labelled images ClassMix's loss on mixes of unlabelled ones, labelled by a mean teacher
 (`wsseg.segmenter.classmix`, METHODS.md §3; `datasets["unlabelled"]` holds those images); "wilson" adds classes to
 the segmenter `segmenter.wilson.old_checkpoint` names, from image labels alone (`wsseg.segmenter.wilson`,
-METHODS.md §2): the model is that segmenter's, grown by the new classes, and `segmenter.model` is not read.
+METHODS.md §2): the model is that segmenter's, grown by the new classes, and `segmenter.model` is not read;
+"band" adds to the cross-entropy a loss that keeps the masks' uncertain pixels to the background and the image's
+labels (`wsseg.segmenter.band`).
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ ADAMW = dict(type="AdamW", lr=0.008, weight_decay=0.0001)
 GENTLE_PHOTOMETRIC = dict(brightness_delta=16, contrast_range=[0.8, 1.2], saturation_range=[0.8, 1.2],
                           hue_delta=2)
 
-MODES = ("standard", "sec", "classmix", "wilson")
+MODES = ("standard", "sec", "classmix", "wilson", "band")
 # SEC's network outputs 41x41 scores for its 321x321 inputs; its decays and CRF widths are for that grid.
 SEC_OUTPUT_SIDE = 41
 # SEC's CRF (its pylayers' CRFLayer and krahenbuhl2013 wrapper): 10 iterations, bilateral compat 10, srgb 13,
@@ -90,7 +92,8 @@ WILSON_DEFAULTS = dict(old_checkpoint=None, old_classes=None, new_classes=None, 
                        old_model_image_labels=True)
 MODE_SEGMENTORS = {"sec": ("SECSegmentor", "SEC's losses", [SEC_MODULE]),
                    "classmix": ("ClassMixSegmentor", "ClassMix's mean teacher", CLASSMIX_MODULES),
-                   "wilson": ("WILSONSegmentor", "WILSON's localizer", ["wsseg.segmenter.wilson"])}
+                   "wilson": ("WILSONSegmentor", "WILSON's localizer", ["wsseg.segmenter.wilson"]),
+                   "band": ("BandSegmentor", "the band's image-label loss", ["wsseg.segmenter.band"])}
 
 
 def default_config(preset: str) -> dict:
@@ -222,6 +225,8 @@ def _mode_model(model: dict, settings: dict) -> dict:
         from wsseg.segmenter.wilson import wilson_model
 
         return wilson_model(model, settings["wilson"], settings["iterations"])
+    if mode == "band":
+        return dict(model, type="BandSegmentor")
     return model
 
 
@@ -268,20 +273,29 @@ def train_pipeline(crop: tuple[int, int], photometric: dict) -> list[dict]:
     ]
 
 
+def band_train_pipeline(crop: tuple[int, int], photometric: dict) -> list[dict]:
+    """The standard input, each sample with its image labels for the band's loss."""
+    return [*train_pipeline(crop, photometric)[:-1], packing_image_labels()]
+
+
+def packing_image_labels() -> dict:
+    from mmseg.datasets.transforms import PackSegInputs  # its default meta keys, to which the labels are added
+
+    meta_keys = inspect.signature(PackSegInputs).parameters["meta_keys"].default
+    return dict(type="PackSegInputs", meta_keys=(*meta_keys, IMAGE_LABELS))
+
+
 def sec_train_pipeline(crop: tuple[int, int], photometric: dict) -> list[dict]:
     """SEC's training input: the whole image resized to the crop (as SEC resizes to 321x321), flipped. A random
     crop could cut a labelled object out of view, and the expand loss would then demand a class that is not
     there; each sample carries its image-level labels for that loss."""
-    from mmseg.datasets.transforms import PackSegInputs  # its default meta keys, to which the labels are added
-
-    meta_keys = inspect.signature(PackSegInputs).parameters["meta_keys"].default
     return [
         dict(type="LoadImageFromFile"),
         dict(type="LoadAnnotations"),
         dict(type="Resize", scale=crop, keep_ratio=False),
         dict(type="RandomFlip", prob=0.5),
         dict(type="PhotoMetricDistortion", **photometric),
-        dict(type="PackSegInputs", meta_keys=(*meta_keys, IMAGE_LABELS)),
+        packing_image_labels(),
     ]
 
 
@@ -291,7 +305,7 @@ def image_label_train_pipeline(crop: tuple[int, int], photometric: dict) -> list
     return [step for step in sec_train_pipeline(crop, photometric) if step["type"] != "LoadAnnotations"]
 
 
-MODE_TRAIN_PIPELINES = {"sec": sec_train_pipeline, "wilson": image_label_train_pipeline}
+MODE_TRAIN_PIPELINES = {"sec": sec_train_pipeline, "wilson": image_label_train_pipeline, "band": band_train_pipeline}
 
 
 def unlabelled_train_pipeline(crop: tuple[int, int]) -> list[dict]:
