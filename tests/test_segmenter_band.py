@@ -143,3 +143,16 @@ def test_band_training_writes_a_model_that_loads_alone_and_predicts(tiny_voc, cl
                             timeout=300, check=False, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "BandSegmentor (64, 64)"
+
+
+def test_the_batchs_padding_is_not_band():
+    """mmseg's data preprocessor pads a smaller image below and right with 255, the band's label."""
+    from mmseg.structures import SegDataSample
+
+    from wsseg.segmenter.band import pixels_in_image
+
+    samples = [SegDataSample(metainfo=dict(img_shape=shape)) for shape in ((40, 50), (64, 64))]
+    inside = pixels_in_image(samples, torch.full((2, 64, 64), IGNORE_INDEX))
+
+    assert inside[0, :40, :50].all() and not inside[0, 40:].any() and not inside[0, :, 50:].any()
+    assert inside[1].all()

@@ -52,7 +52,7 @@ class BandSegmentor(EncoderDecoder):
         masks = torch.stack([sample.gt_sem_seg.data[0] for sample in data_samples]).long()
         upsampled = resize(logits, masks.shape[-2:], mode="bilinear", align_corners=self.align_corners)
         losses["decode.loss_band"] = self.band_weight * band_loss(
-            upsampled, masks, self._candidates(data_samples, logits.device), _in_image(data_samples, masks))
+            upsampled, masks, self._candidates(data_samples, logits.device), pixels_in_image(data_samples, masks))
         if self.with_auxiliary_head:
             losses.update(self._auxiliary_head_forward_train(features, data_samples))
         return losses
@@ -65,7 +65,7 @@ class BandSegmentor(EncoderDecoder):
         return candidates
 
 
-def _in_image(data_samples: list, masks: torch.Tensor) -> torch.Tensor:
+def pixels_in_image(data_samples: list, masks: torch.Tensor) -> torch.Tensor:
     """(B, H, W) bool: the pixels of each image, not the padding the batch adds below and right of it (which
     mmseg's data preprocessor also labels 255)."""
     inside = torch.zeros(masks.shape, dtype=torch.bool, device=masks.device)
