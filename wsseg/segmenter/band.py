@@ -30,10 +30,12 @@ def band_loss(logits: torch.Tensor, masks: torch.Tensor, candidates: torch.Tenso
     what a labelled one does in a mean over the image, so the term grows with the band's share of it.
     """
     band = (masks == IGNORE_INDEX) & in_image
-    log_probabilities = logits.float().log_softmax(1)
-    excluded = torch.finfo(log_probabilities.dtype).min
-    candidate_mass = log_probabilities.masked_fill(~candidates[:, :, None, None], excluded).logsumexp(1)
-    return -(candidate_mass * band).sum() / in_image.sum().clamp(min=1)
+    # The band's pixels alone, (N, C): most of a batch is labelled, and the loss costs what its pixels do.
+    scores = logits.float().permute(0, 2, 3, 1)[band]
+    pixel_candidates = candidates[band.nonzero(as_tuple=True)[0]]
+    excluded = torch.finfo(scores.dtype).min
+    candidate_mass = scores.masked_fill(~pixel_candidates, excluded).logsumexp(1) - scores.logsumexp(1)
+    return -candidate_mass.sum() / in_image.sum().clamp(min=1)
 
 
 @MODELS.register_module()
