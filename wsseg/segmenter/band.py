@@ -6,8 +6,9 @@ says what it is not: a segmenter learns the body from the images where another c
 and predicts that class on this one. The image's labels do say what a band pixel is not. Its class is the
 background or one of the labels, so the band adds the partial-label loss -log sum_{c in {0} ∪ y} p_c (Cour et al.,
 JMLR'11: a candidate set per example), which pushes down every class the image does not show and leaves the
-choice among the candidates to the network. No pixel label is read; the ground truth has no band, so on it this
-is plain cross-entropy. A random crop keeps the whole image's labels: they still hold every class in view.
+choice among the candidates to the network. No pixel label is read. On VOC's ground truth 255 marks object
+borders, and the loss holds there too. A random crop keeps the whole image's labels: they still hold every class
+in view.
 """
 from __future__ import annotations
 
