@@ -4,7 +4,10 @@ OpenMP threads spinning against other processes make a step several times slower
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -243,3 +246,35 @@ def test_gpu_preset_uses_syncbn_when_distributed_and_bf16_only_on_cuda(distribut
     assert config.optim_wrapper.get("dtype") == ("bfloat16" if cuda else None)
     # DDP on CPU must not be handed a device id.
     assert ("model_wrapper_cfg" in config) == (distributed and not cuda)
+
+
+@pytest.mark.parametrize(("mode", "segmentor"), [("sec", "SECSegmentor"), ("band", "BandSegmentor")])
+def test_a_mode_with_its_own_segmentor_writes_a_model_that_loads_alone_and_predicts(tiny_voc, classes, tmp_path,
+                                                                                     mode, segmentor):
+    from wsseg.steps.train_segmenter import train_segmenter
+
+    pseudo_masks = open_store(tmp_path / "pseudo_masks")
+    write_pseudo_masks(pseudo_masks, tiny_voc, classes)
+    out = open_store(tmp_path / "segmenter")
+    config = default_config("cpu-tiny")
+    config["segmenter"].update(mode=mode, iterations=3)
+    summary = train_segmenter(tiny_voc, pseudo_masks, out, config, classes)
+
+    assert {"checkpoint.pth", "mmseg_config.py", "metrics.json"} <= set(out.list())
+    metrics = json.loads(out.get_bytes("metrics.json"))
+    assert metrics["iterations"] == summary["iterations"] == 3 and 0 <= metrics["val_miou"] <= 100
+    stored_config = out.get_bytes("mmseg_config.py").decode()
+    assert segmentor in stored_config and "image_labels" in stored_config
+    # A fresh interpreter, as the evaluate step is: the stored config alone must register the segmentor.
+    image = load_samples(tiny_voc, "val", classes)[0].image_path
+    script = ("import sys; from wsseg.data import read_image; from wsseg.store import open_store;"
+              "from wsseg.segmenter.inference import load_segmenter, predict;"
+              "model = load_segmenter(open_store(sys.argv[1]), device='cpu');"
+              "labels = predict(model, read_image(sys.argv[2]));"
+              "print(type(model).__name__, labels.shape, labels.dtype, int(labels.max()))")
+    result = subprocess.run([sys.executable, "-c", script, out.uri, str(image)], capture_output=True, text=True,
+                            timeout=300, check=False, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    name, *shape, dtype, top = result.stdout.strip().splitlines()[-1].split()
+    assert name == segmentor and " ".join(shape) == "(64, 64)" and dtype == "uint8"
+    assert int(top) < len(classes)

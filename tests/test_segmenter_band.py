@@ -2,21 +2,13 @@
 image's labels (wsseg.segmenter.band)."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import torch
-from test_segmenter import write_pseudo_masks
 
 from wsseg.classes import IGNORE_INDEX
 from wsseg.config import default_config
-from wsseg.data import load_samples
 from wsseg.segmenter.band import band_loss
 from wsseg.segmenter.configs import build_mmseg_config
-from wsseg.store import open_store
 
 CLASSES = 4
 
@@ -116,33 +108,6 @@ def test_band_segmentor_trains_the_band_toward_the_image_labels_where_cross_entr
         optimizer.step()
 
     assert candidates_mass() > before + 0.1
-
-
-def test_band_training_writes_a_model_that_loads_alone_and_predicts(tiny_voc, classes, tmp_path):
-    from wsseg.steps.train_segmenter import train_segmenter
-
-    pseudo_masks = open_store(tmp_path / "pseudo_masks")
-    write_pseudo_masks(pseudo_masks, tiny_voc, classes)
-    out = open_store(tmp_path / "segmenter")
-    config = default_config("cpu-tiny")
-    config["segmenter"].update(mode="band", iterations=3)
-    summary = train_segmenter(tiny_voc, pseudo_masks, out, config, classes)
-
-    metrics = json.loads(out.get_bytes("metrics.json"))
-    assert metrics["iterations"] == summary["iterations"] == 3 and 0 <= metrics["val_miou"] <= 100
-    stored_config = out.get_bytes("mmseg_config.py").decode()
-    assert "BandSegmentor" in stored_config and "image_labels" in stored_config
-    # A fresh interpreter, as the evaluate step is: the stored config alone must register BandSegmentor.
-    image = load_samples(tiny_voc, "val", classes)[0].image_path
-    script = ("import sys; from wsseg.data import read_image; from wsseg.store import open_store;"
-              "from wsseg.segmenter.inference import load_segmenter, predict;"
-              "model = load_segmenter(open_store(sys.argv[1]), device='cpu');"
-              "labels = predict(model, read_image(sys.argv[2]));"
-              "print(type(model).__name__, labels.shape)")
-    result = subprocess.run([sys.executable, "-c", script, out.uri, str(image)], capture_output=True, text=True,
-                            timeout=300, check=False, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "BandSegmentor (64, 64)"
 
 
 def test_the_batchs_padding_is_not_band():
