@@ -41,12 +41,8 @@ def band_loss(logits: torch.Tensor, masks: torch.Tensor, candidates: torch.Tenso
 
 @MODELS.register_module()
 class BandSegmentor(EncoderDecoder):
-    """EncoderDecoder whose decode head adds `band_loss` (weighted `band_weight`) to its cross-entropy on the
-    masks' labelled pixels. The auxiliary head keeps cross-entropy alone; prediction is EncoderDecoder's."""
-
-    def __init__(self, band_weight: float = 1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.band_weight = band_weight
+    """EncoderDecoder whose decode head adds `band_loss` to its cross-entropy on the masks' labelled pixels. The
+    auxiliary head keeps cross-entropy alone; prediction is EncoderDecoder's."""
 
     def loss(self, inputs: torch.Tensor, data_samples: list) -> dict:
         features = self.extract_feat(inputs)
@@ -54,7 +50,7 @@ class BandSegmentor(EncoderDecoder):
         losses = add_prefix(self.decode_head.loss_by_feat(logits, data_samples), "decode")
         masks = torch.stack([sample.gt_sem_seg.data[0] for sample in data_samples]).long()
         upsampled = resize(logits, masks.shape[-2:], mode="bilinear", align_corners=self.align_corners)
-        losses["decode.loss_band"] = self.band_weight * band_loss(
+        losses["decode.loss_band"] = band_loss(
             upsampled, masks, self._candidates(data_samples, logits.device), pixels_in_image(data_samples, masks))
         if self.with_auxiliary_head:
             losses.update(self._auxiliary_head_forward_train(features, data_samples))
