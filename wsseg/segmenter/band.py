@@ -19,7 +19,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import add_prefix
 
 from wsseg.classes import IGNORE_INDEX
-from wsseg.segmenter.dataset import IMAGE_LABELS
+from wsseg.segmenter.dataset import labelled_classes
 
 
 def band_loss(logits: torch.Tensor, masks: torch.Tensor, candidates: torch.Tensor,
@@ -57,10 +57,8 @@ class BandSegmentor(EncoderDecoder):
         return losses
 
     def _candidates(self, data_samples: list, device: torch.device) -> torch.Tensor:
-        candidates = torch.zeros(len(data_samples), self.num_classes, dtype=torch.bool, device=device)
+        candidates = labelled_classes(data_samples, self.num_classes, device)
         candidates[:, 0] = True
-        for row, sample in zip(candidates, data_samples, strict=True):
-            row[list(sample.metainfo[IMAGE_LABELS])] = True
         return candidates
 
 
@@ -72,4 +70,3 @@ def pixels_in_image(data_samples: list, masks: torch.Tensor) -> torch.Tensor:
         height, width = sample.metainfo["img_shape"]
         image[:height, :width] = True
     return inside
-

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
@@ -28,6 +29,14 @@ log = logging.getLogger(__name__)
 # The data-info key of a sample's image-level labels (foreground class indices from the dataset's
 # annotations, never from its mask): what SEC's expand loss needs, packed only by pipelines that ask for it.
 IMAGE_LABELS = "image_labels"
+
+
+def labelled_classes(data_samples: list, num_classes: int, device) -> torch.Tensor:
+    """(B, num_classes) bool: each packed sample's image labels (`IMAGE_LABELS` in its metainfo)."""
+    labelled = torch.zeros(len(data_samples), num_classes, dtype=torch.bool, device=device)
+    for row, sample in zip(labelled, data_samples, strict=True):
+        row[list(sample.metainfo[IMAGE_LABELS])] = True
+    return labelled
 
 
 @DATASETS.register_module()

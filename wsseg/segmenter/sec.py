@@ -19,7 +19,7 @@ from mmseg.registry import MODELS
 
 from wsseg.classes import IGNORE_INDEX
 from wsseg.crf import CrfParams, crf_marginals
-from wsseg.segmenter.dataset import IMAGE_LABELS
+from wsseg.segmenter.dataset import labelled_classes
 
 # SEC's code adds min_prob = 1e-4 to every probability and renormalises, the network's and the CRF's alike, so
 # that no log in the three losses is infinite and no gradient is cut.
@@ -128,10 +128,7 @@ class SECSegmentor(EncoderDecoder):
 
     def _present_classes(self, data_samples: list, device: torch.device) -> torch.Tensor:
         """(B, C) bool: the classes of each image's labels (the background has its own decay and term)."""
-        present = torch.zeros(len(data_samples), self.num_classes, dtype=torch.bool, device=device)
-        for row, sample in zip(present, data_samples, strict=True):
-            row[list(sample.metainfo[IMAGE_LABELS])] = True
-        return present
+        return labelled_classes(data_samples, self.num_classes, device)
 
     def _class_decays(self, present: torch.Tensor, pixels: int) -> torch.Tensor:
         decay = {name: scaled_decay(value, pixels, self.decay_reference_pixels)
