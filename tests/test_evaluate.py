@@ -169,3 +169,9 @@ def test_masks_a_self_trained_segmenter_completed_are_scored_beside_the_pipeline
 def test_a_run_without_self_training_has_no_relabelled_figure(tmp_path):
     headline, metrics, _ = run(tmp_path, [perfect_item()])
     assert headline["relabelled_mask_miou"] is None and metrics["pseudo_masks"]["relabelled"] is None
+
+
+@pytest.mark.parametrize("preset, augmented", [("cpu", True), ("gpu", True), ("cpu-tiny", False)])
+def test_the_cpu_and_gpu_presets_score_a_segmenter_over_multi_scale_flipped_views(preset, augmented):
+    settings = default_config(preset)
+    assert settings["multi_scale"] is augmented and settings["flip"] is augmented
