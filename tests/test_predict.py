@@ -70,6 +70,8 @@ def test_masks_of_50_images_are_the_ones_evaluate_scored(fifty_val_images, tiny_
                                                     flip=True))
         matrix.update(mask, read_mask(sample.mask_path))
     assert matrix.summary(CLASSES.names)["miou"] == scored["segmenter_miou"]
+    report = open_store(tmp_path / "evaluate").get_bytes("report.md").decode()
+    assert "Predicted at ×0.75, ×1, ×1.25 of the model's input scale, each also mirrored" in report
 
 
 def test_a_folder_is_labelled_skipping_and_counting_a_corrupt_image_or_stopping_when_strict(tiny_voc,

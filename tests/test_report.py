@@ -4,7 +4,15 @@ import io
 import numpy as np
 from PIL import Image
 
-from wsseg.report import Overlay, cam_heatmap, colorize, overlay_strip, render_html, render_summary_table
+from wsseg.report import (
+    Overlay,
+    cam_heatmap,
+    colorize,
+    overlay_strip,
+    render_html,
+    render_markdown,
+    render_summary_table,
+)
 
 
 def test_summary_table_shows_the_segmenter_as_a_percentage_of_the_upper_bound():
@@ -51,3 +59,12 @@ def test_html_escapes_names_and_embeds_overlays():
     assert "&lt;id&gt;" in page and "<id>" not in page
     assert "data:image/png;base64,iVBORw==" in page
     assert "fully supervised upper bound mIoU</td><td>80.00" in page
+
+
+def test_the_segmenter_section_says_it_was_predicted_from_the_image_alone_when_it_was():
+    headline = dict.fromkeys(("cam_miou", "cam_best_threshold", "pseudo_mask_miou", "pseudo_mask_confident_miou",
+                              "uncertain_fraction", "segmenter_miou"))
+    segmenter = {"multi_scale": False, "flip": False, "scales": [1.0], "miou": 50.0, "pixel_accuracy": 90.0,
+                 "per_class": {"background": {"iou": 80.0, "precision": 90.0, "recall": 88.0}}}
+    report = render_markdown({"headline": headline, "counts": {}, "segmenter": segmenter}, [])
+    assert "Predicted at ×1 of the model's input scale." in report

@@ -123,8 +123,17 @@ def _sections(metrics: dict) -> list[tuple[str, str, tuple[str, ...], list[list[
             sections.append(_thresholds_section(masks["thresholds"], metrics))
     segmenter = metrics.get("segmenter")
     if segmenter:
-        sections.append(_per_class("Segmenter, per class (val)", segmenter))
+        title, note, header, rows = _per_class("Segmenter, per class (val)", segmenter)
+        sections.append((title, f"{note} {_test_time_views(segmenter)}", header, rows))
     return sections
+
+
+def _test_time_views(summary: dict) -> str:
+    """How the figures were predicted: a mIoU over several views is not one over the image alone."""
+    scales = ", ".join(f"×{scale:g}" for scale in summary["scales"])
+    mirrored = ", each also mirrored" if summary["flip"] else ""
+    summed = "; the views' class probabilities summed" if len(summary["scales"]) > 1 or summary["flip"] else ""
+    return f"Predicted at {scales} of the model's input scale{mirrored}{summed}."
 
 
 THRESHOLD_SOURCES = {
