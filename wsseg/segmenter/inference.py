@@ -45,7 +45,7 @@ def class_probabilities(model: torch.nn.Module, image: np.ndarray, multi_scale: 
     height, width = image.shape[:2]
     base = prediction_scale(model, height, width)
     probabilities = torch.zeros(())
-    for scale in TTA_SCALES if multi_scale else (1.0,):
+    for scale in view_scales(multi_scale):
         size = (max(1, round(width * base * scale)), max(1, round(height * base * scale)))
         scaled = image if size == (width, height) else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
         for mirrored in (False, True) if flip else (False,):
@@ -55,6 +55,11 @@ def class_probabilities(model: torch.nn.Module, image: np.ndarray, multi_scale: 
             logits = F.interpolate(logits[None], (height, width), mode="bilinear", align_corners=False)[0]
             probabilities = probabilities + logits.softmax(dim=0).cpu()
     return probabilities
+
+
+def view_scales(multi_scale: bool) -> tuple[float, ...]:
+    """The factors on the model's input scale that a prediction averages over."""
+    return TTA_SCALES if multi_scale else (1.0,)
 
 
 def prediction_scale(model: torch.nn.Module, height: int, width: int) -> float:

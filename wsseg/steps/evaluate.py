@@ -266,11 +266,11 @@ def _predict(model, image: np.ndarray, settings: dict) -> np.ndarray:
 
 
 def _score_segmenter(model, samples, classes: ClassList, settings: dict, strict: bool):
-    from wsseg.segmenter.inference import TTA_SCALES
+    from wsseg.segmenter.inference import view_scales
 
     matrix, scored, skipped = _segmenter_matrix(model, samples, len(classes), settings, strict)
     summary = {"split": "val", "multi_scale": settings["multi_scale"], "flip": settings["flip"],
-               "scales": list(TTA_SCALES) if settings["multi_scale"] else [1.0], **matrix.summary(classes.names)}
+               "scales": list(view_scales(settings["multi_scale"])), **matrix.summary(classes.names)}
     return summary, scored, skipped
 
 
