@@ -116,7 +116,7 @@ class SECSegmentor(EncoderDecoder):
         seeds = torch.stack([sample.gt_sem_seg.data[0] for sample in data_samples]).long()
         upsampled = F.interpolate(logits, seeds.shape[-2:], mode="bilinear", align_corners=self.align_corners)
         probabilities = floored(logits.softmax(1))
-        present = self._present_classes(data_samples, logits.device)
+        present = labelled_classes(data_samples, self.num_classes, logits.device)
         images = self._images_at(inputs, logits.shape[-2:])
         losses = dict(
             loss_seed=seed_loss(floored(upsampled.softmax(1)), seeds),
@@ -125,10 +125,6 @@ class SECSegmentor(EncoderDecoder):
         if self.with_auxiliary_head:
             losses.update(self._auxiliary_head_forward_train(features, data_samples))
         return losses
-
-    def _present_classes(self, data_samples: list, device: torch.device) -> torch.Tensor:
-        """(B, C) bool: the classes of each image's labels (the background has its own decay and term)."""
-        return labelled_classes(data_samples, self.num_classes, device)
 
     def _class_decays(self, present: torch.Tensor, pixels: int) -> torch.Tensor:
         decay = {name: scaled_decay(value, pixels, self.decay_reference_pixels)
