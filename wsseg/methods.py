@@ -53,9 +53,10 @@ METHODS = {
                   "losses", {"segmenter": {"mode": "sec"}}),
     "saliency": Method("saliency guidance (Oh et al., CVPR'17): salient segments take the class of the CAM seed "
                        "inside", {"crf": {"saliency_guidance": True}}),
-    "ensemble": Method("an ensemble of three classifiers trained alike from seeds seed, seed + 1 and seed + 2 "
+    # Five members, not three: on the tuning look five made masks of 86.64 where three made 84.31 (seed 0).
+    "ensemble": Method("an ensemble of five classifiers trained alike from seeds seed to seed + 4 "
                        "(deep ensembles, Lakshminarayanan et al., NeurIPS'17): the mean of their maps",
-                       {"classifier": {"ensemble_members": 3}}),
+                       {"classifier": {"ensemble_members": 5}}),
     "band": Method("the segmenter's cross-entropy on the masks, and on their uncertain band the partial-label loss "
                    "of the background and the image's labels (Cour et al., JMLR'11)", {"segmenter": {"mode": "band"}}),
     "affinity": Method("AffinityNet (Ahn & Kwak, CVPR'18; IRN's random walk): CAMs walked over affinities learned "
