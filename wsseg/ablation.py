@@ -12,6 +12,7 @@ import json
 from wsseg.config import dump_config, load_config_text
 from wsseg.methods import method_config, split_seed
 from wsseg.report import render_ablation_html, render_ablation_table
+from wsseg.run_config import RUN_CONFIG, keep_run_config
 from wsseg.step_clock import ATTEMPT_RECORD, STEP_RECORD
 from wsseg.store import ArtifactStore, open_store
 
@@ -26,7 +27,7 @@ def open_method_run(run_store_uri: str, method: str, config_yaml: str) -> tuple[
     """The method's prefix of the run store and its config (the run's, with the method's settings), stored there."""
     config_text = dump_config(method_config(load_config_text(config_yaml), method))
     store = open_store(run_store_uri).child(method)
-    store.put_bytes("config.yaml", config_text.encode())
+    keep_run_config(store, config_text)
     return store.uri, config_text
 
 
@@ -38,7 +39,7 @@ def ablation_rows(run: ArtifactStore, methods: list[str]) -> list[dict]:
 def started_methods(run_store_uri: str) -> list[str]:
     """The methods a run has begun, by the config each method's prefix stores first."""
     return sorted(key.split("/")[0] for key in open_store(run_store_uri).list()
-                  if key.count("/") == 1 and key.endswith("/config.yaml") and not key.startswith(UPPER_BOUND + "/"))
+                  if key.count("/") == 1 and key.endswith("/" + RUN_CONFIG) and not key.startswith(UPPER_BOUND + "/"))
 
 
 def write_ablation_table(run_store_uri: str, methods: list[str]) -> dict:

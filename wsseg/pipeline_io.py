@@ -16,23 +16,24 @@ from wsseg.classes import ClassList
 from wsseg.config import dump_config, load_config_text
 from wsseg.errors import WssegError
 from wsseg.kube.train_job import train_segmenter_as_job, wants_training_job
+from wsseg.run_config import keep_run_config
 from wsseg.step_clock import StepClock
 from wsseg.steps.commands import STEPS
 from wsseg.store import ArtifactStore, open_store
 
 log = logging.getLogger(__name__)
 
-CONFIG_KEY = "config.yaml"
 PUBLISHED_STORE = "published_store"
 
 
 def open_run(store_uri: str, run_name: str, config_yaml: str, s3_endpoint: str = "") -> str:
-    """Create the run's store prefix, keep a copy of the config there, and return the prefix's URI."""
+    """Create the run's store prefix, keep a copy of the config there (refused when the run there was started
+    under other settings), and return the prefix's URI."""
     use_endpoint(s3_endpoint)
     if not run_name:
         raise WssegError("the run needs a name: pass run_name (the pipeline's job id by default)")
     run_store = open_store(store_uri).child(run_name)
-    run_store.put_bytes(CONFIG_KEY, dump_config(load_config_text(config_yaml)).encode())
+    keep_run_config(run_store, dump_config(load_config_text(config_yaml)))
     log.info("run store %s", run_store.uri)
     return run_store.uri
 

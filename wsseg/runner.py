@@ -5,8 +5,9 @@
 
 Each task runs as a subprocess in this environment (`SubprocessRunner(use_venv=False)`). The run's outputs
 go to the store (`--store`, default: the `--out` folder); a run re-started with the same `--out` and
-`--run-name` resumes, since every step skips the outputs it finds finished. `wsseg ablation-table` prints an
-ablation run's table so far, while it runs or after it stopped.
+`--run-name` resumes, since every step skips the outputs it finds finished; under other settings it is refused
+(`wsseg.run_config`). `wsseg ablation-table` prints an ablation run's table so far, while it runs or after it
+stopped.
 """
 from __future__ import annotations
 
@@ -142,10 +143,16 @@ def run_ablation(data: str, out: str | Path, config: dict, methods: list[str], s
     """The ablation pipeline under kfp.local, one method after another; returns its table's figures."""
     from pipelines.ablation import build_ablation
     from wsseg.ablation import TABLE
+    from wsseg.config import dump_config
+    from wsseg.methods import method_config
+    from wsseg.run_config import refuse_other_settings
     from wsseg.store import open_store
 
-    store_uri, run_name = _run_locally(build_ablation(parallelism=1), data, out, config, store_uri,
-                                       run_name or "ablation", methods=methods)
+    store_uri, run_name = store_uri or _default_store(out), run_name or "ablation"
+    for method in methods:
+        method_text = dump_config(method_config(config, method))
+        refuse_other_settings(open_store(store_uri).child(run_name).child(method), method_text)
+    _run_locally(build_ablation(parallelism=1), data, out, config, store_uri, run_name, methods=methods)
     table = open_store(store_uri).child(run_name).child(TABLE)
     log.info("ablation finished; table: %s", table.uri)
     return json.loads(table.get_bytes("ablation.json"))
@@ -196,11 +203,15 @@ def _run_locally(pipeline, data: str, out: str | Path, config: dict, store_uri: 
     import kfp.local
 
     from wsseg.config import dump_config
+    from wsseg.run_config import refuse_other_settings
+    from wsseg.store import open_store
 
     # kfp.local relays each task's output line by line, so every redraw of a progress bar becomes a line.
     os.environ.setdefault("TQDM_MININTERVAL", "10")
     out = Path(out).resolve()
     store_uri = store_uri or _default_store(out)
+    # Refused here as well as in the run's first task, so the user reads why without a failed task's traceback.
+    refuse_other_settings(open_store(store_uri).child(run_name), dump_config(config))
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp-local"))
     data = data if data.startswith("s3://") else str(Path(data).resolve())
     pipeline(data=data, store_uri=store_uri, config_yaml=dump_config(config), run_name=run_name, **arguments)

@@ -39,6 +39,7 @@ from fractions import Fraction
 from wsseg.config import dump_config, load_config_text
 from wsseg.data import Sample
 from wsseg.errors import ConfigError
+from wsseg.run_config import keep_run_config
 from wsseg.store import open_store
 
 LABEL_SOURCES = ("ground_truth", "pseudo")
@@ -201,5 +202,5 @@ def open_branch_run(run_store_uri: str, branch: str, config_yaml: str) -> tuple[
     """The branch's prefix of the run store and its config, stored there."""
     config_text = branch_config(config_yaml, branch)
     store = open_store(run_store_uri).child(branch)
-    store.put_bytes("config.yaml", config_text.encode())
+    keep_run_config(store, config_text)
     return store.uri, config_text
