@@ -83,3 +83,9 @@ def test_an_ablation_refuses_a_method_whose_settings_changed_since_it_started(tm
     keep_run_config(open_store(run_uri).child("ensemble"), dump_config(as_an_older_version_stored_it))
     with pytest.raises(ConfigError, match=r"ensemble/config\.yaml: .*classifier\.ensemble_members: 2 → "):
         run_ablation(str(tmp_path / "no-data"), out, config, ["cam", "ensemble"])
+
+
+def test_a_changed_preset_is_named_before_the_settings_it_changed(run):
+    keep_run_config(run, dump_config(default_config("cpu-tiny")))
+    with pytest.raises(ConfigError, match=r"other settings \(preset: cpu-tiny → cpu; "):
+        keep_run_config(run, dump_config(default_config("cpu")))

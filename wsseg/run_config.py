@@ -43,7 +43,8 @@ def refuse_other_settings(run: ArtifactStore, config_text: str) -> None:
 def changed_settings(started: dict, now: dict, trail: str = "") -> list[str]:
     """`key: started → now` for every setting, by its dotted name, whose value differs and decides outputs."""
     changes = []
-    for key in sorted(set(started) | set(now), key=str):
+    # Plain settings before sections, so that a changed preset is named first rather than its consequences.
+    for key in sorted(set(started) | set(now), key=lambda key: (isinstance(now.get(key), dict), str(key))):
         name = f"{trail}{key}"
         if name in RESUMES_UNDER_ANY or key in RESUMES_UNDER_ANY_LEAF:
             continue
