@@ -340,7 +340,9 @@ def test_the_incremental_pipeline_turns_a_batch_into_a_gated_version(incremental
                              str(tmp_path / "registry"), inbox.uri)
     assert marker["batch"] == "batch-1" and marker["version"] == 2 and marker["promoted"]
     assert registry.current_number() == 2 and inbox.oldest_pending() == "batch-2"
-    update = open_store(tmp_path / "run" / "store").child("incremental").child("incremental-update").child("batch-1")
+    # Each batch is its own run, named after it.
+    run = open_store(tmp_path / "run" / "store").child("incremental-batch-1")
+    update = run.child("incremental-update").child("batch-1")
     assert "**Promoted**" in update.get_bytes("report.md").decode()
     assert json.loads(update.get_bytes("step.json"))["summary"]["version"] == 2
     # KFP's HTML output is the report with the forgetting curve embedded.

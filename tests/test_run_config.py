@@ -89,3 +89,9 @@ def test_a_changed_preset_is_named_before_the_settings_it_changed(run):
     keep_run_config(run, dump_config(default_config("cpu-tiny")))
     with pytest.raises(ConfigError, match=r"other settings \(preset: cpu-tiny → cpu; "):
         keep_run_config(run, dump_config(default_config("cpu")))
+
+
+def test_a_stored_config_that_is_not_yaml_is_named_not_a_parser_traceback(run):
+    run.put_bytes(RUN_CONFIG, b"classifier: [unclosed")
+    with pytest.raises(ConfigError, match=r"wsss/config\.yaml: not valid YAML"):
+        keep_run_config(run, dump_config(default_config("cpu-tiny")))

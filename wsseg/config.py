@@ -60,7 +60,7 @@ def load_config(path: str | Path | None = None, preset: str | None = None) -> di
 
 def load_config_text(text: str) -> dict:
     """A config from YAML text (as components receive it), merged over its preset's defaults."""
-    overrides = _parse_yaml(text, source="config text")
+    overrides = parse_mapping(text, source="config text")
     config = default_config(overrides.pop("preset", "cpu"))
     merge_overrides(config, overrides, source="config text")
     return config
@@ -76,15 +76,15 @@ def _read_yaml(path: str | Path) -> dict:
         from wsseg.store import open_store
 
         folder, _, key = str(path).rpartition("/")
-        return _parse_yaml(open_store(folder).get_bytes(key).decode(), source=str(path))
+        return parse_mapping(open_store(folder).get_bytes(key).decode(), source=str(path))
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    return _parse_yaml(text, source=str(path))
+    return parse_mapping(text, source=str(path))
 
 
-def _parse_yaml(text: str, source: str) -> dict:
+def parse_mapping(text: str, source: str) -> dict:
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -6,8 +6,7 @@ settings' figures, so a run whose prefix holds another config is refused, naming
 """
 from __future__ import annotations
 
-import yaml
-
+from wsseg.config import parse_mapping
 from wsseg.errors import ConfigError
 from wsseg.store import ArtifactStore
 
@@ -31,11 +30,13 @@ def refuse_other_settings(run: ArtifactStore, config_text: str) -> None:
     """A ConfigError naming the differing settings when the run in `run` was started under others."""
     if not run.exists(RUN_CONFIG):
         return
-    changes = changed_settings(_mapping(run.get_bytes(RUN_CONFIG).decode()), _mapping(config_text))
+    stored = f"{run.uri}/{RUN_CONFIG}"
+    changes = changed_settings(parse_mapping(run.get_bytes(RUN_CONFIG).decode(errors="replace"), stored),
+                               parse_mapping(config_text, "the new config"))
     if changes:
         more = f", and {len(changes) - SHOWN_CHANGES} more" if len(changes) > SHOWN_CHANGES else ""
         raise ConfigError(
-            f"{run.uri}/{RUN_CONFIG}: this run was started under other settings "
+            f"{stored}: this run was started under other settings "
             f"({'; '.join(changes[:SHOWN_CHANGES])}{more}); resuming would keep what its steps made under the old "
             f"ones. Give this run another --out (or --run-name), or delete {run.uri} to start it over")
 
@@ -54,7 +55,3 @@ def changed_settings(started: dict, now: dict, trail: str = "") -> list[str]:
         elif before != after:
             changes.append(f"{name}: {before} → {after}")
     return changes
-
-
-def _mapping(text: str) -> dict:
-    return yaml.safe_load(text) or {}

@@ -176,13 +176,14 @@ def run_semi(data: str, out: str | Path, config: dict, store_uri: str | None = N
 def run_incremental(data: str, out: str | Path, config: dict, registry: str, inbox: str,
                     store_uri: str | None = None, run_name: str | None = None) -> dict | None:
     """The incremental pipeline under kfp.local; returns the processed batch's marker (its version and the gate's
-    decision), or None when the inbox had no new batch."""
+    decision), or None when the inbox had no new batch. Each batch is its own run (`incremental-<batch>`, as each
+    scheduled run on a cluster is), so that a later batch may run under other settings."""
     from pipelines.incremental import incremental
     from wsseg.inbox import Inbox
     from wsseg.store import open_store
 
     batch = Inbox(open_store(inbox)).oldest_pending()
-    _run_locally(incremental, data, out, config, store_uri, run_name or "incremental", registry=registry,
+    _run_locally(incremental, data, out, config, store_uri, run_name or f"incremental-{batch}", registry=registry,
                  inbox=inbox)
     return Inbox(open_store(inbox)).processed(batch) if batch else None
 
