@@ -62,6 +62,7 @@ def test_settings_that_decide_no_output_may_change_on_resume(run, section, key, 
 def test_strict_may_change_on_resume(run):
     keep_run_config(run, dump_config(default_config("cpu-tiny")))
     keep_run_config(run, dump_config(dict(default_config("cpu-tiny"), strict=True)))
+    assert yaml.safe_load(run.get_bytes(RUN_CONFIG))["strict"] is True
 
 
 def test_a_local_run_under_other_settings_is_refused_before_any_task_starts(tmp_path):
