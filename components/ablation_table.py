@@ -16,9 +16,9 @@ def ablation_table(run_store: str, methods: list[str], evaluations: Input[list[D
     for every method's evaluation and the upper bound's."""
     from pathlib import Path
 
-    from wsseg.ablation import write_ablation_table
-    from wsseg.pipeline_io import use_endpoint
-    from wsseg.report import render_ablation_html, render_ablation_table
+    from wsseg.evaluation.report import render_ablation_html, render_ablation_table
+    from wsseg.runtime.pipeline_io import use_endpoint
+    from wsseg.wsss.ablation import write_ablation_table
 
     use_endpoint(s3_endpoint)
     figures = write_ablation_table(run_store, methods)

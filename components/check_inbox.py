@@ -8,6 +8,6 @@ from wsseg.image import WSSEG_IMAGE
 def check_inbox(inbox: str, registry: str, config_yaml: str, s3_endpoint: str = "") -> str:
     """The oldest inbox batch not processed yet, or "" when none waits; a batch whose classes cannot grow the
     registry's current version fails here, before the GPU step and its retries."""
-    from wsseg.pipeline_io import oldest_batch
+    from wsseg.runtime.pipeline_io import oldest_batch
 
     return oldest_batch(inbox, registry, config_yaml, s3_endpoint)

@@ -10,7 +10,7 @@ def evaluate(data: str, run_store: str, config_yaml: str, segmenter: Input[Model
              metrics: Output[Metrics], report: Output[HTML], summary: Output[Markdown],
              cams: Input[Dataset] = None, pseudo_masks: Input[Dataset] = None, s3_endpoint: str = ""):
     """mIoU of the CAMs, the pseudo masks and the segmenter, with the per-class report and overlays."""
-    from wsseg.pipeline_io import publish_evaluation, run_step
+    from wsseg.runtime.pipeline_io import publish_evaluation, run_step
 
     inputs = {"cams": cams, "pseudo_masks": pseudo_masks, "segmenter": segmenter}
     run_step("evaluate", data, run_store, config_yaml, inputs, evaluation, s3_endpoint)

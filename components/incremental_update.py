@@ -12,7 +12,7 @@ def incremental_update(data: str, run_store: str, config_yaml: str, registry: st
     """The registry's next model from one inbox batch (WILSON), scored with the current one on the held-out `data`,
     proposed to the promotion gate; the batch marked processed. The report, in `summary` and `report`, holds the gate's
     decision and the forgetting curve of the new version's lineage."""
-    from wsseg.pipeline_io import run_incremental_update
+    from wsseg.runtime.pipeline_io import run_incremental_update
 
     run_incremental_update(data, run_store, config_yaml, registry, inbox, batch, update, metrics, summary, report,
                            s3_endpoint)

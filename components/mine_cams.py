@@ -9,6 +9,6 @@ from wsseg.image import WSSEG_IMAGE
 def mine_cams(data: str, run_store: str, config_yaml: str, classifier: Input[Model], cams: Output[Dataset],
               s3_endpoint: str = ""):
     """Class activation maps of the labelled classes, multi-scale and flipped, one float16 file per image."""
-    from wsseg.pipeline_io import run_step
+    from wsseg.runtime.pipeline_io import run_step
 
     run_step("mine-cams", data, run_store, config_yaml, {"classifier": classifier}, cams, s3_endpoint)

@@ -14,9 +14,9 @@ def open_method_run(store_uri: str, run_name: str, job_id: str, method: str, con
     the method's settings merged in."""
     from collections import namedtuple
 
-    from wsseg.ablation import open_method_run as open_method_store
-    from wsseg.pipeline_io import use_endpoint
+    from wsseg.runtime.pipeline_io import use_endpoint
     from wsseg.store import open_store
+    from wsseg.wsss.ablation import open_method_run as open_method_store
 
     use_endpoint(s3_endpoint)
     run_store = open_store(store_uri).child(run_name or job_id).uri

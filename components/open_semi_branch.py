@@ -14,8 +14,8 @@ def open_semi_branch(run_store: str, branch: str, config_yaml: str,
     continued: standard, classmix: classmix)."""
     from collections import namedtuple
 
-    from wsseg.pipeline_io import use_endpoint
-    from wsseg.semi import open_branch_run
+    from wsseg.runtime.pipeline_io import use_endpoint
+    from wsseg.semi.labelled import open_branch_run
 
     use_endpoint(s3_endpoint)
     return namedtuple("SemiBranch", ["run_store", "config_yaml"])(*open_branch_run(run_store, branch, config_yaml))

@@ -10,6 +10,6 @@ def predict(segmenter: str, images: str, run_store: str, config_yaml: str, label
             s3_endpoint: str = ""):
     """Palette PNG masks (and overlays, class areas, COCO instances as the config asks) of every image in a store
     prefix or manifest, by the segmenter stored at `segmenter`."""
-    from wsseg.pipeline_io import run_predict
+    from wsseg.runtime.pipeline_io import run_predict
 
     run_predict(segmenter, images, run_store, config_yaml, labels, s3_endpoint)

@@ -9,6 +9,6 @@ from wsseg.image import WSSEG_IMAGE
 def refine(data: str, run_store: str, config_yaml: str, cams: Input[Dataset], pseudo_masks: Output[Dataset],
            s3_endpoint: str = ""):
     """Dense-CRF pseudo masks from the CAMs, uncertain pixels marked 255."""
-    from wsseg.pipeline_io import run_step
+    from wsseg.runtime.pipeline_io import run_step
 
     run_step("refine", data, run_store, config_yaml, {"cams": cams}, pseudo_masks, s3_endpoint)

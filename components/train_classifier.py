@@ -9,6 +9,6 @@ from wsseg.image import WSSEG_IMAGE
 def train_classifier(data: str, run_store: str, config_yaml: str, classifier: Output[Model],
                      s3_endpoint: str = ""):
     """Multi-label classifier on image-level labels, the source of the CAMs."""
-    from wsseg.pipeline_io import run_step
+    from wsseg.runtime.pipeline_io import run_step
 
     run_step("train-classifier", data, run_store, config_yaml, {}, classifier, s3_endpoint)

@@ -18,7 +18,7 @@ from components.train_affinity import train_affinity
 from components.train_classifier import train_classifier
 from components.train_segmenter import train_segmenter
 from pipelines.cluster import DEFAULT_S3_SECRET, cpu_step, gpu_step, light_step, uncached, with_store_credentials
-from wsseg.ablation import UPPER_BOUND
+from wsseg.wsss.ablation import UPPER_BOUND
 
 
 def build_ablation(parallelism: int = 0):

@@ -3,7 +3,7 @@ baseline), with ClassMix's mean teacher on the other train images too, on the la
 iterations as ClassMix (`continued`), and on every train image's mask for as many (`all_labels`, the upper bound),
 each evaluated on val.
 
-`semi.labelled` in the config picks the subset (`wsseg.semi`); each branch runs in its own prefix of the run's
+`semi.labelled` in the config picks the subset (`wsseg.semi.labelled`); each branch runs in its own prefix of the run's
 store (`<run>/baseline/`, `<run>/continued/`, `<run>/classmix/`, `<run>/all_labels/`) with its own config. The
 other branches start from the baseline's trained segmenter (`semi.warm_start`), so the baseline trains first. The
 config arrives at run time, so the DAG always hands the baseline's segmenter on; with `semi.warm_start: false` the
@@ -19,7 +19,7 @@ from components.open_run import open_run
 from components.open_semi_branch import open_semi_branch
 from components.train_segmenter import train_segmenter
 from pipelines.cluster import DEFAULT_S3_SECRET, gpu_step, light_step, uncached, with_store_credentials
-from wsseg.semi import BRANCH_MODES
+from wsseg.semi.labelled import BRANCH_MODES
 
 
 @dsl.pipeline(name="semi", description="Segmenter on a labelled subset: alone, alone for as long as ClassMix, "

@@ -86,7 +86,7 @@ def test_each_component_runs_alone_and_hands_its_output_on(local_kfp, config_yam
 
 
 def test_wsss_dag_runs_end_to_end_and_reports_every_figure(local_kfp, tiny_voc):
-    from wsseg.runner import run_pipeline
+    from wsseg.runtime.runner import run_pipeline
 
     metrics = run_pipeline("wsss", str(tiny_voc), local_kfp / "dag", load_config(preset="cpu-tiny"))
     headline = metrics["headline"]
@@ -100,7 +100,7 @@ def test_wsss_dag_runs_end_to_end_and_reports_every_figure(local_kfp, tiny_voc):
 
 
 def test_supervised_dag_trains_on_ground_truth(local_kfp, tiny_voc):
-    from wsseg.runner import run_pipeline
+    from wsseg.runtime.runner import run_pipeline
 
     metrics = run_pipeline("supervised", str(tiny_voc), local_kfp / "upper", load_config(preset="cpu-tiny"))
     assert 0 <= metrics["headline"]["segmenter_miou"] <= 100

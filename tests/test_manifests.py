@@ -123,7 +123,7 @@ def test_overlays_and_examples_exist():
 
 
 def test_the_served_model_is_what_wsseg_export_writes_read_with_the_service_accounts_s3_keys():
-    from wsseg.export import FORMATS, MODEL_NAME
+    from wsseg.serving.export import FORMATS, MODEL_NAME
 
     objects = next(build(folder) for folder in EXAMPLES
                    if any(obj["kind"] == "InferenceService" for obj in build(folder)))

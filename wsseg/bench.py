@@ -30,20 +30,20 @@ from scipy.ndimage import gaussian_filter
 
 from wsseg.classes import IGNORE_INDEX, ClassList
 from wsseg.config import load_config
-from wsseg.crf import CRF_BACKENDS, CrfParams, crf_marginals
-from wsseg.crf_torch import crf_marginals_batch as torch_crf_batch
 from wsseg.data import load_samples, make_synthetic_voc, read_image, read_mask
-from wsseg.metrics import ConfusionMatrix
-from wsseg.pass_levels import choose_levels
-from wsseg.refinement import Refinement, refine_image
+from wsseg.evaluation.metrics import ConfusionMatrix
 from wsseg.segmenter.inference import load_segmenter, predict
-from wsseg.semi import labelled_ids
+from wsseg.semi.labelled import labelled_ids
 from wsseg.steps.mine_cams import mine_cams
 from wsseg.steps.refine import THRESHOLDS, available_cpus, refine_with_crf
 from wsseg.steps.train_classifier import train_classifier
 from wsseg.steps.train_segmenter import train_segmenter
 from wsseg.store import open_store
-from wsseg.thresholds import PassLevels
+from wsseg.wsss.crf import CRF_BACKENDS, CrfParams, crf_marginals
+from wsseg.wsss.crf_torch import crf_marginals_batch as torch_crf_batch
+from wsseg.wsss.pass_levels import choose_levels
+from wsseg.wsss.refinement import Refinement, refine_image
+from wsseg.wsss.thresholds import PassLevels
 
 VOC_SIZE = (500, 375)
 

@@ -14,15 +14,15 @@ from wsseg.errors import WssegError
 
 COMMAND_MODULES = (
     "wsseg.data.commands",
-    "wsseg.steps.commands",
-    "wsseg.runner",
+    "wsseg.runtime.step_commands",
+    "wsseg.runtime.runner",
     "wsseg.demo",
-    "wsseg.compile_pipelines",
+    "wsseg.runtime.compile_pipelines",
     "wsseg.kube.commands",
-    "wsseg.predict",
-    "wsseg.export",
-    "wsseg.registry_commands",
-    "wsseg.incremental_commands",
+    "wsseg.steps.predict",
+    "wsseg.serving.export",
+    "wsseg.incremental.registry_commands",
+    "wsseg.incremental.commands",
 )
 
 

@@ -28,10 +28,10 @@ STEP_SECTIONS = {
     "crf": "wsseg.steps.refine",
     "affinity": "wsseg.steps.train_affinity",
     "segmenter": "wsseg.steps.train_segmenter",
-    "semi": "wsseg.semi",
+    "semi": "wsseg.semi.labelled",
     "evaluate": "wsseg.steps.evaluate",
-    "predict": "wsseg.predict",
-    "registry": "wsseg.registry",
+    "predict": "wsseg.steps.predict",
+    "registry": "wsseg.incremental.registry",
 }
 
 

@@ -50,8 +50,8 @@ def run_demo(out: Path, preset: str | None, config_path: str | None, train: int,
 
     from wsseg.config import load_config
     from wsseg.data.synth import make_synthetic_voc
-    from wsseg.report import render_summary_table
-    from wsseg.runner import run_pipeline
+    from wsseg.evaluation.report import render_summary_table
+    from wsseg.runtime.runner import run_pipeline
 
     preset = preset or ("gpu" if torch.cuda.is_available() else "cpu")
     config = load_config(config_path, preset)

@@ -5,16 +5,16 @@ config: the model `model` names (`wsseg.segmenter.models`: a family, by default 
 with a ResNetV1c backbone, or a user's mmseg config), mmseg's VOC augmentation (random resize 0.5-2x, crop, flip,
 photometric distortion), SGD (AdamW when training from scratch) with a poly schedule, ignore index 255.
 `pretrained` (backbone weights; `imagenet`: the family's ImageNet weights) and `init_checkpoint` (a whole
-segmenter to start from) are local paths or URLs here: the step fetches store URIs first (`wsseg.weights`).
+segmenter to start from) are local paths or URLs here: the step fetches store URIs first (`wsseg.runtime.weights`).
 
 `mode` picks the training objective: "standard" is cross-entropy on the pseudo masks; "sec" trains the same
-model with SEC's seed, expand and constrain losses (`wsseg.segmenter.sec`, METHODS.md §1); "classmix" adds to the
+model with SEC's seed, expand and constrain losses (`wsseg.wsss.sec`, METHODS.md §1); "classmix" adds to the
 cross-entropy on the labelled images ClassMix's loss on mixes of unlabelled ones, labelled by a mean teacher
-(`wsseg.segmenter.classmix`, METHODS.md §3; `datasets["unlabelled"]` holds those images); "wilson" adds classes to
-the segmenter `segmenter.wilson.old_checkpoint` names, from image labels alone (`wsseg.segmenter.wilson`,
+(`wsseg.semi.classmix`, METHODS.md §3; `datasets["unlabelled"]` holds those images); "wilson" adds classes to
+the segmenter `segmenter.wilson.old_checkpoint` names, from image labels alone (`wsseg.incremental.wilson`,
 METHODS.md §2): the model is that segmenter's, grown by the new classes, and `segmenter.model` is not read;
 "band" adds to the cross-entropy a loss that keeps the masks' uncertain pixels to the background and the image's
-labels (`wsseg.segmenter.band`).
+labels (`wsseg.wsss.band`).
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from mmengine.config import Config
 from mmengine.utils import import_modules_from_strings
 
 from wsseg.classes import ClassList, voc_palette
-from wsseg.crf import REFERENCE_SIDE
 from wsseg.errors import ConfigError
 from wsseg.segmenter.dataset import IMAGE_LABELS
 from wsseg.segmenter.models import IMAGENET, model_config
+from wsseg.wsss.crf import REFERENCE_SIDE
 
 # mmseg's schedule for an ImageNet-initialised backbone.
 SGD = dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=0.0005)
@@ -46,7 +46,7 @@ MODES = ("standard", "sec", "classmix", "wilson", "band")
 # SEC's network outputs 41x41 scores for its 321x321 inputs; its decays and CRF widths are for that grid.
 SEC_OUTPUT_SIDE = 41
 # SEC's CRF (its pylayers' CRFLayer and krahenbuhl2013 wrapper): 10 iterations, bilateral compat 10, srgb 13,
-# Gaussian compat 3, spatial widths 80/12 and 3/12 px on the 41x41 grid. Written in wsseg.crf's units (widths
+# Gaussian compat 3, spatial widths 80/12 and 3/12 px on the 41x41 grid. Written in wsseg.wsss.crf's units (widths
 # for a 500x375 image, scaled to the grid the CRF runs on), so that on a 41x41 grid they are SEC's own.
 SEC_CRF = dict(iterations=10, gaussian_sxy=round(3 / 12 * REFERENCE_SIDE / SEC_OUTPUT_SIDE, 2),
                gaussian_compat=3.0, bilateral_sxy=round(80 / 12 * REFERENCE_SIDE / SEC_OUTPUT_SIDE, 2),
@@ -55,7 +55,7 @@ SEC_CRF = dict(iterations=10, gaussian_sxy=round(3 / 12 * REFERENCE_SIDE / SEC_O
 # (0: max pooling) and background, for its 41x41 grid (`decay_reference_pixels`; see sec.scaled_decay).
 SEC_DEFAULTS = dict(decay_present=0.996, decay_absent=0.0, decay_background=0.999,
                     decay_reference_pixels=SEC_OUTPUT_SIDE ** 2, crf=SEC_CRF)
-SEC_MODULE = "wsseg.segmenter.sec"
+SEC_MODULE = "wsseg.wsss.sec"
 # ClassMix (Olsson et al., WACV'21, sec. 4.1 and their code): teacher EMA α 0.99, confidence τ 0.968, λ 1, the
 # mixed images jittered (strength 0.25, with probability 0.8) and blurred (sigma 0.15-1.15, probability 0.5).
 # distribution_alignment (ReMixMatch's, not ClassMix's): off as in the paper, on at the CPU presets (_classmix_preset).
@@ -67,7 +67,7 @@ CLASSMIX_DEFAULTS = dict(ema_momentum=0.99, confidence=0.968, unsupervised_weigh
 GENTLE_COLOR_JITTER = dict(probability=0.8, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.01)
 # "image": a mixed image's loss weighted by its confident share (the paper's VOC recipe); "pixel": its confident pixels.
 CONFIDENCE_WEIGHTINGS = ("image", "pixel")
-CLASSMIX_MODULES = ["wsseg.segmenter.classmix", "wsseg.segmenter.sampler"]
+CLASSMIX_MODULES = ["wsseg.semi.classmix", "wsseg.semi.sampler"]
 # WILSON (Cermelli et al., CVPR'22, and their code): α 0.5; L_CLS and L_LOC weighted 1; nGWP's ε 1; the focal
 # penalty's γ 3 and λ 0.01. old_checkpoint: the previous step's train-segmenter output (a folder or store URI);
 # old_classes, new_classes: foreground classes before the step and added by it (VOC 15-5: 15 and 5); protocol: the
@@ -92,16 +92,16 @@ WILSON_DEFAULTS = dict(old_checkpoint=None, old_classes=None, new_classes=None, 
                        old_model_image_labels=True)
 MODE_SEGMENTORS = {"sec": ("SECSegmentor", "SEC's losses", [SEC_MODULE]),
                    "classmix": ("ClassMixSegmentor", "ClassMix's mean teacher", CLASSMIX_MODULES),
-                   "wilson": ("WILSONSegmentor", "WILSON's localizer", ["wsseg.segmenter.wilson"]),
-                   "band": ("BandSegmentor", "the band's image-label loss", ["wsseg.segmenter.band"])}
+                   "wilson": ("WILSONSegmentor", "WILSON's localizer", ["wsseg.incremental.wilson"]),
+                   "band": ("BandSegmentor", "the band's image-label loss", ["wsseg.wsss.band"])}
 
 
 def default_config(preset: str) -> dict:
     """The `segmenter` section of a run's config for `preset`. `depth`, `width` and `output_stride` scale every
     model family the same way (`wsseg.segmenter.models`); `model` may also name a user's mmseg config.
     `self_training` trains a second segmenter on pseudo masks whose band the first one labelled
-    (`wsseg.self_training`). It is off on every preset. At 2000 iterations the completed masks were better on ten of
-    eleven rows measured on both looks (README), and the segmenters trained on them moved -12.45 to +4.59, inside
+    (`wsseg.wsss.self_training`). It is off on every preset. At 2000 iterations the completed masks were better on
+    ten of eleven rows measured on both looks (README), and the segmenters trained on them moved -12.45 to +4.59, inside
     one training's seed noise then. At the cpu preset's 4000, on cam's masks, it lost 2.61 on the shapes look it
     is tuned on (85.58 once, 82.97 self-trained) and 3.61 and 4.16 on the held-out look (two mask sets), for
     twice the training time."""
@@ -222,7 +222,7 @@ def _mode_model(model: dict, settings: dict) -> dict:
                               if key != "unlabelled_batch_size"}
         return dict(model, type="ClassMixSegmentor", **segmentor_settings)
     if mode == "wilson":
-        from wsseg.segmenter.wilson import wilson_model
+        from wsseg.incremental.wilson import wilson_model
 
         return wilson_model(model, settings["wilson"], settings["iterations"])
     if mode == "band":

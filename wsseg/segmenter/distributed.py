@@ -34,12 +34,12 @@ def join_process_group(cuda: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from wsseg.steps import commands
+    from wsseg.runtime import step_commands
 
     parser = argparse.ArgumentParser(prog="python -m wsseg.segmenter.distributed", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     # The pipeline step that launched the job times it.
-    commands.register(subparsers, timed=False)
+    step_commands.register(subparsers, timed=False)
     args = parser.parse_args(["train-segmenter", *(sys.argv[1:] if argv is None else argv)])
     try:
         return args.func(args)

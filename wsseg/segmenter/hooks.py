@@ -5,7 +5,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from mmseg.registry import HOOKS
 
-from wsseg.random_states import random_states, set_random_states
+from wsseg.runtime.random_states import random_states, set_random_states
 from wsseg.store import open_store
 
 RESUME_KEY = "last.pth"

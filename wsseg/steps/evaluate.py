@@ -2,7 +2,7 @@
 
 (a) the CAMs on train, at the background threshold that scores best (swept in one pass over the images, as
 IRN's eval_cam does); (b) the pseudo masks on train, and the masks a self-trained segmenter completed from them
-(`wsseg.self_training`), which it trained on; (c) the segmenter on val. Pseudo masks and final models
+(`wsseg.wsss.self_training`), which it trained on; (c) the segmenter on val. Pseudo masks and final models
 are scored on different splits on purpose: the papers report pseudo-mask quality on train, models on val.
 `score_seen_classes` gives an incremental step's old/new/all mIoU of a segmenter on val (the promotion gate's figures).
 """
@@ -19,12 +19,12 @@ from tqdm import tqdm
 from wsseg.classes import IGNORE_INDEX, ClassList
 from wsseg.data.images import decode_problem
 from wsseg.errors import ConfigError, DataError
-from wsseg.metrics import ConfusionMatrix, incremental_mious, unseen_as_background
-from wsseg.pseudo_masks import CamThresholdSweep, decode_mask_png, read_cam_file
-from wsseg.read_ahead import read_ahead
-from wsseg.report import Overlay, cam_heatmap, colorize, overlay_strip, render_html, render_markdown
-from wsseg.self_training import relabelled_masks
+from wsseg.evaluation.metrics import ConfusionMatrix, incremental_mious, unseen_as_background
+from wsseg.evaluation.report import Overlay, cam_heatmap, colorize, overlay_strip, render_html, render_markdown
+from wsseg.runtime.read_ahead import read_ahead
 from wsseg.steps.refine import THRESHOLDS
+from wsseg.wsss.pseudo_masks import CamThresholdSweep, decode_mask_png, read_cam_file
+from wsseg.wsss.self_training import relabelled_masks
 
 
 def default_config(preset: str) -> dict:
@@ -35,7 +35,7 @@ def default_config(preset: str) -> dict:
         "flip": preset != "cpu-tiny",
         "overlays": 6,
         "upper_bound_miou": None,  # the fully supervised model's val mIoU, to show the ratio
-        # Threads decoding the next images while one is scored (wsseg.read_ahead); 0: in line.
+        # Threads decoding the next images while one is scored (wsseg.runtime.read_ahead); 0: in line.
         "read_threads": 2,
     }
 
@@ -277,8 +277,8 @@ def _score_segmenter(model, samples, classes: ClassList, settings: dict, strict:
 def score_seen_classes(segmenter, samples, seen: ClassList, num_old: int, settings: dict,
                        strict: bool = False) -> dict:
     """An incremental step's figures for the segmenter in the store `segmenter` on `samples` (a held-out split with
-    masks): `old_miou`, `new_miou` and `all_miou` (`wsseg.metrics.incremental_mious`) over the classes `seen` so
-    far, of which the first `num_old` foreground ones are old; classes not seen yet count as background (MiB's
+    masks): `old_miou`, `new_miou` and `all_miou` (`wsseg.evaluation.metrics.incremental_mious`) over the classes
+    `seen` so far, of which the first `num_old` foreground ones are old; classes not seen yet count as background (MiB's
     protocol). A model that knows fewer classes (the current one, before the step) is scored on the same classes,
     so its figures and a candidate's compare."""
     model = _load_model(segmenter)

@@ -1,13 +1,13 @@
 """incremental-update: the next model of the registry from one inbox batch, the WILSON way (METHODS.md §2).
 
-For the batch (`wsseg.inbox`): fetch the registry's current version; train the candidate with `segmenter.mode:
-wilson` on the batch's images and image-level labels (with those of the refused batches whose classes it builds on:
-`carried_batches`), the current version as its old model and the classes the
+For the batch (`wsseg.incremental.inbox`): fetch the registry's current version; train the candidate with
+`segmenter.mode: wilson` on the batch's images and image-level labels (with those of the refused batches whose
+classes it builds on: `carried_batches`), the current version as its old model and the classes the
 batch labels beyond the current ones as its new classes; score candidate and current on the same held-out split
 (`data`'s val, classes not seen yet as background: `evaluate.score_seen_classes`); `propose` the candidate, which
 the gate (`registry.gate`) promotes or not; mark the batch processed. The decision lands in the batch's marker, in
 `report.md` and `report.html` and in the step's summary, with the forgetting curve of the candidate's lineage
-(`wsseg.forgetting_curve`: old/new/all mIoU per step, `forgetting_curve.png`).
+(`wsseg.incremental.forgetting_curve`: old/new/all mIoU per step, `forgetting_curve.png`).
 
 Nothing is lost to a crash, and nothing is done twice. Training resumes from its store (train-segmenter's
 `last.pth`, under `<out>/from-v<parent>/`, so that a batch retried after the current version changed trains from
@@ -36,7 +36,8 @@ from wsseg.config import dump_config
 from wsseg.data import load_samples
 from wsseg.data.manifest import manifest_labels, write_manifest
 from wsseg.errors import ConfigError, DataError
-from wsseg.forgetting_curve import (
+from wsseg.evaluation.report import figure_cell, html_page, html_table, markdown_table
+from wsseg.incremental.forgetting_curve import (
     CURVE_PNG,
     CurveStep,
     forgetting_curve,
@@ -44,15 +45,14 @@ from wsseg.forgetting_curve import (
     render_curve_html,
     render_curve_markdown,
 )
-from wsseg.inbox import Inbox
-from wsseg.promotion import propose
-from wsseg.registry import EmptyRegistry, ModelRegistry
-from wsseg.report import figure_cell, html_page, html_table, markdown_table
+from wsseg.incremental.inbox import Inbox
+from wsseg.incremental.promotion import propose
+from wsseg.incremental.registry import EmptyRegistry, ModelRegistry
 from wsseg.store import ArtifactStore
 
 if TYPE_CHECKING:
     from wsseg.data.samples import Sample
-    from wsseg.promotion import PromotionDecision
+    from wsseg.incremental.promotion import PromotionDecision
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ image resolution (a classifier ensemble's: the mean of its members' maps), and `
 started. Images stream through: only a few batches are in memory.
 
 The model waits on nothing else: `decode_workers` DataLoader processes decode images ahead of it (into pinned
-memory on a GPU), and `writer_threads` compress and store finished maps behind it (`wsseg.writer_pool`). On a
+memory on a GPU), and `writer_threads` compress and store finished maps behind it (`wsseg.runtime.writer_pool`). On a
 GPU the model also runs channels-last in bf16 (`precision`). Each scale is one forward pass over the batch and
 its flips; scales are not stacked into one, since padding them to a common size would change maps near borders.
 """
@@ -25,17 +25,17 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from wsseg.cams import CAM_METHODS, NO_TARGET
-from wsseg.cams.augment import multiscale_maps
 from wsseg.classes import ClassList
 from wsseg.data import load_samples, read_image
 from wsseg.data.images import working_shape
 from wsseg.data.samples import Sample
 from wsseg.errors import ConfigError, DataError
+from wsseg.runtime.writer_pool import WriterPool
 from wsseg.steps.train_classifier import load_classifier
 from wsseg.store import ArtifactStore
-from wsseg.training import autocast, pick_device
-from wsseg.writer_pool import WriterPool
+from wsseg.wsss.cams import CAM_METHODS, NO_TARGET
+from wsseg.wsss.cams.augment import multiscale_maps
+from wsseg.wsss.training import autocast, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def _for_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module
 def load_localizers(store: ArtifactStore, classes: ClassList,
                     device) -> list[list[tuple[torch.nn.Module, set | None]]]:
     """The classifiers of `classifier_stores(store)`, loaded, each with the classes it contributes maps of."""
-    from wsseg.ensemble import classifier_stores
+    from wsseg.wsss.ensemble import classifier_stores
 
     return [[(load_classifier(classifier, classes, device), contributes) for classifier, contributes in member]
             for member in classifier_stores(store)]

@@ -21,14 +21,14 @@ from wsseg.classes import ClassList
 from wsseg.data import load_samples, read_image
 from wsseg.data.images import resize_maps, working_shape
 from wsseg.errors import DataError
-from wsseg.models.affinity_net import pair_affinities
-from wsseg.pipeline_io import PUBLISHED_STORE
-from wsseg.pseudo_masks import read_cam_file
-from wsseg.random_walk import random_walk, walk_steps
+from wsseg.runtime.pipeline_io import PUBLISHED_STORE
 from wsseg.steps.refine import refine_with_crf
 from wsseg.steps.train_affinity import load_affinity_net
 from wsseg.store import ArtifactStore
-from wsseg.training import autocast, pick_device
+from wsseg.wsss.classifiers.affinity_net import pair_affinities
+from wsseg.wsss.pseudo_masks import read_cam_file
+from wsseg.wsss.random_walk import random_walk, walk_steps
+from wsseg.wsss.training import autocast, pick_device
 
 log = logging.getLogger(__name__)
 

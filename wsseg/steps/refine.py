@@ -2,7 +2,7 @@
 
 Each train image with a CAM file gets two CRF passes, one with a high background level (its foreground is
 trusted) and one with a low background level (its background is trusted); pixels where they disagree are
-marked 255 so the segmenter ignores them. The levels are chosen per run from the CAMs (`wsseg.thresholds`),
+marked 255 so the segmenter ignores them. The levels are chosen per run from the CAMs (`wsseg.wsss.thresholds`),
 or scaled to a few pixel-labelled images the user names (`calibration`), and kept in `thresholds.json`.
 With saliency guidance, salient segments take the class of the CAM seed inside them (Oh et al., CVPR'17).
 The CRF is the pipeline's slowest step. With pydensecrf (`crf.backend`; the default without CUDA) it runs on
@@ -26,19 +26,19 @@ from pathlib import Path
 from tqdm import tqdm
 
 from wsseg.classes import IGNORE_INDEX, ClassList
-from wsseg.crf import resolve_backend
 from wsseg.data.samples import Sample
 from wsseg.errors import ConfigError, DataError
-from wsseg.pass_levels import choose_levels
-from wsseg.pseudo_masks import (
+from wsseg.wsss.crf import resolve_backend
+from wsseg.wsss.pass_levels import choose_levels
+from wsseg.wsss.pseudo_masks import (
     BACKGROUND_METHODS,
     encode_mask_png,
     read_cam_file,
 )
-from wsseg.refinement import Refinement, refine_image
-from wsseg.saliency import SaliencySource
-from wsseg.saliency import default_config as saliency_config
-from wsseg.thresholds import PassLevels
+from wsseg.wsss.refinement import Refinement, refine_image
+from wsseg.wsss.saliency import SaliencySource
+from wsseg.wsss.saliency import default_config as saliency_config
+from wsseg.wsss.thresholds import PassLevels
 
 log = logging.getLogger(__name__)
 CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
@@ -47,18 +47,18 @@ THRESHOLDS = "thresholds.json"
 
 def default_config(preset: str) -> dict:
     return {
-        # "auto": the PyTorch CRF (wsseg.crf_torch) where CUDA is, pydensecrf (the reference) elsewhere.
+        # "auto": the PyTorch CRF (wsseg.wsss.crf_torch) where CUDA is, pydensecrf (the reference) elsewhere.
         "backend": "auto",
         "iterations": 5 if preset == "cpu-tiny" else 10,
         "gaussian_sxy": 3.0,
         "gaussian_compat": 3.0,
         # PSA's bilateral kernel (sxy 80, srgb 13, compat 10); sxy is for 500x375 images and is scaled to
-        # each image's size when scale_sxy_to_image is set (see wsseg.crf.REFERENCE_SIDE).
+        # each image's size when scale_sxy_to_image is set (see wsseg.wsss.crf.REFERENCE_SIDE).
         "bilateral_sxy": 80.0,
         "bilateral_srgb": 13.0,
         "bilateral_compat": 10.0,
         "scale_sxy_to_image": True,
-        # "adaptive": per class, from this run's CAMs (wsseg.thresholds); "constant": the two thresholds below
+        # "adaptive": per class, from this run's CAMs (wsseg.wsss.thresholds); "constant": the two thresholds below
         # for every class (IRN's conf_fg_thres / conf_bg_thres); "psa": (1 - max CAM)^alpha (PSA, CVPR'18).
         "background": "adaptive",
         "confident_fg_threshold": 0.30,

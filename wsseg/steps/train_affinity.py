@@ -20,13 +20,14 @@ from wsseg.classes import ClassList
 from wsseg.config import dump_config
 from wsseg.data import load_samples, read_image
 from wsseg.data.images import working_scale
-from wsseg.ensemble import first_classifier
 from wsseg.errors import ConfigError, DataError
-from wsseg.models.affinity_net import EMBEDDING_STRIDE
-from wsseg.pseudo_masks import decode_mask_png
+from wsseg.runtime.weights import load_fitting_weights
 from wsseg.steps.train_classifier import CHECKPOINT as CLASSIFIER_CHECKPOINT
 from wsseg.store import ArtifactStore
-from wsseg.training import (
+from wsseg.wsss.classifiers.affinity_net import EMBEDDING_STRIDE
+from wsseg.wsss.ensemble import first_classifier
+from wsseg.wsss.pseudo_masks import decode_mask_png
+from wsseg.wsss.training import (
     load_from_store,
     pick_device,
     poly_schedule,
@@ -37,7 +38,6 @@ from wsseg.training import (
     train_epoch,
     uniform,
 )
-from wsseg.weights import load_fitting_weights
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def train_affinity(data_root, classifier: ArtifactStore, masks: ArtifactStore, o
 def build_affinity_net(config: dict, backbone: dict | None = None) -> torch.nn.Module:
     from mmseg.registry import MODELS
 
-    import wsseg.models  # noqa: F401  (registers AffinityNet)
+    import wsseg.wsss.classifiers  # noqa: F401  (registers AffinityNet)
 
     backbone = copy.deepcopy(backbone or config["classifier"]["model"]["backbone"])
     return MODELS.build({"type": "AffinityNet", "backbone": backbone,

@@ -14,14 +14,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from wsseg.batch_augment import HIDE_AND_SEEK_PATCHES_AT_224, BatchAugment
 from wsseg.classes import ClassList
 from wsseg.config import dump_config
 from wsseg.data import dataset_splits, load_samples
-from wsseg.ensemble import ensemble_size, train_ensemble
 from wsseg.errors import ConfigError, DataError
+from wsseg.runtime.weights import local_weights
 from wsseg.store import ArtifactStore
-from wsseg.training import (
+from wsseg.wsss.batch_augment import HIDE_AND_SEEK_PATCHES_AT_224, BatchAugment
+from wsseg.wsss.ensemble import ensemble_size, train_ensemble
+from wsseg.wsss.training import (
     ClassifierImages,
     autocast,
     load_from_store,
@@ -33,7 +34,6 @@ from wsseg.training import (
     split_usable,
     train_epoch,
 )
-from wsseg.weights import local_weights
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def train_classifier(data_root, out: ArtifactStore, config: dict, classes: Class
         raise DataError(data_root, "no labelled, readable training image to train the classifier on")
     train_one = train_model
     if settings["adversarial_erasing"]["enabled"]:
-        from wsseg.adversarial_erasing import train_erasing_rounds
+        from wsseg.wsss.adversarial_erasing import train_erasing_rounds
 
         train_one = train_erasing_rounds
     if ensemble_size(settings) > 1:
@@ -141,7 +141,7 @@ def train_model(train: list, val: list, out: ArtifactStore, config: dict, classe
 def build_classifier(model_config: dict, classes: ClassList) -> torch.nn.Module:
     from mmseg.registry import MODELS
 
-    import wsseg.models  # noqa: F401  (registers CAMClassifier in mmseg's MODELS)
+    import wsseg.wsss.classifiers  # noqa: F401  (registers CAMClassifier in mmseg's MODELS)
 
     try:
         return MODELS.build({**copy.deepcopy(model_config), "num_classes": len(classes) - 1})

@@ -9,13 +9,13 @@ its `checkpoint.pth` instead of the preset's initial weights, unless `semi.warm_
 the store (`initialised_from`). Under torchrun (WORLD_SIZE > 1) the same function trains data-parallel; rank 0
 alone writes.
 
-With `semi.labelled` set (`wsseg.semi`), only that subset of train trains on its ground truth; the other images
+With `semi.labelled` set (`wsseg.semi.labelled`), only that subset of train trains on its ground truth; the other images
 are left out, labelled by the pseudo masks (`semi.labels: pseudo`), or, with `segmenter.mode: classmix`, read as
 unlabelled images. With `segmenter.mode: wilson`, it adds classes to the segmenter `segmenter.wilson.old_checkpoint`
 names, from the step's train images (`wsseg.data.splits`) and their image labels alone: the model segments the
 classes seen so far, no mask is read, and there is no validation (the seen classes' scores are the evaluate step's).
 
-With `segmenter.self_training`, pseudo masks train two segmenters (`wsseg.self_training`): the first on the masks
+With `segmenter.self_training`, pseudo masks train two segmenters (`wsseg.wsss.self_training`): the first on the masks
 as given, in `first-round/`; its labels of their uncertain band complete them in `relabelled/`, and the second,
 the step's model, trains on those.
 """
@@ -38,16 +38,16 @@ import wsseg.segmenter.dataset  # noqa: F401  (registers WssegDataset)
 from wsseg.classes import ClassList
 from wsseg.data import dataset_splits, load_samples
 from wsseg.errors import ConfigError
+from wsseg.incremental.wilson import seen_classes, step_image_ids
 from wsseg.kube.train_job import default_launch
+from wsseg.runtime.weights import local_weights
 from wsseg.segmenter import configs
 from wsseg.segmenter.distributed import join_process_group, world_position
 from wsseg.segmenter.hooks import RESUME_KEY, StoreCheckpointHook
 from wsseg.segmenter.models import is_config_file, pretrained_weights
-from wsseg.segmenter.wilson import seen_classes, step_image_ids
-from wsseg.self_training import FIRST_ROUND, RELABELLED, relabel_band
-from wsseg.semi import SemiSplit, check_semi_settings, split_train
+from wsseg.semi.labelled import SemiSplit, check_semi_settings, split_train
 from wsseg.store import ArtifactStore, open_store
-from wsseg.weights import local_weights
+from wsseg.wsss.self_training import FIRST_ROUND, RELABELLED, relabel_band
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def _self_trains(settings: dict, masks: ArtifactStore | None, config: dict) -> b
 
 def _relabelled_masks(data_root, masks: ArtifactStore, out: ArtifactStore, config: dict, classes: ClassList,
                       strict: bool) -> tuple[ArtifactStore, dict]:
-    """The pseudo masks with their band labelled by a first segmenter trained on them (`wsseg.self_training`),
+    """The pseudo masks with their band labelled by a first segmenter trained on them (`wsseg.wsss.self_training`),
     and what that round measured. Both rounds resume from the store."""
     first_round, relabelled = out.child(FIRST_ROUND), out.child(RELABELLED)
     once = dict(config, segmenter=dict(config["segmenter"], self_training=False))

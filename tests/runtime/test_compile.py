@@ -1,0 +1,108 @@
+"""`wsseg compile` writes every pipeline's IR YAML, and what a cluster needs is in it."""
+import re
+
+import pytest
+import yaml
+
+from pipelines import PIPELINES
+from wsseg.runtime.compile_pipelines import compile_pipelines
+
+GPU_COMPONENTS = ("train-classifier", "mine-cams", "train-segmenter", "predict", "incremental-update")
+
+
+SENTINEL_KEY_ID = "SENTINELKEYID4242"
+SENTINEL_SECRET = "sentinel/Secret+Value/4242"
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    # Credentials present in the compiling environment must not leak into the YAML.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", SENTINEL_KEY_ID)
+        env.setenv("AWS_SECRET_ACCESS_KEY", SENTINEL_SECRET)
+        paths = compile_pipelines(tmp_path_factory.mktemp("compiled"))
+    return {path.stem: (path.read_text(), list(yaml.safe_load_all(path.read_text()))) for path in paths}
+
+
+def executors(documents):
+    pipeline_spec = documents[0]
+    return pipeline_spec["deploymentSpec"]["executors"]
+
+
+def kubernetes_executors(documents):
+    platform = next(doc for doc in documents if "platforms" in doc)
+    return platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_every_pipeline_is_compiled(compiled):
+    assert set(compiled) == set(PIPELINES)
+
+
+def test_gpu_steps_ask_for_a_gpu(compiled):
+    for name, (_, documents) in compiled.items():
+        gpu_executors = [key for key in executors(documents) if any(c in key for c in GPU_COMPONENTS)]
+        assert gpu_executors, f"{name}: no GPU step found"
+        for key in gpu_executors:
+            resources = executors(documents)[key]["container"]["resources"]
+            assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu", (name, key)
+            assert int(resources["accelerator"]["resourceCount"]) >= 1, (name, key)
+
+
+def test_refine_asks_for_cpus_not_a_gpu(compiled):
+    resources = next(spec["container"]["resources"] for key, spec in executors(compiled["wsss"][1]).items()
+                     if "refine" in key)
+    assert "accelerator" not in resources
+    assert float(resources["resourceCpuRequest"]) >= 4
+
+
+def test_credentials_come_from_the_secret(compiled):
+    for name, (_, documents) in compiled.items():
+        for key, spec in kubernetes_executors(documents).items():
+            env = {item["envVar"]: item["secretKey"] for secret in spec["secretAsEnv"]
+                   for item in secret["keyToEnv"]}
+            assert env == {"AWS_ACCESS_KEY_ID": "accesskey", "AWS_SECRET_ACCESS_KEY": "secretkey"}, (name, key)
+            names = {secret["secretNameParameter"]["componentInputParameter"] for secret in spec["secretAsEnv"]}
+            # Inside a ParallelFor the same parameter reaches the loop's tasks as a pipeline channel.
+            assert names <= {"s3_secret", "pipelinechannel--s3_secret"} and len(names) == 1, \
+                f"{name}/{key}: the secret's name must be the s3_secret parameter"
+
+
+def test_no_literal_credential_in_any_yaml(compiled):
+    for name, (text, documents) in compiled.items():
+        assert SENTINEL_KEY_ID not in text and SENTINEL_SECRET not in text, name
+        assert not re.search(r"AKIA[0-9A-Z]{12,}|minio123", text), name
+        for key, spec in executors(documents).items():
+            literal_env = {item["name"] for item in spec["container"].get("env", [])}
+            assert not literal_env & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}, (name, key)
+
+
+def test_gpu_steps_get_shared_memory_and_retries(compiled):
+    documents = compiled["wsss"][1]
+    for key, spec in kubernetes_executors(documents).items():
+        if any(c in key for c in GPU_COMPONENTS):
+            assert spec["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+            assert spec["emptyDirMounts"][0]["medium"] == "Memory"
+    tasks = documents[0]["root"]["dag"]["tasks"]
+    assert all("retryPolicy" in tasks[name] for name in ("train-classifier", "refine", "train-segmenter"))
+
+
+def test_the_incremental_pipeline_updates_only_when_the_inbox_has_a_batch(compiled):
+    tasks = {task["taskInfo"]["name"]: task for task in compiled["incremental"][1][0]["root"]["dag"]["tasks"].values()}
+    assert set(tasks) == {"check-inbox", "new-batch"}
+    condition = tasks["new-batch"]["triggerPolicy"]["condition"]
+    assert "check-inbox-Output" in condition and "!= ''" in condition
+
+
+def test_the_other_semi_trainings_start_from_the_baseline_segmenter(compiled):
+    tasks = compiled["semi"][1][0]["root"]["dag"]["tasks"]
+
+    def branch_of(task: dict) -> str:
+        opened = task["inputs"]["parameters"]["run_store"]["taskOutputParameter"]["producerTask"]
+        return tasks[opened]["inputs"]["parameters"]["branch"]["runtimeValue"]["constant"]
+
+    trainings = {branch_of(task): (name, task) for name, task in tasks.items() if name.startswith("train-segmenter")}
+    assert set(trainings) == {"baseline", "continued", "classmix", "all_labels"}
+    for branch in ("continued", "classmix", "all_labels"):
+        init_segmenter = trainings[branch][1]["inputs"]["artifacts"]["init_segmenter"]["taskOutputArtifact"]
+        assert init_segmenter == {"producerTask": trainings["baseline"][0], "outputArtifactKey": "segmenter"}
+    assert "artifacts" not in trainings["baseline"][1]["inputs"]

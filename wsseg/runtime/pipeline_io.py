@@ -1,0 +1,176 @@
+"""What a KFP component does around its one library call: open stores, run the step, publish the artifact.
+
+A KFP artifact produced by a wsseg step is a pointer: its file holds the URI of the store prefix where the
+step wrote its outputs. The outputs live in the run's store (not the KFP artifact folder) so that a retried
+pod finds what an earlier attempt finished and resumes, on the local backend and on S3 alike.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from wsseg.classes import ClassList
+from wsseg.config import dump_config, load_config_text
+from wsseg.errors import WssegError
+from wsseg.kube.train_job import train_segmenter_as_job, wants_training_job
+from wsseg.runtime.run_config import keep_run_config
+from wsseg.runtime.step_clock import StepClock
+from wsseg.runtime.step_commands import STEPS
+from wsseg.store import ArtifactStore, open_store
+
+log = logging.getLogger(__name__)
+
+PUBLISHED_STORE = "published_store"
+
+
+def open_run(store_uri: str, run_name: str, config_yaml: str, s3_endpoint: str = "") -> str:
+    """Create the run's store prefix, keep a copy of the config there (refused when the run there was started
+    under other settings), and return the prefix's URI."""
+    use_endpoint(s3_endpoint)
+    if not run_name:
+        raise WssegError("the run needs a name: pass run_name (the pipeline's job id by default)")
+    run_store = open_store(store_uri).child(run_name)
+    keep_run_config(run_store, dump_config(load_config_text(config_yaml)))
+    log.info("run store %s", run_store.uri)
+    return run_store.uri
+
+
+def run_step(command: str, data: str, run_store_uri: str, config_yaml: str,
+             inputs: dict, output, s3_endpoint: str = "") -> dict:
+    """Run one step of STEPS with its inputs taken from upstream pointer artifacts; publish `output`."""
+    use_endpoint(s3_endpoint)
+    module, function, input_names = STEPS[command]
+    config = load_config_text(config_yaml)
+    stores = {name: store_of(inputs[name]) if inputs.get(name) is not None else None for name in input_names}
+    out = open_store(run_store_uri).child(command)
+    with StepClock(out, command) as clock:
+        if command == "train-segmenter" and wants_training_job(config):
+            summary = train_segmenter_as_job(data, stores, out, config)
+        else:
+            step = getattr(importlib.import_module(module), function)
+            summary = step(local_dataset(data), **stores, out=out, config=config,
+                           classes=ClassList(config["classes"]), strict=config["strict"])
+        clock.record(summary)
+    # A step with nothing to do (propagate without affinity) hands its input on instead of an empty store.
+    published = summary.pop(PUBLISHED_STORE, None)
+    publish(output, open_store(published) if published else out, summary)
+    return summary
+
+
+def run_predict(segmenter: str, images: str, run_store_uri: str, config_yaml: str, output,
+                s3_endpoint: str = "") -> dict:
+    """`wsseg predict` as a pipeline step: label `images` with the segmenter stored at `segmenter` into the run's
+    `predict/` prefix; publish `output`."""
+    from wsseg.steps.predict import predict_images
+
+    use_endpoint(s3_endpoint)
+    config = load_config_text(config_yaml)
+    out = open_store(run_store_uri).child("predict")
+    summary = predict_images(open_store(segmenter), images, out, config, strict=config["strict"])
+    publish(output, out, summary)
+    return summary
+
+
+def use_endpoint(s3_endpoint: str) -> None:
+    """On a cluster the pipeline names the S3 endpoint; locally the environment's AWS_ENDPOINT_URL stands."""
+    if s3_endpoint:
+        os.environ["AWS_ENDPOINT_URL"] = s3_endpoint
+
+
+def publish(artifact, store: ArtifactStore, summary: dict) -> None:
+    """Write the pointer into the artifact and its one-line summary into the artifact's metadata."""
+    Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(artifact.path).write_text(json.dumps({"store": store.uri}))
+    artifact.metadata["store"] = store.uri
+    for key, value in summary.items():
+        if isinstance(value, (int, float, str, bool)):
+            artifact.metadata[key] = value
+
+
+def store_of(artifact) -> ArtifactStore:
+    """The store a pointer artifact names; reads the pointer file, falling back on its metadata."""
+    path = Path(artifact.path)
+    if path.is_file():
+        return open_store(json.loads(path.read_text())["store"])
+    if "store" in artifact.metadata:
+        return open_store(artifact.metadata["store"])
+    raise WssegError(f"{path}: not a wsseg artifact pointer (no store URI in the file or metadata)")
+
+
+def local_dataset(data: str, cache_root: str | None = None) -> str:
+    """A local folder or manifest holding the dataset: the path itself, or a cached copy of an s3:// prefix.
+
+    Files already in the cache are not fetched again, so a retried pod starts quickly.
+    """
+    if not data.startswith("s3://"):
+        return data
+    source = open_store(data)
+    cache = Path(cache_root or os.environ.get("WSSEG_DATA_CACHE", "/tmp/wsseg-data"))
+    target = cache / data.removeprefix("s3://").rstrip("/")
+    fetched = 0
+    for key in source.list():
+        destination = target / key
+        if not destination.exists():
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            source.get_file(key, destination)
+            fetched += 1
+    log.info("dataset %s: %d files fetched into %s", data, fetched, target)
+    return str(target)
+
+
+def publish_evaluation(evaluation, metrics, report, summary) -> None:
+    """Copy the evaluate step's figures and reports into KFP's Metrics, HTML and Markdown artifacts."""
+    store = store_of(evaluation)
+    for name, value in json.loads(store.get_bytes("metrics.json"))["headline"].items():
+        if isinstance(value, (int, float)):
+            metrics.log_metric(name, value)
+    for artifact, key in ((report, "report.html"), (summary, "report.md")):
+        Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(artifact.path).write_bytes(store.get_bytes(key))
+
+
+def oldest_batch(inbox_uri: str, registry_uri: str, config_yaml: str, s3_endpoint: str = "") -> str:
+    """check-inbox: the oldest inbox batch not processed yet, checked against the registry's current version
+    (`check_batch`), or "" when none waits."""
+    from wsseg.incremental.inbox import Inbox
+    from wsseg.incremental.registry import ModelRegistry
+    from wsseg.steps.incremental_update import check_batch
+
+    use_endpoint(s3_endpoint)
+    inbox = Inbox(open_store(inbox_uri))
+    batch = inbox.oldest_pending()
+    if batch:
+        config = load_config_text(config_yaml)
+        registry = ModelRegistry(open_store(registry_uri), config["registry"]["name"])
+        check_batch(registry, inbox, batch, ClassList(config["classes"]))
+    return batch or ""
+
+
+def run_incremental_update(data: str, run_store_uri: str, config_yaml: str, registry_uri: str, inbox_uri: str,
+                           batch: str, output, metrics, summary, report, s3_endpoint: str = "") -> dict:
+    """The incremental pipeline's update of one inbox batch (`wsseg.steps.incremental_update`) into the run's
+    `incremental-update/<batch>/` prefix; publish `output`, the gate's figures as `metrics` and its report, with
+    the forgetting curve, as `summary` (Markdown) and `report` (HTML, the curve's PNG embedded)."""
+    from wsseg.incremental.inbox import Inbox
+    from wsseg.incremental.registry import ModelRegistry
+    from wsseg.steps.incremental_update import REPORT, REPORT_HTML, headline, incremental_update
+
+    use_endpoint(s3_endpoint)
+    config = load_config_text(config_yaml)
+    registry = ModelRegistry(open_store(registry_uri), config["registry"]["name"])
+    out = open_store(run_store_uri).child("incremental-update").child(batch)
+    with StepClock(out, "incremental-update") as clock:
+        result = incremental_update(local_dataset(data), registry, Inbox(open_store(inbox_uri)), batch, out, config,
+                                    ClassList(config["classes"]), strict=config["strict"])
+        clock.record(result)
+    figures = headline(result)
+    publish(output, out, dict(figures, batch=batch))
+    for name, value in figures.items():
+        metrics.log_metric(name, value)
+    for artifact, key in ((summary, REPORT), (report, REPORT_HTML)):
+        Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(artifact.path).write_bytes(out.get_bytes(key))
+    return result

@@ -1,0 +1,91 @@
+"""The ablation: the weakly supervised pipeline once per method over the same data, and one table of figures.
+
+Each method runs in its own prefix of the run's store (`<run>/<method>/`, its config there), the fully
+supervised upper bound once in `<run>/upper-bound/`; the table (`<run>/ablation/`) reads what their evaluate
+steps stored and the time every step took (`wsseg.runtime.step_clock`: finished steps' and unfinished attempts'). A run
+still going, or stopped, has a table too (`wsseg ablation-table`): its unfinished methods are rows without figures.
+"""
+from __future__ import annotations
+
+import json
+
+from wsseg.config import dump_config, load_config_text
+from wsseg.evaluation.report import render_ablation_html, render_ablation_table
+from wsseg.runtime.run_config import RUN_CONFIG, keep_run_config
+from wsseg.runtime.step_clock import ATTEMPT_RECORD, STEP_RECORD
+from wsseg.store import ArtifactStore, open_store
+from wsseg.wsss.methods import method_config, split_seed
+
+UPPER_BOUND = "upper-bound"
+TABLE = "ablation"
+EVALUATION = "evaluate/metrics.json"
+# The figures a method's runs at several seeds are summarised by: mean, lowest and highest.
+SEED_FIGURES = ("cam_miou", "pseudo_mask_miou", "relabelled_mask_miou", "segmenter_miou", "minutes")
+
+
+def open_method_run(run_store_uri: str, method: str, config_yaml: str) -> tuple[str, str]:
+    """The method's prefix of the run store and its config (the run's, with the method's settings), stored there."""
+    config_text = dump_config(method_config(load_config_text(config_yaml), method))
+    store = open_store(run_store_uri).child(method)
+    keep_run_config(store, config_text)
+    return store.uri, config_text
+
+
+def ablation_rows(run: ArtifactStore, methods: list[str]) -> list[dict]:
+    """One row per method: its evaluation's headline figures and its minutes so far, in the order given."""
+    return [_row(method, run.child(method)) for method in methods]
+
+
+def started_methods(run_store_uri: str) -> list[str]:
+    """The methods a run has begun, by the config each method's prefix stores first."""
+    return sorted(key.split("/")[0] for key in open_store(run_store_uri).list()
+                  if key.count("/") == 1 and key.endswith("/" + RUN_CONFIG) and not key.startswith(UPPER_BOUND + "/"))
+
+
+def write_ablation_table(run_store_uri: str, methods: list[str]) -> dict:
+    """`<run>/ablation/table.md`, `report.html` and `ablation.json`; returns the JSON's content. `unfinished`
+    names the methods, and the upper bound, whose evaluation is not stored yet."""
+    run = open_store(run_store_uri)
+    upper = _row(UPPER_BOUND, run.child(UPPER_BOUND))
+    rows = ablation_rows(run, methods)
+    unfinished = [row["method"] for row in rows if not row["finished"]]
+    table = {"methods": rows, "upper_bound_miou": upper.get("segmenter_miou"), "upper_bound_minutes": upper["minutes"],
+             "unfinished": unfinished + ([] if upper["finished"] else ["the upper bound"]),
+             "across_seeds": across_seeds(rows)}
+    out = run.child(TABLE)
+    out.put_bytes("ablation.json", json.dumps(table, indent=2).encode())
+    out.put_bytes("table.md", render_ablation_table(table).encode())
+    out.put_bytes("report.html", render_ablation_html(table).encode())
+    return table
+
+
+def across_seeds(rows: list[dict]) -> list[dict]:
+    """Per method with two or more finished runs (at different seeds, "cam@0", "cam@1"): each figure's mean,
+    lowest and highest over them, so that a method is compared by more than one run's luck."""
+    finished: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["finished"]:
+            finished.setdefault(split_seed(row["method"])[0], []).append(row)
+    return [dict(method=method, runs=[row["method"] for row in runs],
+                 **{figure: _spread([row.get(figure) for row in runs]) for figure in SEED_FIGURES})
+            for method, runs in finished.items() if len(runs) > 1]
+
+
+def _spread(values: list[float | None]) -> dict | None:
+    present = [value for value in values if value is not None]
+    if not present:
+        return None
+    return {"mean": round(sum(present) / len(present), 2), "min": min(present), "max": max(present)}
+
+
+def _row(method: str, method_run: ArtifactStore) -> dict:
+    """The method's headline figures, none until its evaluation is stored, and its minutes so far."""
+    finished = method_run.exists(EVALUATION)
+    headline = json.loads(method_run.get_bytes(EVALUATION))["headline"] if finished else {}
+    return dict(method=method, **headline, minutes=round(_seconds(method_run) / 60, 1), finished=finished)
+
+
+def _seconds(method_run: ArtifactStore) -> float:
+    """Every step's finished attempts and its unfinished ones (a step running now, or stopped mid-way)."""
+    return sum(json.loads(method_run.get_bytes(key))["seconds"] for key in method_run.list()
+               if key.count("/") == 1 and key.split("/")[1] in (STEP_RECORD, ATTEMPT_RECORD))
