@@ -15,8 +15,9 @@ from wsseg.classes import ClassList
 from wsseg.config import default_config
 from wsseg.data import load_samples
 from wsseg.errors import ConfigError, DataError
-from wsseg.steps.train_classifier import build_classifier, load_classifier, train_classifier
+from wsseg.steps.train_classifier import train_classifier
 from wsseg.store import open_store
+from wsseg.wsss.classifier import build_classifier, load_classifier
 from wsseg.wsss.training import ClassifierImages, load_from_store, train_epoch
 
 CLASSES = ClassList()
@@ -121,7 +122,7 @@ def test_a_killed_run_resumes_from_its_last_finished_epoch(tiny_voc, tmp_path):
 
 
 def test_a_killed_and_rerun_training_ends_at_the_weights_of_an_uninterrupted_one(tiny_voc, tmp_path, monkeypatch):
-    from wsseg.steps import train_classifier as step
+    from wsseg.wsss import classifier as step
 
     config = tiny_config(epochs=3)
     uninterrupted, killed = open_store(tmp_path / "uninterrupted"), open_store(tmp_path / "killed")

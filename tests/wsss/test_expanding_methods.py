@@ -10,10 +10,11 @@ from tests.wsss.test_classifier import CLASSES, tiny_classifier, tiny_config
 from wsseg.config import default_config, load_config_text
 from wsseg.errors import ConfigError
 from wsseg.steps.mine_cams import load_localizers, mine_cams
-from wsseg.steps.train_classifier import build_classifier, train_classifier
+from wsseg.steps.train_classifier import train_classifier
 from wsseg.store import open_store
 from wsseg.wsss.batch_augment import BatchAugment, hide_patches, mixup
 from wsseg.wsss.cams import CAM, NO_TARGET
+from wsseg.wsss.classifier import build_classifier
 from wsseg.wsss.classifiers.seam_classifier import equivariance_loss
 from wsseg.wsss.methods import METHODS, method_config, over_seeds, parse_methods, parse_seeds
 from wsseg.wsss.training import erased_pixels, load_from_store

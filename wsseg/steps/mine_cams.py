@@ -31,10 +31,10 @@ from wsseg.data.images import working_shape
 from wsseg.data.samples import Sample
 from wsseg.errors import ConfigError, DataError
 from wsseg.runtime.writer_pool import WriterPool
-from wsseg.steps.train_classifier import load_classifier
 from wsseg.store import ArtifactStore
 from wsseg.wsss.cams import CAM_METHODS, NO_TARGET
 from wsseg.wsss.cams.augment import multiscale_maps
+from wsseg.wsss.classifier import load_classifier
 from wsseg.wsss.training import autocast, pick_device
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ from wsseg.data import load_samples, read_image
 from wsseg.data.images import working_scale
 from wsseg.errors import ConfigError, DataError
 from wsseg.runtime.weights import load_fitting_weights
-from wsseg.steps.train_classifier import CHECKPOINT as CLASSIFIER_CHECKPOINT
 from wsseg.store import ArtifactStore
+from wsseg.wsss.classifier import CHECKPOINT as CLASSIFIER_CHECKPOINT
 from wsseg.wsss.classifiers.affinity_net import EMBEDDING_STRIDE
 from wsseg.wsss.ensemble import first_classifier
 from wsseg.wsss.pseudo_masks import decode_mask_png

@@ -23,10 +23,10 @@ from wsseg.classes import ClassList
 from wsseg.data import read_image
 from wsseg.data.images import working_shape
 from wsseg.data.samples import Sample
-from wsseg.steps.train_classifier import load_classifier, predict_scores, train_model
 from wsseg.store import ArtifactStore
 from wsseg.wsss.cams import CAM
 from wsseg.wsss.cams.augment import multiscale_maps
+from wsseg.wsss.classifier import load_classifier, predict_scores, train_model
 from wsseg.wsss.thresholds import CamHistograms
 from wsseg.wsss.training import ClassifierImages, autocast, erase, erased_pixels
 

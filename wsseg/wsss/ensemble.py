@@ -16,6 +16,7 @@ import torch
 
 from wsseg.errors import ConfigError
 from wsseg.store import ArtifactStore
+from wsseg.wsss.adversarial_erasing import erasing_rounds
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,6 @@ def classifier_stores(store: ArtifactStore) -> list[list[tuple[ArtifactStore, se
     """Per member of the ensemble in a train-classifier output (one member for a single classifier), the stores of
     its classifiers with the classes each contributes maps of (None: all): one, or one per round of adversarial
     erasing."""
-    from wsseg.wsss.adversarial_erasing import erasing_rounds
-
     stores = []
     for member in ensemble_members(store):
         rounds = erasing_rounds(member)
