@@ -1,9 +1,10 @@
 """Fully connected CRF (Krähenbühl & Koltun, NeurIPS'11) over per-pixel class probabilities, with pydensecrf,
-the reference, or its PyTorch port (`wsseg.wsss.crf_torch`), chosen by `crf.backend`."""
+the reference, or its PyTorch port (`wsseg.wsss.crf_torch`), chosen by `crf.backend` (`resolve_backend`; the
+refinement takes the chosen backend's batched function, `wsseg.wsss.refinement.batched_crf`)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,18 +66,6 @@ def crf_marginals_batch(images: Sequence[np.ndarray], probabilities: Sequence[np
                         params: CrfParams) -> list[np.ndarray]:
     """`crf_marginals` of each image in turn: pydensecrf has no batched inference."""
     return [crf_marginals(image, scores, params) for image, scores in zip(images, probabilities, strict=True)]
-
-
-BatchedCrf = Callable[[Sequence[np.ndarray], Sequence[np.ndarray], CrfParams], list[np.ndarray]]
-
-
-def batched_crf(backend: str) -> BatchedCrf:
-    """The `crf_marginals_batch` of the backend `crf.backend` names."""
-    if resolve_backend(backend) == "torch":
-        from wsseg.wsss.crf_torch import crf_marginals_batch as torch_batch  # imports torch; pydensecrf runs need not
-
-        return torch_batch
-    return crf_marginals_batch
 
 
 def resolve_backend(backend: str) -> str:

@@ -3,12 +3,13 @@
 `crf.backend` names (the two passes go to it as one batch)."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from wsseg.data.images import resize_image, resize_maps, working_shape
-from wsseg.wsss.crf import CrfParams, batched_crf
+from wsseg.wsss.crf import CrfParams, crf_marginals_batch, resolve_backend
 from wsseg.wsss.pseudo_masks import (
     background_score,
     confident_labels,
@@ -18,6 +19,17 @@ from wsseg.wsss.pseudo_masks import (
 )
 from wsseg.wsss.saliency_guidance import guided_by_saliency
 from wsseg.wsss.thresholds import PassLevels
+
+BatchedCrf = Callable[[Sequence[np.ndarray], Sequence[np.ndarray], CrfParams], list[np.ndarray]]
+
+
+def batched_crf(backend: str) -> BatchedCrf:
+    """The `crf_marginals_batch` of the backend `crf.backend` names."""
+    if resolve_backend(backend) == "torch":
+        from wsseg.wsss.crf_torch import crf_marginals_batch as torch_batch  # imports torch; pydensecrf runs need not
+
+        return torch_batch
+    return crf_marginals_batch
 
 
 @dataclass(frozen=True)
