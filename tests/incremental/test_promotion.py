@@ -2,8 +2,8 @@
 registry's current version where it was."""
 import pytest
 
-from wsseg.incremental.promotion import GATE_DEFAULTS, decide, propose
-from wsseg.incremental.registry import ModelRegistry
+from wsseg.incremental.promotion import decide, propose
+from wsseg.incremental.registry import GATE_DEFAULTS, ModelRegistry
 from wsseg.store import open_store
 
 OLD = ["background", "aeroplane"]

@@ -5,8 +5,9 @@ already knew, `new_miou` over the classes the candidate adds, `all_miou` over bo
 (METHODS.md §2) must learn the new classes without forgetting the old ones, so the gate checks one figure each:
 - `max_old_drop`: the candidate's old-class mIoU may fall at most this many points below the current model's;
 - `min_new_miou`: the candidate's new-class mIoU must reach this floor (null: no floor).
-A setting of null skips its check. A figure a check needs but the scores lack fails that check: a gate that
-cannot see a figure does not vouch for it.
+Their defaults are the `registry` section's (`wsseg.incremental.registry.GATE_DEFAULTS`). A setting of null skips
+its check. A figure a check needs but the scores lack fails that check: a gate that cannot see a figure does not
+vouch for it.
 
 The first version, with no current model, has nothing to forget: only the new-class floor applies to it (a
 step-0 model should report its classes as `new_miou`). The decision record (`decide(...).as_record()`) is kept
@@ -20,9 +21,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from wsseg.incremental.registry import ModelRegistry
     from wsseg.store import ArtifactStore
-
-GATE_DEFAULTS = {"max_old_drop": 5.0, "min_new_miou": None}
-
 
 @dataclass(frozen=True)
 class PromotionDecision:

@@ -23,7 +23,6 @@ import socket
 from datetime import datetime, timezone
 
 from wsseg.errors import WssegError
-from wsseg.incremental.promotion import GATE_DEFAULTS
 from wsseg.store import ArtifactStore
 from wsseg.store.base import COPY_CHUNK_BYTES
 
@@ -33,6 +32,8 @@ OPTIONAL_MODEL_FILES = ("metrics.json",)
 VERSION_FILE = "version.json"
 POINTER_FILE = "current.json"
 VERSION_FOLDER = re.compile(r"v(\d+)")
+# The promotion gate's settings (`registry.gate`, checked by `wsseg.incremental.promotion`).
+GATE_DEFAULTS = {"max_old_drop": 5.0, "min_new_miou": None}
 
 
 def default_config(preset: str) -> dict:
