@@ -27,9 +27,9 @@ def register(subparsers) -> None:
 def _incremental_update(args) -> int:
     from wsseg.classes import ClassList
     from wsseg.config import load_config
+    from wsseg.data.fetch import local_dataset
     from wsseg.incremental.inbox import Inbox
     from wsseg.incremental.registry import ModelRegistry
-    from wsseg.runtime.pipeline_io import local_dataset
     from wsseg.steps.incremental_update import incremental_update
     from wsseg.store import open_store
 

@@ -104,8 +104,8 @@ def _class_count(text: str) -> int:
 def _register_step_zero(args) -> int:
     from wsseg.classes import ClassList
     from wsseg.config import load_config
+    from wsseg.data.fetch import local_dataset
     from wsseg.errors import ConfigError
-    from wsseg.runtime.pipeline_io import local_dataset
     from wsseg.steps.incremental_update import register_step_zero
 
     config = load_config(args.config, args.preset)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from wsseg.classes import ClassList
 from wsseg.config import dump_config, load_config_text
+from wsseg.data.fetch import local_dataset
 from wsseg.errors import WssegError
 from wsseg.kube.train_job import train_segmenter_as_job, wants_training_job
 from wsseg.runtime.run_config import keep_run_config
@@ -98,27 +99,6 @@ def store_of(artifact) -> ArtifactStore:
     if "store" in artifact.metadata:
         return open_store(artifact.metadata["store"])
     raise WssegError(f"{path}: not a wsseg artifact pointer (no store URI in the file or metadata)")
-
-
-def local_dataset(data: str, cache_root: str | None = None) -> str:
-    """A local folder or manifest holding the dataset: the path itself, or a cached copy of an s3:// prefix.
-
-    Files already in the cache are not fetched again, so a retried pod starts quickly.
-    """
-    if not data.startswith("s3://"):
-        return data
-    source = open_store(data)
-    cache = Path(cache_root or os.environ.get("WSSEG_DATA_CACHE", "/tmp/wsseg-data"))
-    target = cache / data.removeprefix("s3://").rstrip("/")
-    fetched = 0
-    for key in source.list():
-        destination = target / key
-        if not destination.exists():
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            source.get_file(key, destination)
-            fetched += 1
-    log.info("dataset %s: %d files fetched into %s", data, fetched, target)
-    return str(target)
 
 
 def publish_evaluation(evaluation, metrics, report, summary) -> None:

@@ -55,9 +55,9 @@ def _runner(command: str, module: str, function: str, inputs: tuple[str, ...], t
     def run(args) -> int:
         from wsseg.classes import ClassList
         from wsseg.config import load_config
-        from wsseg.runtime.pipeline_io import local_dataset
+        from wsseg.data.fetch import local_dataset
         from wsseg.runtime.step_clock import StepClock
-        from wsseg.segmenter.distributed import world_position
+        from wsseg.runtime.torchrun import world_position
         from wsseg.store import open_store
 
         config = load_config(args.config, args.preset)

@@ -10,17 +10,12 @@ launcher, and rank 0 alone writes the checkpoint.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import torch.distributed as dist
 
 from wsseg.errors import WssegError
-
-
-def world_position() -> tuple[int, int]:
-    """(rank, world size) from the environment torchrun sets; (0, 1) outside it."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+from wsseg.runtime.torchrun import world_position
 
 
 def join_process_group(cuda: bool) -> None:

@@ -40,9 +40,10 @@ from wsseg.data import dataset_splits, load_samples
 from wsseg.errors import ConfigError
 from wsseg.incremental.wilson import seen_classes, step_image_ids
 from wsseg.kube.train_job import default_launch
+from wsseg.runtime.torchrun import world_position
 from wsseg.runtime.weights import local_weights
 from wsseg.segmenter import configs
-from wsseg.segmenter.distributed import join_process_group, world_position
+from wsseg.segmenter.distributed import join_process_group
 from wsseg.segmenter.hooks import RESUME_KEY, StoreCheckpointHook
 from wsseg.segmenter.models import is_config_file, pretrained_weights
 from wsseg.semi.labelled import SemiSplit, check_semi_settings, split_train
