@@ -1,9 +1,9 @@
 """The forgetting curve of an incremental task: old-, new- and all-class mIoU at each step of a version's lineage.
 
 Each version's version.json keeps the figures its step scored it with on the held-out set (`promotion.propose`,
-`evaluate.score_seen_classes`, MiB's protocol): `old_miou` over the classes seen before the step (background
-included), `new_miou` over the classes it adds, `all_miou` over both. Read along the lineage (version 1, its
-child, ... the version asked for), a falling old-class figure is forgetting, and the new-class figure is what each
+`wsseg.evaluation.scoring.score_seen_classes`, MiB's protocol): `old_miou` over the classes seen before the step
+(background included), `new_miou` over the classes it adds, `all_miou` over both. Read along the lineage (version 1,
+its child, ... the version asked for), a falling old-class figure is forgetting, and the new-class figure is what each
 step learnt. The curve uses these recorded figures only; a figure a version lacks stays a gap.
 
 Step 0, the lineage's first version, has no parent, so no class is old or new to it: its recorded `old_miou` is

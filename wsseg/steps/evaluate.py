@@ -4,7 +4,7 @@
 IRN's eval_cam does); (b) the pseudo masks on train, and the masks a self-trained segmenter completed from them
 (`wsseg.wsss.self_training`), which it trained on; (c) the segmenter on val. Pseudo masks and final models
 are scored on different splits on purpose: the papers report pseudo-mask quality on train, models on val.
-`score_seen_classes` gives an incremental step's old/new/all mIoU of a segmenter on val (the promotion gate's figures).
+The segmenter's scoring is `wsseg.evaluation.scoring`'s, which also gives an incremental step's old/new/all mIoU.
 """
 from __future__ import annotations
 
@@ -13,14 +13,21 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from wsseg.classes import IGNORE_INDEX, ClassList
 from wsseg.data.images import decode_problem
 from wsseg.errors import ConfigError, DataError
-from wsseg.evaluation.metrics import ConfusionMatrix, incremental_mious, unseen_as_background
+from wsseg.evaluation.metrics import ConfusionMatrix
 from wsseg.evaluation.report import Overlay, cam_heatmap, colorize, overlay_strip, render_html, render_markdown
+from wsseg.evaluation.scoring import (
+    GroundTruthSizeError,
+    load_model,
+    predict_mask,
+    read_ground_truth,
+    segmenter_matrix,
+    unless_error,
+)
 from wsseg.runtime.read_ahead import read_ahead
 from wsseg.steps.refine import THRESHOLDS
 from wsseg.wsss.pseudo_masks import CamThresholdSweep, decode_mask_png, read_cam_file
@@ -52,7 +59,7 @@ def evaluate(data_root, cams, pseudo_masks, segmenter, out, config: dict, classe
         raise ConfigError(f"evaluate: the pseudo masks in {pseudo_masks.uri} are scored in the pass over the "
                           "train images' CAMs; give the CAM store too (--cams, the store mine-cams wrote)")
     settings = config["evaluate"]
-    model = _load_model(segmenter)
+    model = load_model(segmenter)
     relabelled = relabelled_masks(segmenter) if segmenter is not None and pseudo_masks is not None else None
     scores = TrainScores(len(classes), settings["cam_thresholds"], pseudo_masks is not None)
     counts, overlays = {}, []
@@ -103,7 +110,7 @@ def _score_train(samples, cams, masks: MaskSources, model, scores, out, settings
     for sample, outcome in tqdm(read_ahead(read, scorable, settings["read_threads"]), total=len(scorable),
                                 desc="evaluate train", unit="img"):
         try:
-            ground_truth, cam_scores, labels, pseudo_mask, relabelled = _unless_error(outcome)
+            ground_truth, cam_scores, labels, pseudo_mask, relabelled = unless_error(outcome)
             image = read_image(sample.image_path) if len(overlays) < settings["overlays"] else None
         except GroundTruthSizeError:
             raise
@@ -131,13 +138,6 @@ def _read_train_image(cams, masks: MaskSources, mask_ids: set[str], relabelled_i
     if sample.image_id in relabelled_ids:
         relabelled = _read_pseudo_mask(masks.relabelled, sample.image_id, ground_truth.shape)
     return ground_truth, cam_scores, labels, pseudo_mask, relabelled
-
-
-def _unless_error(outcome):
-    """A read-ahead outcome's data, or its error raised here, in the scoring loop that decides about it."""
-    if isinstance(outcome, Exception):
-        raise outcome
-    return outcome
 
 
 class TrainScores:
@@ -209,26 +209,6 @@ def _field(section: dict | None, *keys: str):
     return section
 
 
-class GroundTruthSizeError(DataError):
-    """A mask whose size differs from its image's: a broken dataset that stops evaluation, even when lenient."""
-
-
-def read_ground_truth(sample) -> np.ndarray:
-    """The sample's mask, checked against its image's size."""
-    from wsseg.data import read_mask
-
-    mask = read_mask(sample.mask_path)
-    try:
-        with Image.open(sample.image_path) as image:  # reads the header only
-            width, height = image.size
-    except OSError as error:
-        raise DataError(sample.image_path, f"cannot read image: {error}") from None
-    if mask.shape != (height, width):
-        raise GroundTruthSizeError(sample.mask_path, f"mask is {mask.shape[1]}x{mask.shape[0]} but image "
-                                          f"{sample.image_path} is {width}x{height}")
-    return mask
-
-
 def _read_cams(cams, image_id: str, shape: tuple[int, int]):
     key = f"{image_id}.npz"
     try:
@@ -251,76 +231,13 @@ def _read_pseudo_mask(pseudo_masks, image_id: str, shape: tuple[int, int]) -> np
     return mask
 
 
-def _load_model(segmenter):
-    if segmenter is None:
-        return None
-    from wsseg.segmenter.inference import load_segmenter
-
-    return load_segmenter(segmenter)
-
-
-def _predict(model, image: np.ndarray, settings: dict) -> np.ndarray:
-    from wsseg.segmenter.inference import predict
-
-    return predict(model, image, multi_scale=settings["multi_scale"], flip=settings["flip"])
-
-
 def _score_segmenter(model, samples, classes: ClassList, settings: dict, strict: bool):
     from wsseg.segmenter.inference import view_scales
 
-    matrix, scored, skipped = _segmenter_matrix(model, samples, len(classes), settings, strict)
+    matrix, scored, skipped = segmenter_matrix(model, samples, len(classes), settings, strict)
     summary = {"split": "val", "multi_scale": settings["multi_scale"], "flip": settings["flip"],
                "scales": list(view_scales(settings["multi_scale"])), **matrix.summary(classes.names)}
     return summary, scored, skipped
-
-
-def score_seen_classes(segmenter, samples, seen: ClassList, num_old: int, settings: dict,
-                       strict: bool = False) -> dict:
-    """An incremental step's figures for the segmenter in the store `segmenter` on `samples` (a held-out split with
-    masks): `old_miou`, `new_miou` and `all_miou` (`wsseg.evaluation.metrics.incremental_mious`) over the classes
-    `seen` so far, of which the first `num_old` foreground ones are old; classes not seen yet count as background (MiB's
-    protocol). A model that knows fewer classes (the current one, before the step) is scored on the same classes,
-    so its figures and a candidate's compare."""
-    model = _load_model(segmenter)
-    matrix, scored, skipped = _segmenter_matrix(model, samples, len(seen), settings, strict,
-                                                partial(unseen_as_background, num_seen=len(seen)))
-    if not scored:
-        raise ConfigError(f"no held-out image with a mask to score {segmenter.uri} on ({skipped} skipped); give a "
-                          "dataset whose val split has masks (VOC's SegmentationClass, a manifest's mask column)")
-    per_class = matrix.summary(seen.names)["per_class"]
-    return {**incremental_mious(matrix, num_old), "per_class_iou": {name: figures["iou"] for name, figures in
-                                                                   per_class.items()},
-            "scored_images": scored, "skipped_images": skipped}
-
-
-def _segmenter_matrix(model, samples, num_classes: int, settings: dict, strict: bool, ground_truth_of=None):
-    """The confusion matrix of the model's predictions on the samples with masks (each mask through
-    `ground_truth_of` where given), the images scored and those skipped as unreadable."""
-    matrix, scored, skipped = ConfusionMatrix(num_classes), 0, 0
-    labelled = [sample for sample in samples if sample.mask_path is not None]
-    for _, outcome in tqdm(read_ahead(_read_val_image, labelled, settings["read_threads"]), total=len(labelled),
-                           desc="evaluate val", unit="img"):
-        try:
-            image, ground_truth = _unless_error(outcome)
-        except GroundTruthSizeError:
-            raise
-        except DataError:
-            if strict:
-                raise
-            skipped += 1
-            continue
-        if ground_truth_of is not None:
-            ground_truth = ground_truth_of(ground_truth)
-        matrix.update(_predict(model, image, settings), ground_truth)
-        scored += 1
-    return matrix, scored, skipped
-
-
-def _read_val_image(sample) -> tuple[np.ndarray, np.ndarray]:
-    from wsseg.data import read_image
-
-    ground_truth = read_ground_truth(sample)
-    return read_image(sample.image_path), ground_truth
 
 
 def _overlay(out, image_id, image, ground_truth, cams, pseudo_mask, model, settings) -> Overlay:
@@ -330,7 +247,7 @@ def _overlay(out, image_id, image, ground_truth, cams, pseudo_mask, model, setti
     if pseudo_mask is not None:
         panels.append(("pseudo mask", colorize(pseudo_mask)))
     if model is not None:
-        panels.append(("prediction", colorize(_predict(model, image, settings))))
+        panels.append(("prediction", colorize(predict_mask(model, image, settings))))
     panels.append(("ground truth", colorize(ground_truth)))
     png = overlay_strip([panel for _, panel in panels])
     out.put_bytes(f"overlays/{image_id}.png", png)

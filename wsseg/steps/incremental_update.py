@@ -4,10 +4,10 @@ For the batch (`wsseg.incremental.inbox`): fetch the registry's current version;
 `segmenter.mode: wilson` on the batch's images and image-level labels (with those of the refused batches whose
 classes it builds on: `carried_batches`), the current version as its old model and the classes the
 batch labels beyond the current ones as its new classes; score candidate and current on the same held-out split
-(`data`'s val, classes not seen yet as background: `evaluate.score_seen_classes`); `propose` the candidate, which
-the gate (`registry.gate`) promotes or not; mark the batch processed. The decision lands in the batch's marker, in
-`report.md` and `report.html` and in the step's summary, with the forgetting curve of the candidate's lineage
-(`wsseg.incremental.forgetting_curve`: old/new/all mIoU per step, `forgetting_curve.png`).
+(`data`'s val, classes not seen yet as background: `wsseg.evaluation.scoring.score_seen_classes`); `propose` the
+candidate, which the gate (`registry.gate`) promotes or not; mark the batch processed. The decision lands in the
+batch's marker, in `report.md` and `report.html` and in the step's summary, with the forgetting curve of the
+candidate's lineage (`wsseg.incremental.forgetting_curve`: old/new/all mIoU per step, `forgetting_curve.png`).
 
 Nothing is lost to a crash, and nothing is done twice. Training resumes from its store (train-segmenter's
 `last.pth`, under `<out>/from-v<parent>/`, so that a batch retried after the current version changed trains from
@@ -98,7 +98,7 @@ def incremental_update(data_root, registry: ModelRegistry, inbox: Inbox, batch: 
 
 def _train_and_propose(data_root, registry: ModelRegistry, inbox: Inbox, batch: str, out: ArtifactStore,
                        config: dict, classes: ClassList, strict: bool) -> dict:
-    from wsseg.steps.evaluate import score_seen_classes
+    from wsseg.evaluation.scoring import score_seen_classes
     from wsseg.steps.train_segmenter import train_segmenter
 
     current = _current_version(registry)
@@ -359,7 +359,7 @@ def register_step_zero(registry: ModelRegistry, segmenter: ArtifactStore, seen: 
                           "the incremental pipeline (or register into another registry or --name)")
     scores = {}
     if held_out is not None:
-        from wsseg.steps.evaluate import score_seen_classes
+        from wsseg.evaluation.scoring import score_seen_classes
 
         scores = score_seen_classes(segmenter, load_samples(held_out, "val", ClassList(config["classes"])), seen,
                                     0, config["evaluate"], strict)
