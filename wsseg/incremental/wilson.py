@@ -35,7 +35,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
-from mmengine.config import Config
 from mmengine.logging import MessageHub
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.segmentors import EncoderDecoder
@@ -60,7 +59,7 @@ from wsseg.incremental.wilson_losses import (
 )
 from wsseg.runtime.weights import load_fitting_weights
 from wsseg.segmenter.dataset import IMAGE_LABELS
-from wsseg.segmenter.inference import CHECKPOINT, MMSEG_CONFIG
+from wsseg.segmenter.inference import CHECKPOINT, MMSEG_CONFIG, stored_config
 from wsseg.segmenter.models import _with_norm
 
 log = logging.getLogger(__name__)
@@ -329,7 +328,7 @@ def step_image_ids(data_root, classes: ClassList, wilson: dict) -> list[str]:
 
 
 def _stored_model(path: Path) -> dict:
-    return Config.fromfile(str(path)).model.to_dict()
+    return stored_config(path).model.to_dict()
 
 
 def _sigmoid_trained(decode_head: dict) -> bool:

@@ -17,6 +17,13 @@ CHECKPOINT = "checkpoint.pth"
 MMSEG_CONFIG = "mmseg_config.py"
 # DeepLab's multi-scale inference uses 0.5-1.75; three scales around 1 keep most of the gain at half the cost.
 TTA_SCALES = (0.75, 1.0, 1.25)
+# The segmentor modules that issue 49's layout moved, by their names before it. A segmenter stored before the move
+# names the old modules in its mmseg config's `custom_imports`, which register its segmentor when the config is
+# loaded; `stored_config` imports them by their names now, so that such segmenters (a registry's versions
+# included) still load.
+MOVED_MODULES = {"wsseg.segmenter.sec": "wsseg.wsss.sec", "wsseg.segmenter.band": "wsseg.wsss.band",
+                 "wsseg.segmenter.classmix": "wsseg.semi.classmix", "wsseg.segmenter.sampler": "wsseg.semi.sampler",
+                 "wsseg.segmenter.wilson": "wsseg.incremental.wilson"}
 
 
 def load_segmenter(store: ArtifactStore, device: str | torch.device | None = None) -> torch.nn.Module:
@@ -28,7 +35,23 @@ def load_segmenter(store: ArtifactStore, device: str | torch.device | None = Non
         config_path, checkpoint_path = Path(folder, MMSEG_CONFIG), Path(folder, CHECKPOINT)
         store.get_file(MMSEG_CONFIG, config_path)
         store.get_file(CHECKPOINT, checkpoint_path)
-        return init_model(str(config_path), str(checkpoint_path), device=str(device))
+        return init_model(stored_config(config_path), str(checkpoint_path), device=str(device))
+
+
+def stored_config(path: str | Path):
+    """The mmseg config train-segmenter stored at `path` (an mmengine `Config`), with the modules its
+    `custom_imports` names imported, under their current names (`MOVED_MODULES`)."""
+    from mmengine.config import Config
+    from mmengine.utils import import_modules_from_strings
+
+    config = Config.fromfile(str(path), import_custom_modules=False)
+    custom = config.get("custom_imports")
+    if custom:
+        names = custom.get("imports", [])
+        names = [names] if isinstance(names, str) else names
+        config.custom_imports = dict(custom, imports=[MOVED_MODULES.get(name, name) for name in names])
+        import_modules_from_strings(**config.custom_imports)
+    return config
 
 
 def predict(model: torch.nn.Module, image: np.ndarray, multi_scale: bool = False,
