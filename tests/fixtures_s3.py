@@ -1,6 +1,7 @@
 """Real S3 servers for the store tests: moto's S3 HTTP server, one with IAM authentication switched on,
-and a proxy in front of moto that damages object downloads in transit. No mocks: every request crosses
-a socket and is signed and parsed as against MinIO, SeaweedFS or AWS."""
+a proxy in front of moto that damages object downloads in transit, and one that records every request and can
+drop the conditional-write headers, as a server that does not implement them would ignore them. No mocks: every
+request crosses a socket and is signed and parsed as against MinIO, SeaweedFS or AWS."""
 import http.client
 import json
 import socket
@@ -189,6 +190,78 @@ def damaging_proxy(s3_server):
 
     def start(damage: str) -> DamagingProxy:
         proxy = DamagingProxy(s3_server, damage)
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        proxies.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in proxies:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+CONDITION_HEADERS = ("If-None-Match", "If-Match")
+
+
+class RecordingProxy(ThreadingHTTPServer):
+    """Forwards every request to an S3 server and records its method, path and headers; with `drop_conditions`,
+    it strips If-None-Match and If-Match first, so moto behind it answers as a server that ignores them."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream_url: str, drop_conditions: bool):
+        self.upstream = urlsplit(upstream_url).netloc
+        self.drop_conditions = drop_conditions
+        self.requests: list[tuple[str, str, dict]] = []
+        super().__init__(("127.0.0.1", 0), _RecordingHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def puts_with(self, header: str) -> list[str]:
+        """The paths of the PUTs that carried `header`, as the upstream server received them."""
+        return [path for method, path, headers in self.requests if method == "PUT" and header in headers]
+
+
+class _RecordingHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):
+        pass
+
+    def _forward(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {name: value for name, value in self.headers.items()
+                   if not (self.server.drop_conditions and name in CONDITION_HEADERS)}
+        self.server.requests.append((self.command, self.path, headers))
+        upstream = http.client.HTTPConnection(self.server.upstream, timeout=30)
+        upstream.request(self.command, self.path, body=body or None, headers=headers)
+        response = upstream.getresponse()
+        payload = response.read()
+        upstream.close()
+        self.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("connection", "transfer-encoding", "content-length"):
+                self.send_header(name, value)
+        if self.command != "HEAD":
+            self.send_header("Content-Length", str(len(payload)))
+        else:
+            self.send_header("Content-Length", response.getheader("Content-Length", "0"))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
+
+
+@pytest.fixture
+def recording_proxy(s3_server):
+    """Start a `RecordingProxy` in front of `s3_server`: call with drop_conditions=True/False, get the proxy."""
+    proxies = []
+
+    def start(drop_conditions: bool) -> RecordingProxy:
+        proxy = RecordingProxy(s3_server, drop_conditions)
         threading.Thread(target=proxy.serve_forever, daemon=True).start()
         proxies.append(proxy)
         return proxy

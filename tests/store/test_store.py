@@ -4,7 +4,8 @@ import os
 import pytest
 from minio.helpers import MIN_PART_SIZE
 
-from wsseg.store import InvalidStoreKey, StoreNotFound, open_store
+from wsseg.errors import StoreError
+from wsseg.store import InvalidStoreKey, StoreConflict, StoreNotFound, open_store
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -140,7 +141,49 @@ def test_missing_key_is_named(store, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("key", ["", "/etc/passwd", "../outside", "a/../../b", "a//b", "./a", "a\\b"])
+def test_create_if_absent_writes_once_and_refuses_the_second(store):
+    store.put_bytes("v0001/claim.json", b"first", if_absent=True)
+    with pytest.raises(StoreConflict, match="v0001/claim.json"):
+        store.put_bytes("v0001/claim.json", b"second", if_absent=True)
+    assert store.get_bytes("v0001/claim.json") == b"first"
+    assert store.list() == ["v0001/claim.json"]
+
+
+def test_a_versioned_replace_succeeds_once_per_version_read(store):
+    store.put_bytes("current.json", b"pointer 1")
+    data, version = store.get_versioned("current.json")
+    assert data == b"pointer 1"
+    store.put_bytes("current.json", b"pointer 2", if_version=version)
+    with pytest.raises(StoreConflict, match="current.json"):
+        store.put_bytes("current.json", b"pointer 2 from a stale read", if_version=version)
+    data, fresh = store.get_versioned("current.json")
+    assert data == b"pointer 2" and fresh != version
+    store.put_bytes("current.json", b"pointer 3", if_version=fresh)
+    assert store.get_bytes("current.json") == b"pointer 3"
+    assert store.list() == ["current.json"]
+
+
+def test_a_versioned_replace_of_a_deleted_artifact_is_a_conflict(store):
+    store.put_bytes("lease.json", b"holder a")
+    _, version = store.get_versioned("lease.json")
+    store.delete("lease.json")
+    with pytest.raises(StoreConflict):
+        store.put_bytes("lease.json", b"holder b", if_version=version)
+    assert not store.exists("lease.json")
+
+
+def test_a_versioned_read_of_a_missing_key_is_not_found(store):
+    with pytest.raises(StoreNotFound, match="current.json"):
+        store.get_versioned("current.json")
+
+
+def test_both_conditions_at_once_are_refused(store):
+    with pytest.raises(StoreError, match="exclude each other"):
+        store.put_bytes("k", b"v", if_absent=True, if_version="1")
+
+
+@pytest.mark.parametrize("key", ["", "/etc/passwd", "../outside", "a/../../b", "a//b", "./a", "a\\b",
+                                 ".wsseg-lock-current.json"])
 def test_unsafe_keys_are_rejected(store, key):
     with pytest.raises(InvalidStoreKey):
         store.put_bytes(key, b"x")

@@ -1,6 +1,7 @@
 """S3 backend details against real servers: multipart uploads, integrity checks, and the faults a user
 meets (server down, wrong credentials, missing bucket), each with an error that says what to fix."""
 import hashlib
+import io
 import os
 import time
 import traceback
@@ -11,8 +12,10 @@ from minio.helpers import MIN_PART_SIZE
 from tests.fixtures_s3 import TEST_SECRET, free_port, minio_client, set_s3_env, unique_bucket_name
 from wsseg.errors import StoreError
 from wsseg.store import (
+    ConditionalWritesIgnored,
     StoreAuthError,
     StoreBucketNotFound,
+    StoreConflict,
     StoreIntegrityError,
     StoreNotFound,
     StoreUnreachable,
@@ -174,3 +177,54 @@ def test_credentials_in_the_endpoint_url_are_refused_without_echoing_them(monkey
 def test_parts_below_the_s3_minimum_are_refused(s3_env):
     with pytest.raises(StoreError, match="part_size"):
         open_store(s3_env, part_size=1024)
+
+
+def test_a_second_create_is_refused_by_the_server_itself(s3_env, s3_server, recording_proxy, monkeypatch):
+    proxy = recording_proxy(drop_conditions=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    store = open_store(s3_env)
+    store.put_bytes("v0001/claim.json", b"first", if_absent=True)
+    with pytest.raises(StoreConflict, match="PreconditionFailed"):
+        store.put_bytes("v0001/claim.json", b"second", if_absent=True)
+    # The condition went out as a header, and moto kept the first object: no metadata stands in for it.
+    assert len(proxy.puts_with("If-None-Match")) >= 2
+    stat = minio_client(s3_server).stat_object(bucket_of(s3_env), "run/v0001/claim.json")
+    assert stat.size == len(b"first") and not any("if-none-match" in name.lower() for name in stat.metadata)
+
+
+def test_the_server_is_probed_once_per_store_and_its_children(s3_env, recording_proxy, monkeypatch):
+    proxy = recording_proxy(drop_conditions=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    store = open_store(s3_env)
+    store.child("registry").put_bytes("a", b"1", if_absent=True)
+    store.child("inbox").put_bytes("b", b"2", if_absent=True)
+    _, version = store.get_versioned("registry/a")
+    store.put_bytes("registry/a", b"3", if_version=version)
+    probes = [path for path in proxy.puts_with("If-None-Match") if "/.wsseg-probe-" in path]
+    assert len(probes) == 2  # the probe object's create, then the second create the server must refuse
+    assert len(proxy.puts_with("If-Match")) == 2  # the probe's replace of a version it never had, then ours
+    assert store.list() == ["inbox/b", "registry/a"] and store.get_bytes("registry/a") == b"3"
+
+
+def test_minio_put_object_metadata_does_not_carry_the_condition(s3_env, s3_server):
+    """Why the store sends conditions through the client's request layer: put_object keeps them as metadata."""
+    client, bucket = minio_client(s3_server), bucket_of(s3_env)
+    for data in (b"first", b"second"):
+        client.put_object(bucket, "run/k", io.BytesIO(data), len(data), metadata={"If-None-Match": "*"})
+    stat = client.stat_object(bucket, "run/k")
+    assert stat.size == len(b"second") and stat.metadata["x-amz-meta-if-none-match"] == "*"
+
+
+def test_a_server_that_ignores_conditional_writes_is_named_and_refused(s3_env, recording_proxy, monkeypatch):
+    proxy = recording_proxy(drop_conditions=True)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    store = open_store(s3_env)
+    with pytest.raises(ConditionalWritesIgnored, match="If-None-Match") as caught:
+        store.put_bytes("current.json", b"pointer", if_absent=True)
+    assert proxy.url in str(caught.value)
+    store.put_bytes("current.json", b"pointer")
+    _, version = store.get_versioned("current.json")
+    with pytest.raises(ConditionalWritesIgnored, match=proxy.url):
+        store.put_bytes("current.json", b"pointer 2", if_version=version)
+    # Refused before writing: what was stored stays, and the probe leaves nothing behind.
+    assert store.get_bytes("current.json") == b"pointer" and store.list() == ["current.json"]

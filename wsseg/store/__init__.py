@@ -7,9 +7,11 @@ from urllib.parse import unquote, urlsplit
 from wsseg.errors import StoreError
 from wsseg.store.base import ArtifactStore
 from wsseg.store.errors import (
+    ConditionalWritesIgnored,
     InvalidStoreKey,
     StoreAuthError,
     StoreBucketNotFound,
+    StoreConflict,
     StoreIntegrityError,
     StoreNotFound,
     StoreUnreachable,
@@ -18,10 +20,12 @@ from wsseg.store.local import LocalStore
 
 __all__ = [
     "ArtifactStore",
+    "ConditionalWritesIgnored",
     "InvalidStoreKey",
     "LocalStore",
     "StoreAuthError",
     "StoreBucketNotFound",
+    "StoreConflict",
     "StoreError",
     "StoreIntegrityError",
     "StoreNotFound",

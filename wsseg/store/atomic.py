@@ -1,7 +1,7 @@
 """Atomic local file writes: readers see the old file or the whole new one, never a partial one."""
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -11,8 +11,9 @@ from wsseg.store.keys import TEMP_PREFIX
 
 
 @contextmanager
-def atomic_write(path: Path) -> Iterator[BinaryIO]:
-    """Yield a file that replaces `path` on a clean exit; on an exception `path` is left as it was."""
+def atomic_write(path: Path, publish: Callable[[Path, Path], None] = os.replace) -> Iterator[BinaryIO]:
+    """Yield a file that `publish(temp_path, path)` puts in place on a clean exit (by default replacing `path`);
+    on an exception, in the block or in `publish`, `path` is left as it was."""
     temp_path = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}-{path.name}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,10 +27,10 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
             yield file
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
+        publish(temp_path, path)
+    finally:
+        # Gone after a rename; still there after a hard link, a refusal or a failure.
         temp_path.unlink(missing_ok=True)
-        raise
     _fsync_directory(path.parent)
 
 

@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO
 
+from wsseg.errors import StoreError
 from wsseg.store.atomic import atomic_write
 
 COPY_CHUNK_BYTES = 1024 * 1024
@@ -17,7 +18,9 @@ class ArtifactStore(ABC):
     """A flat namespace of `/`-separated keys holding bytes.
 
     Writes are atomic: an artifact appears under its key whole, or not at all. Backends implement the
-    streaming primitives; the byte and file helpers here are built on them.
+    streaming primitives; the byte and file helpers here are built on them. Small artifacts can also be written
+    conditionally (`put_bytes(..., if_absent=True)` or `if_version=`), which is what lets several writers share
+    a registry or an inbox without losing one another's changes.
     """
 
     @property
@@ -49,7 +52,33 @@ class ArtifactStore(ABC):
     def child(self, prefix: str) -> ArtifactStore:
         """A store over the keys under `prefix/`, e.g. one step's output folder."""
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    @abstractmethod
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The artifact at `key` and its version, an opaque token that changes whenever its bytes do; raises
+        `StoreNotFound` if there is none."""
+
+    @abstractmethod
+    def _create(self, key: str, data: bytes) -> None:
+        """Write `data` under `key` only if no artifact is there, as one atomic step; else `StoreConflict`."""
+
+    @abstractmethod
+    def _replace(self, key: str, data: bytes, version: str) -> None:
+        """Write `data` under `key` only if it still holds `version`, as one atomic step; else `StoreConflict`."""
+
+    def put_bytes(self, key: str, data: bytes, *, if_absent: bool = False, if_version: str | None = None) -> None:
+        """Store `data` under `key`. With `if_absent`, only if nothing is stored there yet; with `if_version`,
+        only if the artifact is still the one `get_versioned` returned with that version. A write whose
+        condition fails changes nothing and raises `StoreConflict`."""
+        if if_absent and if_version is not None:
+            raise StoreError(f"put_bytes({key!r}): if_absent and if_version exclude each other")
+        if if_absent:
+            self._create(key, data)
+        elif if_version is not None:
+            self._replace(key, data, if_version)
+        else:
+            self._put(key, data)
+
+    def _put(self, key: str, data: bytes) -> None:
         with self.open_write(key) as file:
             file.write(data)
 

@@ -24,3 +24,12 @@ class StoreAuthError(StoreError):
 
 class StoreIntegrityError(StoreError):
     """What was read does not match what the server says it stored."""
+
+
+class StoreConflict(StoreError):
+    """A conditional write was refused: the key exists already (`if_absent`), or no longer holds the version
+    that was read (`if_version`). Another writer got there first; read again and decide again."""
+
+
+class ConditionalWritesIgnored(StoreError):
+    """The storage server accepted a write its condition forbade, so compare-and-swap cannot be trusted there."""

@@ -1,8 +1,11 @@
 """Store keys: `/`-separated relative paths that mean the same thing on a local disk and in a bucket."""
 from wsseg.store.errors import InvalidStoreKey
 
-# Local writes land under this name first; keys may not use it, so a half-written file is never a key.
-TEMP_PREFIX = ".wsseg-tmp-"
+# Names the store keeps for itself; keys may not use them, so its own files are never artifacts: local writes land
+# under a temporary name first, a local compare-and-swap locks a sidecar file, an S3 store probes its server.
+RESERVED_PREFIX = ".wsseg-"
+TEMP_PREFIX = f"{RESERVED_PREFIX}tmp-"
+LOCK_PREFIX = f"{RESERVED_PREFIX}lock-"
 
 
 def check_key(key: str) -> str:
@@ -14,8 +17,8 @@ def check_key(key: str) -> str:
     for part in key.split("/"):
         if part in ("", ".", ".."):
             raise InvalidStoreKey(f"store key {key!r} has an empty, '.' or '..' segment")
-        if part.startswith(TEMP_PREFIX):
-            raise InvalidStoreKey(f"store key {key!r} uses the reserved prefix {TEMP_PREFIX!r}")
+        if part.startswith(RESERVED_PREFIX):
+            raise InvalidStoreKey(f"store key {key!r} uses the reserved prefix {RESERVED_PREFIX!r}")
     return key
 
 

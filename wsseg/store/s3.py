@@ -18,8 +18,9 @@ from minio.helpers import check_bucket_name
 
 from wsseg.errors import StoreError
 from wsseg.store.base import ArtifactStore
-from wsseg.store.errors import StoreIntegrityError, StoreUnreachable
-from wsseg.store.keys import check_key, check_prefix, join_keys
+from wsseg.store.errors import StoreConflict, StoreIntegrityError, StoreNotFound, StoreUnreachable
+from wsseg.store.keys import RESERVED_PREFIX, check_key, check_prefix, join_keys
+from wsseg.store.s3_conditions import CREATE_ONLY, ConditionalWriteProbe, put_object_if, replace_only
 from wsseg.store.s3_connection import (
     MISSING_OBJECT_CODES,
     S3Endpoint,
@@ -38,12 +39,14 @@ ETAG_HIDING_ENCRYPTION = ("aws:kms", "aws:kms:dsse")
 class S3Store(ArtifactStore):
     """Artifacts as objects in `bucket` under `prefix`; build one with `S3Store.open(uri, **options)`."""
 
-    def __init__(self, client: Minio, endpoint: S3Endpoint, bucket: str, prefix: str, options: S3Options):
+    def __init__(self, client: Minio, endpoint: S3Endpoint, bucket: str, prefix: str, options: S3Options,
+                 probe: ConditionalWriteProbe):
         self._client = client
         self.endpoint = endpoint
         self.bucket = bucket
         self.prefix = prefix
         self.options = options
+        self._probe = probe
 
     @classmethod
     def open(cls, uri: str, **options) -> S3Store:
@@ -61,7 +64,8 @@ class S3Store(ArtifactStore):
             raise StoreError(f"{uri!r}: {bucket!r} is not a valid S3 bucket name") from None
         endpoint = S3Endpoint.from_env()
         settings = S3Options(**options)
-        store = cls(connect(endpoint, settings), endpoint, bucket, check_prefix(prefix), settings)
+        store = cls(connect(endpoint, settings), endpoint, bucket, check_prefix(prefix), settings,
+                    ConditionalWriteProbe())
         store._ensure_bucket()
         return store
 
@@ -83,8 +87,31 @@ class S3Store(ArtifactStore):
             spool.seek(0)
             self._upload(key, name, spool, size)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def _put(self, key: str, data: bytes) -> None:
         self._upload(key, self._object_name(key), io.BytesIO(data), len(data))
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        name = self._object_name(key)
+        with self._errors(key):
+            response = self._client.get_object(self.bucket, name)
+        etag = response.headers.get("ETag", "")
+        with io.BufferedReader(VerifiedDownload(response, self._where(key))) as body:
+            return body.read(), etag
+
+    def _create(self, key: str, data: bytes) -> None:
+        self._put_if(key, data, CREATE_ONLY)
+
+    def _replace(self, key: str, data: bytes, version: str) -> None:
+        try:
+            self._put_if(key, data, replace_only(version))
+        except StoreNotFound:
+            raise StoreConflict(f"{self._where(key)} is gone; it was read at version {version}") from None
+
+    def _put_if(self, key: str, data: bytes, condition: dict) -> None:
+        self._probe.ensure_honoured(self._client, self.endpoint, self.bucket, self.prefix)
+        name = self._object_name(key)
+        with self._errors(key):
+            put_object_if(self._client, self.bucket, name, data, condition)
 
     def put_file(self, key: str, path: str | os.PathLike) -> None:
         name = self._object_name(key)
@@ -113,8 +140,9 @@ class S3Store(ArtifactStore):
         with self._errors(prefix):
             objects = self._client.list_objects(self.bucket, prefix=root + check_prefix(prefix), recursive=True)
             names = [obj.object_name for obj in objects]
-        # Folder markers that other tools leave (`name/`) are not artifacts.
-        return sorted(name[len(root):] for name in names if not name.endswith("/"))
+        # Folder markers that other tools leave (`name/`) are not artifacts, nor is a probe of conditional writes.
+        return sorted(name[len(root):] for name in names
+                      if not name.endswith("/") and not name.rpartition("/")[2].startswith(RESERVED_PREFIX))
 
     def delete(self, key: str) -> None:
         name = self._object_name(key)
@@ -123,7 +151,7 @@ class S3Store(ArtifactStore):
 
     def child(self, prefix: str) -> S3Store:
         child_prefix = join_keys(self.prefix, check_key(prefix.removesuffix("/")))
-        return S3Store(self._client, self.endpoint, self.bucket, child_prefix, self.options)
+        return S3Store(self._client, self.endpoint, self.bucket, child_prefix, self.options, self._probe)
 
     def _upload(self, key: str, name: str, data: BinaryIO, size: int) -> None:
         # minio uploads in one PUT up to part_size and as multipart above it; both become visible

@@ -19,7 +19,7 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.helpers import MIN_PART_SIZE
 
 from wsseg.errors import StoreError
-from wsseg.store.errors import StoreAuthError, StoreBucketNotFound, StoreNotFound, StoreUnreachable
+from wsseg.store.errors import StoreAuthError, StoreBucketNotFound, StoreConflict, StoreNotFound, StoreUnreachable
 
 AWS_DEFAULT_ENDPOINT = "https://s3.amazonaws.com"
 CREDENTIAL_VARIABLES = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN, if used)"
@@ -28,6 +28,8 @@ AUTH_FAILURE_CODES = {
     "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
 }
 RETRIED_STATUSES = (500, 502, 503, 504)
+# 412 when a condition fails; AWS answers 409 to a conditional write that races another on the same key.
+CONDITION_REFUSED_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,9 @@ def _s3_error_to_store_error(exc: S3Error, endpoint: S3Endpoint, bucket: str, wh
         return missing_bucket_error(endpoint, bucket)
     if exc.code in MISSING_OBJECT_CODES:
         return StoreNotFound(f"no artifact at {where}")
+    if exc.code in CONDITION_REFUSED_CODES:
+        return StoreConflict(f"{endpoint.url} refused the conditional write of {where} ({exc.code}): another "
+                             "writer created or changed it first")
     if exc.code in AUTH_FAILURE_CODES:
         return StoreAuthError(
             f"{endpoint.url} refused access to {where} ({exc.code}); check {CREDENTIAL_VARIABLES} "
