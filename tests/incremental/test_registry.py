@@ -10,7 +10,9 @@ from wsseg.incremental.registry import (
     EmptyRegistry,
     ModelRegistry,
     NoRollbackTarget,
+    RegistryConflict,
     RegistryError,
+    StalePromotion,
     UnknownVersion,
 )
 from wsseg.store import open_store
@@ -46,18 +48,23 @@ def test_versions_are_numbered_in_order_with_their_lineage(registry, fake_model)
     assert registry.store.exists("v0001/checkpoint.pth") and registry.store.exists("v0002/version.json")
 
 
-def test_a_crashed_registration_is_invisible_and_the_next_one_takes_its_place(registry, fake_model):
+def test_a_crashed_registration_is_invisible_and_only_its_rerun_finishes_it(registry, fake_model):
     register(registry, fake_model())
-    # What a crash mid-copy leaves: model files, no version.json.
+    crashed = fake_model(b"the whole checkpoint")
+    # What a crash mid-copy leaves: the number's claim and part of the model files, no version.json.
+    registry.store.put_bytes("v0002/claim.json", json.dumps({"copied_from": crashed.uri, "data": "s3://data/step",
+                                                             "by": "a killed pod", "at": "earlier"}).encode())
     registry.store.put_bytes("v0002/checkpoint.pth", b"half a checkpoint")
-    registry.store.put_bytes("v0002/stray.bin", b"from the crashed attempt")
     assert [record["version"] for record in registry.versions()] == [1]
     with pytest.raises(UnknownVersion):
         registry.version(2)
-    record = register(registry, fake_model(b"the whole checkpoint"))
-    assert record["version"] == 2
+    # Another registration never enters a claimed folder: it takes the next number.
+    assert register(registry, fake_model(b"another model"))["version"] == 3
+    assert registry.store.get_bytes("v0002/checkpoint.pth") == b"half a checkpoint"
+    # The rerun of the crashed registration (the same model and data) finishes it in its own folder.
+    assert register(registry, crashed)["version"] == 2
     assert registry.store.get_bytes("v0002/checkpoint.pth") == b"the whole checkpoint"
-    assert not registry.store.exists("v0002/stray.bin")
+    assert [record["version"] for record in registry.versions()] == [1, 2, 3]
 
 
 def test_a_complete_version_is_never_overwritten(registry, fake_model):
@@ -81,9 +88,24 @@ def test_promote_and_rollback_move_the_pointer_and_keep_history(registry, fake_m
     assert [(change["action"], change["version"], change["previous"]) for change in history] == [
         ("promote", 1, None), ("promote", 3, 1), ("promote", 2, 3), ("rollback", 3, 2), ("rollback", 1, 3)]
     assert history[-1]["by"] == "erin" and history[-1]["reason"] == "back to the first" and history[-1]["at"]
+    assert len({change["id"] for change in history}) == len(history)
     with pytest.raises(NoRollbackTarget, match="no earlier current version"):
         registry.rollback("once more")
     assert registry.current_number() == 1
+
+
+def test_the_gates_promotion_is_refused_once_another_version_became_current(registry, fake_model):
+    for _ in range(3):
+        register(registry, fake_model())
+    registry.promote(1, "first")
+    registry.promote(2, "second", by="alice")
+    # The gate judged version 3 against version 2; a person rolled back to 1 in the meantime.
+    registry.rollback("2 misbehaves", by="bob")
+    with pytest.raises(StalePromotion, match="against version 2, but version 1 is current now") as caught:
+        registry.promote(3, "passed the gate", by="promotion gate", judged_against=2)
+    assert isinstance(caught.value, RegistryConflict) and "rollback by bob" in str(caught.value)
+    assert registry.current_number() == 1 and len(registry.history()) == 3
+    assert registry.promote(3, "judged against 1 again", judged_against=1)["version"] == 3
 
 
 def test_promoting_the_current_version_again_adds_no_history(registry, fake_model):

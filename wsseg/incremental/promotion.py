@@ -53,7 +53,9 @@ def propose(registry: ModelRegistry, model: ArtifactStore, *, scores: dict, curr
     `scores` and `current_scores` are the candidate's and the current version's figures on the same held-out
     set; the current version's own version.json scored it on an earlier step's classes, so it cannot stand in.
     A crash between registering and promoting leaves the candidate registered with its decision but not
-    current; `wsseg models promote` finishes the job.
+    current; `wsseg models promote` finishes the job. The promotion holds only while the version it was judged
+    against is current: if another writer moved the pointer meanwhile, `StalePromotion` is raised and the candidate
+    stays registered, not current.
     """
     parent = registry.current_number()
     current = None if parent is None else (current_scores or {})
@@ -62,7 +64,7 @@ def propose(registry: ModelRegistry, model: ArtifactStore, *, scores: dict, curr
                                source=source, decision=decision.as_record())
     if decision.promoted:
         registry.promote(record["version"], reason="passed the promotion gate: " + "; ".join(decision.reasons),
-                         by="promotion gate")
+                         by="promotion gate", judged_against=parent)
     return record, decision
 
 

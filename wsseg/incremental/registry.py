@@ -1,39 +1,63 @@
 """A model registry in any artifact store: numbered versions of trained segmenters, and which one is current.
 
 Under `<registry>/<name>/` (e.g. `s3://wsseg/registry/segmenter/`):
-- `v0001/`, `v0002/`, ...: a version's model files, copied from a train-segmenter output, and `version.json`
-  with its lineage (parent version, data URI, config, classes, metrics, time, a free `source` note, and the
-  promotion gate's decision where the gate ran). version.json is written last, so a version exists only once
-  complete: a crash mid-copy leaves a folder without it, which the registry ignores and the next
-  registration reuses. Numbers are never reused once a version.json holds them.
-- `current.json`: the current version and the history of every pointer change (who, why, when), written in
-  one atomic write, so pointer and history never disagree. `rollback` returns to the version that was current
-  before the latest promotion still in effect.
+- `v0001/`, `v0002/`, ...: a version's `claim.json`, its model files, copied from a train-segmenter output, and
+  `version.json` with its lineage (parent version, data URI, config, classes, metrics, time, a free `source` note,
+  and the promotion gate's decision where the gate ran).
+- `current.json`: the current version and the history of every pointer change (who, why, when, and an id),
+  written in one atomic write, so pointer and history never disagree. `rollback` returns to the version that was
+  current before the latest promotion still in effect.
 
-The store has no compare-and-swap, so two registrations into one name at the same moment could pick the same
-number: register from one place (a pipeline's step; `wsseg schedule --max-concurrency 1`).
+Several writers may share a registry (a scheduled run and a manual retry, a person's `wsseg models rollback` while
+a pipeline's gate promotes), through the store's conditional writes (`ArtifactStore.put_bytes`):
+- A registration claims its number by creating `claim.json` only if absent: of writers that pick one number, one
+  creates it and the others move on to the next, so no two registrations share a number and nobody ever writes
+  into, or clears, a folder it did not claim. version.json is written last (also only if absent), so a version
+  exists only once complete. A registration that crashed leaves its claim and no version.json: the registry
+  ignores it, and a rerun of that same registration (the same model store and data, as `claim.json` records)
+  finishes it in its folder; any other registration takes a higher number. That is safe because the only writer
+  that ever enters a claimed folder is one copying the very model the claim names, and if two such reruns race,
+  the same files land twice and the first version.json stands. A claim nobody reruns leaves a gap in the numbers.
+- `current.json` changes by read, decide, and replace only if unchanged since the read (a compare-and-swap);
+  on a conflict the change is decided again on the fresh pointer: `promote` and `rollback` never overwrite
+  another writer's change. A rollback recomputes its target from the fresh history. The gate's promotion
+  (`judged_against`) holds only while the version the gate compared the candidate with is still current; if
+  another became current in between, it is refused with `StalePromotion`, never applied on a pointer it did not
+  judge. Every change is thus applied once or refused with a `RegistryConflict`, none lost silently.
 """
 from __future__ import annotations
 
 import getpass
 import json
+import random
 import re
+import secrets
 import shutil
 import socket
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from wsseg.errors import WssegError
-from wsseg.store import ArtifactStore
+from wsseg.store import ArtifactStore, StoreConflict, StoreNotFound
 from wsseg.store.base import COPY_CHUNK_BYTES
 
 # What train-segmenter writes (wsseg.steps.train_segmenter), named here so the registry loads without torch.
 REQUIRED_MODEL_FILES = ("checkpoint.pth", "mmseg_config.py")
 OPTIONAL_MODEL_FILES = ("metrics.json",)
 VERSION_FILE = "version.json"
+CLAIM_FILE = "claim.json"
 POINTER_FILE = "current.json"
 VERSION_FOLDER = re.compile(r"v(\d+)")
 # The promotion gate's settings (`registry.gate`, checked by `wsseg.incremental.promotion`).
 GATE_DEFAULTS = {"max_old_drop": 5.0, "min_new_miou": None}
+# A compare-and-swap of current.json loses only to a writer that got in first, so each round some writer wins: a
+# few dozen writers at once need at most as many rounds. The jittered backoff spreads the retries of a crowd out.
+POINTER_ATTEMPTS = 40
+FIRST_BACKOFF_S = 0.01
+MAX_BACKOFF_S = 0.5
+# `promote(judged_against=...)`'s default: the promotion holds whichever version is current.
+ANY_CURRENT = object()
 
 
 def default_config(preset: str) -> dict:
@@ -60,6 +84,14 @@ class ClassesDoNotExtendParent(RegistryError):
     pass
 
 
+class RegistryConflict(RegistryError):
+    """Other writers changed the registry so that this change no longer holds, or kept changing it."""
+
+
+class StalePromotion(RegistryConflict):
+    """The gate judged a candidate against a version that is no longer current."""
+
+
 class ModelRegistry:
     """The versions of one model `name` in `root` (the registry's store, e.g. `<run store>/registry`)."""
 
@@ -81,16 +113,17 @@ class ModelRegistry:
         if parent is not None:
             self._check_extends(parent, classes)
         files = self._model_files(model)
-        number = max(self._numbers(), default=0) + 1
+        number = self._claim_number({"copied_from": model.uri, "data": data})
         folder = self._version_store(number)
-        for key in folder.list():  # a crashed registration's leftovers
-            folder.delete(key)
         for key in files:
             _copy(model, key, folder)
         record = {"version": number, "parent": parent, "created": _now(), "data": data, "config": config,
                   "classes": list(classes), "metrics": metrics, "source": source, "files": files,
                   "copied_from": model.uri, "promotion": decision}
-        folder.put_bytes(VERSION_FILE, _json(record))
+        try:
+            folder.put_bytes(VERSION_FILE, _json(record), if_absent=True)
+        except StoreConflict:
+            return self.version(number)  # a rerun of this same registration finished first
         return record
 
     def versions(self) -> list[dict]:
@@ -118,24 +151,36 @@ class ModelRegistry:
         """Every change of the current pointer, oldest first."""
         return self._pointer()["history"]
 
-    def promote(self, number: int, reason: str, by: str | None = None) -> dict:
+    def promote(self, number: int, reason: str, by: str | None = None, *, judged_against=ANY_CURRENT) -> dict:
         """Make version `number` current; promoting the current version again changes nothing, so a retried
-        step does not grow the history. Returns the pointer."""
+        step does not grow the history. Returns the pointer.
+
+        `judged_against`: the version (None: no version) that was current when the gate judged `number`; if another
+        is current by the time the pointer moves, the judgement no longer holds: `StalePromotion`."""
         self.version(number)
-        pointer = self._pointer()
-        if pointer["version"] == number:
-            return pointer
-        return self._move_pointer(pointer, "promote", number, reason, by)
+
+        def promotion(pointer: dict) -> dict | None:
+            if pointer["version"] == number:
+                return None
+            if judged_against is not ANY_CURRENT and pointer["version"] != judged_against:
+                raise StalePromotion(self._stale_message(number, judged_against, pointer))
+            return _change("promote", number, pointer, reason, by)
+
+        return self._change_pointer(promotion, f"promote version {number}")
 
     def rollback(self, reason: str, by: str | None = None) -> dict:
-        """Make current again the version that was current before the latest promotion still in effect."""
-        pointer = self._pointer()
-        target = _rollback_target(pointer["history"])
-        if target is None:
-            raise NoRollbackTarget(f"{self.uri}: no earlier current version to roll back to (current: "
-                                   f"{pointer['version']}); make another version current with: "
-                                   "wsseg models promote VERSION --registry ... --reason ...")
-        return self._move_pointer(pointer, "rollback", target, reason, by)
+        """Make current again the version that was current before the latest promotion still in effect (in the
+        history as it stands when the pointer moves)."""
+
+        def rollback(pointer: dict) -> dict:
+            target = _rollback_target(pointer["history"])
+            if target is None:
+                raise NoRollbackTarget(f"{self.uri}: no earlier current version to roll back to (current: "
+                                       f"{pointer['version']}); make another version current with: "
+                                       "wsseg models promote VERSION --registry ... --reason ...")
+            return _change("rollback", target, pointer, reason, by)
+
+        return self._change_pointer(rollback, "roll back")
 
     def fetch(self, number: int | None, into: ArtifactStore) -> ArtifactStore:
         """Copy version `number`'s model files (the current version's when None) to `into`, a store the
@@ -163,34 +208,97 @@ class ModelRegistry:
         return [*REQUIRED_MODEL_FILES, *(key for key in OPTIONAL_MODEL_FILES if model.exists(key))]
 
     def _numbers(self) -> list[int]:
-        numbers = []
+        """The complete versions' numbers."""
+        return sorted(number for number, names in self._folders().items() if VERSION_FILE in names)
+
+    def _folders(self) -> dict[int, set[str]]:
+        """The names of the files in each version folder, complete or not, by number."""
+        folders: dict[int, set[str]] = {}
         for key in self.store.list("v"):
             folder, _, name = key.partition("/")
             match = VERSION_FOLDER.fullmatch(folder)
-            if match and name == VERSION_FILE:
-                numbers.append(int(match[1]))
-        return sorted(numbers)
+            if match:
+                folders.setdefault(int(match[1]), set()).add(name)
+        return folders
+
+    def _claim_number(self, registration: dict) -> int:
+        """The number for `registration` (its model store and data): the one an unfinished attempt at it claimed,
+        else the first free one above every folder in use, claimed by creating its claim.json."""
+        folders = self._folders()
+        for number, names in sorted(folders.items()):
+            if CLAIM_FILE in names and VERSION_FILE not in names and self._claimed_for(number) == registration:
+                return number
+        number = max(folders, default=0) + 1
+        claim = _json({**registration, "by": who(), "at": _now()})
+        while True:
+            try:
+                self._version_store(number).put_bytes(CLAIM_FILE, claim, if_absent=True)
+                return number
+            except StoreConflict:
+                number += 1
+
+    def _claimed_for(self, number: int) -> dict:
+        claim = json.loads(self._version_store(number).get_bytes(CLAIM_FILE))
+        return {key: claim[key] for key in ("copied_from", "data")}
 
     def _version_store(self, number: int) -> ArtifactStore:
         return self.store.child(f"v{number:04d}")
 
     def _pointer(self) -> dict:
-        if not self.store.exists(POINTER_FILE):
-            return {"version": None, "history": []}
-        return json.loads(self.store.get_bytes(POINTER_FILE))
+        return self._read_pointer()[0]
 
-    def _move_pointer(self, pointer: dict, action: str, number: int, reason: str, by: str | None) -> dict:
-        change = {"action": action, "version": number, "previous": pointer["version"], "reason": reason,
-                  "by": by or _who(), "at": _now()}
-        moved = {"version": number, "history": [*pointer["history"], change]}
-        self.store.put_bytes(POINTER_FILE, _json(moved))
-        return moved
+    def _read_pointer(self) -> tuple[dict, str | None]:
+        """The pointer and its store version (None while there is no current.json)."""
+        try:
+            data, version = self.store.get_versioned(POINTER_FILE)
+        except StoreNotFound:
+            return {"version": None, "history": []}, None
+        return json.loads(data), version
+
+    def _change_pointer(self, decide: Callable[[dict], dict | None], what: str) -> dict:
+        """Append the change `decide` makes of the pointer (None: none to make) and move the pointer to its version,
+        if current.json is unchanged since it was read; else read it again and decide again. Returns the pointer."""
+        change_id = secrets.token_hex(8)
+        for attempt in range(POINTER_ATTEMPTS):
+            pointer, version = self._read_pointer()
+            # A write can land although its answer was lost and the client retried it into a refusal.
+            if any(entry.get("id") == change_id for entry in pointer["history"]):
+                return pointer
+            change = decide(pointer)
+            if change is None:
+                return pointer
+            moved = {"version": change["version"], "history": [*pointer["history"], {**change, "id": change_id}]}
+            try:
+                if version is None:
+                    self.store.put_bytes(POINTER_FILE, _json(moved), if_absent=True)
+                else:
+                    self.store.put_bytes(POINTER_FILE, _json(moved), if_version=version)
+                return moved
+            except StoreConflict:
+                time.sleep(random.uniform(0, min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** attempt)))
+        raise RegistryConflict(f"{self.uri}: could not {what}: other writers changed {POINTER_FILE} before each of "
+                               f"{POINTER_ATTEMPTS} attempts; nothing was changed, try again")
+
+    def _stale_message(self, number: int, judged_against: int | None, pointer: dict) -> str:
+        since = ""
+        if pointer["history"]:
+            last = pointer["history"][-1]
+            since = f" ({last['action']} by {last['by']} at {last['at']}: {last['reason']})"
+        return (f"{self.uri}: version {number} was judged by the gate against version {judged_against}, but version "
+                f"{pointer['version']} is current now{since}, so the judgement no longer holds; version {number} "
+                f"stays registered, not current. Score it against version {pointer['version']} again, or promote "
+                f"it by hand: wsseg models promote {number} --registry ... --reason ...")
 
     def _no_current_message(self) -> str:
         if not self._numbers():
             return f"{self.uri} holds no versions yet; a pipeline's register step adds them"
         return (f"{self.uri} has versions but none is current; make one current with: "
                 "wsseg models promote VERSION --registry ... --reason ...")
+
+
+def _change(action: str, number: int, pointer: dict, reason: str, by: str | None) -> dict:
+    return {"action": action, "version": number, "previous": pointer["version"], "reason": reason,
+            "by": by or who(), "at": _now()}
 
 
 def _rollback_target(history: list[dict]) -> int | None:
@@ -218,7 +326,8 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _who() -> str:
+def who() -> str:
+    """Who is acting, for the records: user@host."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # a container's uid may have no passwd entry and no $USER
