@@ -42,15 +42,28 @@ def unique_bucket_name() -> str:
     return f"wsseg-test-{uuid.uuid4().hex[:16]}"
 
 
-def _start_moto_server():
+# moto_server as its console script starts it, but answering one request at a time (werkzeug's threaded=False).
+# moto checks an If-Match or If-None-Match and then writes, with no lock between: on its threaded server, two
+# conditional PUTs of one key can both pass the check, which AWS S3 and MinIO never allow. Served one at a time, each
+# check and its write are one step, as on those servers; the tests of concurrent writers run against this one.
+ONE_REQUEST_AT_A_TIME = """
+import sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app), threaded=False,
+           request_handler=MotoRequestHandler)
+"""
+
+
+def _start_moto_server(one_request_at_a_time: bool = False):
     if not MOTO_SERVER.exists():
         pytest.skip(f"{MOTO_SERVER} not found; install the test extras (moto[server])")
     port = free_port()
-    process = subprocess.Popen(
-        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    if one_request_at_a_time:
+        command = [sys.executable, "-c", ONE_REQUEST_AT_A_TIME, "127.0.0.1", str(port)]
+    else:
+        command = [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline and process.poll() is None:
@@ -82,9 +95,27 @@ def s3_server():
 @pytest.fixture
 def s3_env(s3_server, monkeypatch):
     """Point the environment at `s3_server`, create a fresh bucket, and yield `s3://<bucket>/run`."""
-    set_s3_env(monkeypatch, s3_server)
+    return _fresh_bucket(s3_server, monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def s3_atomic_server():
+    """Endpoint URL of a moto S3 server whose conditional writes are atomic (`ONE_REQUEST_AT_A_TIME`)."""
+    process, url = _start_moto_server(one_request_at_a_time=True)
+    yield url
+    _stop(process)
+
+
+@pytest.fixture
+def s3_atomic_env(s3_atomic_server, monkeypatch):
+    """As `s3_env`, on `s3_atomic_server`."""
+    return _fresh_bucket(s3_atomic_server, monkeypatch)
+
+
+def _fresh_bucket(server: str, monkeypatch) -> str:
+    set_s3_env(monkeypatch, server)
     bucket = unique_bucket_name()
-    minio_client(s3_server).make_bucket(bucket)
+    minio_client(server).make_bucket(bucket)
     return f"s3://{bucket}/run"
 
 

@@ -23,6 +23,7 @@ from wsseg.store import open_store
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CLASSES = ClassList(("background", "a", "b", "c", "d"))
+BATCHES = ["batch-1", "batch-2"]
 OLD_CLASSES = ClassList(CLASSES.names[:3])
 
 
@@ -294,27 +295,46 @@ def test_merged_batches_hold_each_image_once_with_the_labels_of_every_batch_that
 
 
 def test_check_inbox_passes_a_batch_that_carries_a_refused_one_reading_manifests_alone(tmp_path, fake_model):
-    from wsseg.runtime.pipeline_io import oldest_batch
+    from wsseg.runtime.pipeline_io import claim_oldest_batch
 
     registry, inbox = _refused_inbox(tmp_path, fake_model)
     config = dump_config(tiny_config())
     # batch-1 already has its version: the check lets the interrupted update finish it.
-    assert oldest_batch(inbox.uri, str(tmp_path / "registry"), config) == "batch-1"
+    assert claim_oldest_batch(inbox.uri, str(tmp_path / "registry"), config, "run 1") == "batch-1"
     inbox.mark_processed("batch-1", {"version": 2, "promoted": False})
     for image in (tmp_path / "inbox").glob("*/*.jpg"):
         image.unlink()
-    assert oldest_batch(inbox.uri, str(tmp_path / "registry"), config) == "batch-2"
+    assert claim_oldest_batch(inbox.uri, str(tmp_path / "registry"), config, "run 2") == "batch-2"
 
 
 def test_check_inbox_refuses_a_batch_built_on_a_refused_version_whose_batch_left_the_inbox(tmp_path, fake_model):
-    from wsseg.runtime.pipeline_io import oldest_batch
+    from wsseg.runtime.pipeline_io import claim_oldest_batch
 
     registry, inbox = _refused_inbox(tmp_path, fake_model)
     inbox.mark_processed("batch-1", {"version": 2, "promoted": False})
     shutil.rmtree(tmp_path / "inbox" / "batch-1")
-    with pytest.raises(DataError, match=r"batch-2/manifest.csv: the batch labels d but no image shows c.*"
-                                        r"gate refused version 2.*wsseg models promote 2"):
-        oldest_batch(inbox.uri, str(tmp_path / "registry"), dump_config(tiny_config()))
+    # The refused batch is released: the next run stops on it too, rather than skip to a later batch.
+    for run in ("run 1", "run 2"):
+        with pytest.raises(DataError, match=r"batch-2/manifest.csv: the batch labels d but no image shows c.*"
+                                            r"gate refused version 2.*wsseg models promote 2"):
+            claim_oldest_batch(inbox.uri, str(tmp_path / "registry"), dump_config(tiny_config()), run)
+
+
+def test_runs_started_together_take_different_batches_and_the_update_refuses_a_held_one(tmp_path, fake_model):
+    from wsseg.incremental.inbox import BatchTaken
+    from wsseg.runtime.pipeline_io import claim_oldest_batch
+    from wsseg.steps.incremental_update import incremental_update
+
+    registry, inbox = _refused_inbox(tmp_path, fake_model)
+    config = dump_config(tiny_config())
+    claimed = [claim_oldest_batch(inbox.uri, str(tmp_path / "registry"), config, run) for run in ("run 1", "run 2",
+                                                                                                  "run 3")]
+    assert claimed == ["batch-1", "batch-2", ""]
+    # The update claims the batch check-inbox claimed for its run: another run's update of it is refused at once.
+    with pytest.raises(BatchTaken, match="batch-1 is being processed by run 1"):
+        incremental_update(_data(tmp_path)["root"], registry, inbox, "batch-1", open_store(tmp_path / "work"),
+                           tiny_config(), CLASSES, holder="run 2")
+    assert [record["version"] for record in registry.versions()] == [1, 2] and inbox.pending() == list(BATCHES)
 
 
 def test_a_blocked_batch_fails_the_run_at_check_inbox(tmp_path, fake_model):

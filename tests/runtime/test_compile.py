@@ -91,6 +91,10 @@ def test_the_incremental_pipeline_updates_only_when_the_inbox_has_a_batch(compil
     assert set(tasks) == {"check-inbox", "new-batch"}
     condition = tasks["new-batch"]["triggerPolicy"]["condition"]
     assert "check-inbox-Output" in condition and "!= ''" in condition
+    # The run's job id holds the batch's lease, from the claim in check-inbox to the update's end.
+    update = compiled["incremental"][1][0]["components"]["comp-condition-1"]["dag"]["tasks"]["incremental-update"]
+    for task in (tasks["check-inbox"], update):
+        assert task["inputs"]["parameters"]["holder"] == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
 
 
 def test_the_other_semi_trainings_start_from_the_baseline_segmenter(compiled):

@@ -112,26 +112,33 @@ def publish_evaluation(evaluation, metrics, report, summary) -> None:
         Path(artifact.path).write_bytes(store.get_bytes(key))
 
 
-def oldest_batch(inbox_uri: str, registry_uri: str, config_yaml: str, s3_endpoint: str = "") -> str:
-    """check-inbox: the oldest inbox batch not processed yet, checked against the registry's current version
-    (`check_batch`), or "" when none waits."""
+def claim_oldest_batch(inbox_uri: str, registry_uri: str, config_yaml: str, holder: str, s3_endpoint: str = "") -> str:
+    """check-inbox: the oldest inbox batch not processed yet that no other run holds, claimed for `holder` (the
+    pipeline run) and checked against the registry's current version (`check_batch`), or "" when none is free.
+    A batch the check refuses is released, so that every run stops on it until it is fixed, as the first did."""
     from wsseg.incremental.inbox import Inbox
     from wsseg.incremental.registry import ModelRegistry
     from wsseg.steps.incremental_update import check_batch
 
     use_endpoint(s3_endpoint)
     inbox = Inbox(open_store(inbox_uri))
-    batch = inbox.oldest_pending()
-    if batch:
-        config = load_config_text(config_yaml)
-        registry = ModelRegistry(open_store(registry_uri), config["registry"]["name"])
-        check_batch(registry, inbox, batch, ClassList(config["classes"]))
-    return batch or ""
+    lease = inbox.claim_next(holder)
+    if lease is None:
+        return ""
+    config = load_config_text(config_yaml)
+    registry = ModelRegistry(open_store(registry_uri), config["registry"]["name"])
+    try:
+        check_batch(registry, inbox, lease.batch, ClassList(config["classes"]))
+    except WssegError:
+        inbox.release(lease)
+        raise
+    return lease.batch
 
 
 def run_incremental_update(data: str, run_store_uri: str, config_yaml: str, registry_uri: str, inbox_uri: str,
-                           batch: str, output, metrics, summary, report, s3_endpoint: str = "") -> dict:
-    """The incremental pipeline's update of one inbox batch (`wsseg.steps.incremental_update`) into the run's
+                           batch: str, holder: str, output, metrics, summary, report, s3_endpoint: str = "") -> dict:
+    """The incremental pipeline's update of one inbox batch (`wsseg.steps.incremental_update`), which `holder` (the
+    pipeline run) claimed in check-inbox, into the run's
     `incremental-update/<batch>/` prefix; publish `output`, the gate's figures as `metrics` and its report, with
     the forgetting curve, as `summary` (Markdown) and `report` (HTML, the curve's PNG embedded)."""
     from wsseg.incremental.inbox import Inbox
@@ -144,7 +151,7 @@ def run_incremental_update(data: str, run_store_uri: str, config_yaml: str, regi
     out = open_store(run_store_uri).child("incremental-update").child(batch)
     with StepClock(out, "incremental-update") as clock:
         result = incremental_update(local_dataset(data), registry, Inbox(open_store(inbox_uri)), batch, out, config,
-                                    ClassList(config["classes"]), strict=config["strict"])
+                                    ClassList(config["classes"]), strict=config["strict"], holder=holder)
         clock.record(result)
     figures = headline(result)
     publish(output, out, dict(figures, batch=batch))

@@ -9,11 +9,15 @@ candidate, which the gate (`registry.gate`) promotes or not; mark the batch proc
 batch's marker, in `report.md` and `report.html` and in the step's summary, with the forgetting curve of the
 candidate's lineage (`wsseg.incremental.forgetting_curve`: old/new/all mIoU per step, `forgetting_curve.png`).
 
-Nothing is lost to a crash, and nothing is done twice. Training resumes from its store (train-segmenter's
+Nothing is lost to a crash, and nothing is done twice. The update first claims the batch (`Inbox.claim`): a batch
+another run holds is refused (`BatchTaken`); its lease is renewed while the update runs, and checked right before
+the version is registered and the batch is marked. Training resumes from its store (train-segmenter's
 `last.pth`, under `<out>/from-v<parent>/`, so that a batch retried after the current version changed trains from
-the new one). A registration that crashed before its version.json is invisible and its folder is reused; once a
-version from this batch exists, a rerun does not train or register again but finishes the promotion the gate
-decided and marks the batch.
+the new one). A registration that crashed before its version.json is invisible and its rerun finishes it in its
+folder; once a version from this batch exists, a rerun does not train or register again but finishes the promotion
+the gate decided and marks the batch. A promotion the gate decided against a version that another writer has
+replaced as current meanwhile is refused (`StalePromotion`): the batch is marked, its version not promoted, and
+the report says why.
 
 `register_step_zero` makes a registry's first version: a fully supervised segmenter of the old classes (a task's
 step 0, trained by train-segmenter on those classes' masks).
@@ -45,9 +49,9 @@ from wsseg.incremental.forgetting_curve import (
     render_curve_html,
     render_curve_markdown,
 )
-from wsseg.incremental.inbox import Inbox
+from wsseg.incremental.inbox import BatchTaken, HeldLease, Inbox, default_holder
 from wsseg.incremental.promotion import propose
-from wsseg.incremental.registry import EmptyRegistry, ModelRegistry
+from wsseg.incremental.registry import EmptyRegistry, ModelRegistry, StalePromotion
 from wsseg.store import ArtifactStore
 
 if TYPE_CHECKING:
@@ -81,23 +85,33 @@ class StepClasses:
 
 
 def incremental_update(data_root, registry: ModelRegistry, inbox: Inbox, batch: str, out: ArtifactStore,
-                       config: dict, classes: ClassList, strict: bool = False) -> dict:
-    """Train, score and propose the model of `batch`, mark the batch processed; returns the outcome (`outcome`)."""
-    record = _version_of_batch(registry, inbox.batch_uri(batch))
-    if record is None:
-        record = _train_and_propose(data_root, registry, inbox, batch, out, config, classes, strict)
-    else:
-        log.info("incremental-update: %s is version %d already; finishing its promotion", batch, record["version"])
-        _finish_promotion(registry, record)
-    result = outcome(registry, batch, record)
-    out.put_bytes(OUTCOME, json.dumps(result, indent=2).encode())
-    write_reports(out, result, forgetting_curve(registry, record["version"]))
-    inbox.mark_processed(batch, {key: result[key] for key in ("version", "parent", "promoted", "reasons")})
+                       config: dict, classes: ClassList, strict: bool = False, holder: str | None = None) -> dict:
+    """Claim `batch` for `holder` (by default this process), train, score and propose its model, mark the batch
+    processed; returns the outcome (`outcome`). `BatchTaken` if another holder's lease on the batch is live."""
+    lease = inbox.claim(batch, holder or default_holder())
+    if lease is None:
+        raise BatchTaken(inbox.taken_message(batch))
+    with HeldLease(inbox, lease) as held:
+        record = _version_of_batch(registry, inbox.batch_uri(batch))
+        if record is None:
+            record, refusal = _train_and_propose(data_root, registry, inbox, batch, out, config, classes, strict, held)
+        else:
+            log.info("incremental-update: %s is version %d already; finishing its promotion", batch,
+                     record["version"])
+            held.check()
+            refusal = _finish_promotion(registry, record)
+        result = outcome(registry, batch, record, refusal)
+        out.put_bytes(OUTCOME, json.dumps(result, indent=2).encode())
+        write_reports(out, result, forgetting_curve(registry, record["version"]))
+        held.check()
+        inbox.mark_processed(batch, {key: result[key] for key in ("version", "parent", "promoted", "reasons")})
     return result
 
 
 def _train_and_propose(data_root, registry: ModelRegistry, inbox: Inbox, batch: str, out: ArtifactStore,
-                       config: dict, classes: ClassList, strict: bool) -> dict:
+                       config: dict, classes: ClassList, strict: bool, held: HeldLease) -> tuple[dict, str | None]:
+    """The batch's version, registered and proposed, and why its promotion was refused despite the gate, if it
+    was (`StalePromotion`)."""
     from wsseg.evaluation.scoring import score_seen_classes
     from wsseg.steps.train_segmenter import train_segmenter
 
@@ -116,13 +130,18 @@ def _train_and_propose(data_root, registry: ModelRegistry, inbox: Inbox, batch: 
     held_out = load_samples(data_root, "val", classes)
     scores = {name: score_seen_classes(model, held_out, step.seen, step.num_old, config["evaluate"], strict)
               for name, model in (("candidate", candidate), ("current", parent_model))}
-    record, decision = propose(registry, candidate, scores=scores["candidate"], current_scores=scores["current"],
-                               gate=config["registry"]["gate"], classes=list(step.seen.names),
-                               data=inbox.batch_uri(batch), config=f"{work.uri}/config.yaml",
-                               source=_source(batch, carried, step))
+    held.check()
+    try:
+        record, decision = propose(registry, candidate, scores=scores["candidate"],
+                                   current_scores=scores["current"], gate=config["registry"]["gate"],
+                                   classes=list(step.seen.names), data=inbox.batch_uri(batch),
+                                   config=f"{work.uri}/config.yaml", source=_source(batch, carried, step))
+    except StalePromotion as stale:
+        log.warning("incremental-update: %s", stale)
+        return _version_of_batch(registry, inbox.batch_uri(batch)), str(stale)
     log.info("incremental-update: %s is version %d, %s", batch, record["version"],
              "promoted" if decision.promoted else "not promoted: " + "; ".join(decision.reasons))
-    return record
+    return record, None
 
 
 def _fetch_step_images(registry: ModelRegistry, inbox: Inbox, batch: str, current: dict, classes: ClassList,
@@ -268,25 +287,33 @@ def _version_of_batch(registry: ModelRegistry, batch_uri: str) -> dict | None:
     return next((record for record in registry.versions() if record["data"] == batch_uri), None)
 
 
-def _finish_promotion(registry: ModelRegistry, record: dict) -> None:
-    """Promote a version the gate passed, unless it was promoted already (a rollback since is a person's choice)."""
+def _finish_promotion(registry: ModelRegistry, record: dict) -> str | None:
+    """Promote a version the gate passed, unless it was promoted already (a rollback since is a person's choice);
+    returns why the promotion was refused, if the version the gate judged it against is no longer current."""
     decision = record["promotion"] or {}
     promoted_before = any(change["action"] == "promote" and change["version"] == record["version"]
                           for change in registry.history())
-    if decision.get("promoted") and not promoted_before:
-        registry.promote(record["version"], by="promotion gate",
+    if not decision.get("promoted") or promoted_before:
+        return None
+    try:
+        registry.promote(record["version"], by="promotion gate", judged_against=record["parent"],
                          reason="passed the promotion gate: " + "; ".join(decision["reasons"]))
+    except StalePromotion as stale:
+        return str(stale)
+    return None
 
 
-def outcome(registry: ModelRegistry, batch: str, record: dict) -> dict:
-    """What became of the batch, from its version's record: the scores and the gate's decision."""
+def outcome(registry: ModelRegistry, batch: str, record: dict, refusal: str | None = None) -> dict:
+    """What became of the batch, from its version's record: the scores and the gate's decision, which `refusal`
+    overrides where the registry refused the promotion the gate decided (`StalePromotion`)."""
     decision = record["promotion"]
     parent_classes = registry.version(record["parent"])["classes"] if record["parent"] is not None else []
     return {"batch": batch, "version": record["version"], "parent": record["parent"],
-            "classes_added": record["classes"][len(parent_classes):], "promoted": decision["promoted"],
-            "reasons": decision["reasons"], "candidate": decision["figures"]["candidate"],
-            "current": decision["figures"]["current"], "current_version": registry.current_number(),
-            "source": record["source"]}
+            "classes_added": record["classes"][len(parent_classes):],
+            "promoted": decision["promoted"] and refusal is None,
+            "reasons": [*decision["reasons"], *([refusal] if refusal else [])],
+            "candidate": decision["figures"]["candidate"], "current": decision["figures"]["current"],
+            "current_version": registry.current_number(), "source": record["source"]}
 
 
 def headline(result: dict) -> dict:
