@@ -5,7 +5,9 @@ minio's `put_object` turns a header it does not know into user metadata (`x-amz-
 server stores and never checks, so the condition goes through the client's own single-PUT request instead,
 `Minio._put_object`, whose headers reach the wire as given. A server that ignores the conditions would let
 concurrent writers overwrite one another silently, so each store probes its server once before its first
-conditional write, and refuses to go on where a condition was ignored.
+conditional write, and refuses to go on where a condition was ignored. No probe can see a server that checks a
+condition and then writes as two steps, so that two racing writes both pass (moto's threaded server); AWS S3 and
+MinIO check and write as one.
 """
 from __future__ import annotations
 
