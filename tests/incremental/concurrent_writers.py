@@ -31,7 +31,8 @@ class Raised:
 
 
 def together(target, calls: list[tuple]) -> list:
-    """`target(*call)` for each call, each in its own process, all started together; their results in order."""
+    """`target(meet, *call)` for each call, each in its own process; their results in order. `meet` is a barrier
+    of them all: each target waits on it, once or more, to do its next step at the same moment as the others."""
     barrier = SPAWN.Barrier(len(calls))
     results = SPAWN.Queue()
     processes = [SPAWN.Process(target=_once, args=(target, call, barrier, results, index))
@@ -73,8 +74,7 @@ class Racers:
 
 
 def _once(target, call, barrier, results, index) -> None:
-    barrier.wait(WAIT_S)
-    results.put((index, _outcome(target, call)))
+    results.put((index, _outcome(target, (barrier, *call))))
 
 
 def _rounds(action, rounds, barrier, results, index) -> None:
@@ -91,12 +91,15 @@ def _outcome(target, call):
         return Raised(type(error).__name__, str(error))
 
 
-def register_and_promote(registry_uri: str, model_uri: str, writer: int) -> dict:
+def register_and_promote(meet, registry_uri: str, model_uri: str, writer: int) -> dict:
     """Register the model at `model_uri`, then make it current: what a pipeline's register step and a person's
-    promote do. Returns the version and whether the promotion was applied (with its change's id) or refused."""
+    promote do, each at the same moment as the other writers. Returns the version and whether the promotion was
+    applied (with its change's id) or refused."""
     registry = ModelRegistry(open_store(registry_uri))
+    meet.wait(WAIT_S)
     record = registry.register(open_store(model_uri), classes=CLASSES, metrics={}, data=f"data of writer {writer}",
                                config="c", source=f"writer {writer}")
+    meet.wait(WAIT_S)
     try:
         pointer = registry.promote(record["version"], reason=f"writer {writer}'s model", by=f"writer {writer}")
     except RegistryConflict as conflict:
@@ -108,6 +111,11 @@ def register(registry_uri: str, model_uri: str, data: str) -> int:
     record = ModelRegistry(open_store(registry_uri)).register(open_store(model_uri), classes=CLASSES, metrics={},
                                                               data=data, config="c")
     return record["version"]
+
+
+def register_together(meet, registry_uri: str, model_uri: str, data: str) -> int:
+    meet.wait(WAIT_S)
+    return register(registry_uri, model_uri, data)
 
 
 def rollback_with_the_cli(registry_uri: str) -> dict:

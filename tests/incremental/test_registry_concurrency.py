@@ -11,6 +11,7 @@ from tests.incremental.concurrent_writers import (
     promote_as_the_gate,
     register,
     register_and_promote,
+    register_together,
     rollback_with_the_cli,
     together,
 )
@@ -91,5 +92,5 @@ def test_two_reruns_of_one_crashed_registration_finish_it_once(registry_uri, fak
     model = fake_model()
     register(registry_uri, model.uri, "s3://data/step")
     registry.store.child("v0001").delete("version.json")  # as a registration killed before its version.json
-    assert together(register, [(registry_uri, model.uri, "s3://data/step")] * 2) == [1, 1]
+    assert together(register_together, [(registry_uri, model.uri, "s3://data/step")] * 2) == [1, 1]
     assert [record["version"] for record in registry.versions()] == [1]
