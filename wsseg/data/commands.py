@@ -33,11 +33,11 @@ def register(subparsers) -> None:
     synth.add_argument("--train", type=int, required=True, help="number of train images")
     synth.add_argument("--val", type=int, required=True, help="number of val images")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--style", default="shapes", choices=("shapes", "figures"),
-                       help="shapes: the look to tune on; figures: a held-out construction to report on, "
-                            "never to tune on")
+    synth.add_argument("--style", default="shapes", choices=("shapes", "figures", "herds"),
+                       help="shapes: the look to tune on; figures and herds (classes in look-alike families): held-out "
+                            "constructions to report on, never to tune on")
     synth.add_argument("--size", type=int, help="image side in pixels, shapes style only (default 128); "
-                                                "figures images take VOC's sizes")
+                                                "figures and herds images take VOC's sizes")
     _add_classes_option(synth)
     synth.set_defaults(func=_synth)
 
@@ -103,7 +103,7 @@ def _synth(args: argparse.Namespace) -> int:
     if min(args.train, args.val) < 0 or (args.size is not None and args.size < 16):
         raise ConfigError("--train and --val must be >= 0 and --size >= 16")
     make_synthetic_voc(args.out, args.train, args.val, args.seed, args.size, args.classes, args.style)
-    sizes = "of VOC's sizes" if args.style == "figures" else f"of {args.size or SHAPES_SIZE} px"
+    sizes = "of VOC's sizes" if args.style != "shapes" else f"of {args.size or SHAPES_SIZE} px"
     print(f"wrote {args.train} train and {args.val} val {args.style} images {sizes} to {args.out}")
     return 0
 

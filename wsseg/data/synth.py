@@ -1,8 +1,9 @@
 """`make_synthetic_voc`: a small dataset in the VOC 2012 layout that stands in for photos in tests and demos.
 
-Two constructions share one VOC writer. "shapes" (tune on it): square, cluttered backgrounds with 1-3
-classes and 1-4 textured bodies each, drawn as `synth_look` describes. "figures" (report on it, never tune
-on it): articulated figures on outdoor scenes at VOC's image sizes, drawn as `synth_figures` describes.
+Three constructions share one VOC writer. "shapes" (tune on it): square, cluttered backgrounds with 1-3
+classes and 1-4 textured bodies each, drawn as `synth_look` describes. "figures" and "herds" (report on them,
+never tune on them), at VOC's image sizes: articulated figures on outdoor scenes (`synth_figures`), and herds of
+animals whose classes come in look-alike families that differ in the face alone (`synth_herds`).
 The output is read by the ordinary VOC reader; there is no synthetic-only code path.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from PIL import Image
 from wsseg.classes import IGNORE_INDEX, VOC_CLASSES, ClassList, voc_palette
 from wsseg.data.samples import ObjectAnnotation
 from wsseg.data.synth_figures import draw_figure_scene, figure_styles
+from wsseg.data.synth_herds import draw_herd_scene, herd_styles
 from wsseg.data.synth_look import (
     MAX_OUTLINE_RADIUS,
     ClassStyle,
@@ -38,7 +40,7 @@ from wsseg.data.synth_look import (
 )
 from wsseg.errors import ConfigError
 
-STYLES = ("shapes", "figures")
+STYLES = ("shapes", "figures", "herds")
 SHAPES_SIZE = 128
 # Body texture periods are in pixels of a 128 px image.
 REFERENCE_SIZE = 128
@@ -94,6 +96,10 @@ def scene_renderer(style: str, size: int | None, num_foreground: int) -> Callabl
         if size is not None:
             raise ConfigError("--size applies to the shapes style only: figures images take VOC's sizes")
         return partial(draw_figure_scene, styles=figure_styles(num_foreground))
+    if style == "herds":
+        if size is not None:
+            raise ConfigError("--size applies to the shapes style only: herds images take VOC's sizes")
+        return partial(draw_herd_scene, styles=herd_styles(num_foreground))
     raise ConfigError(f"--style {style!r} is unknown; known: {', '.join(STYLES)}")
 
 

@@ -254,7 +254,7 @@ def _draw_figure(canvas: np.ndarray, rng: np.random.Generator, style: FigureStyl
     head = _head_part(rng, style.head, torso, torso_length) if style.head else None
     region = _region([*parts, head] if head else parts, (height, width))
     mask = np.zeros((height, width), bool)
-    frames = [_frame(region, part.centre, part.angle) for part in parts]
+    frames = [frame_over(region, part.centre, part.angle) for part in parts]
     body = np.logical_or.reduce([_inside(part, frame) for part, frame in zip(parts, frames, strict=True)])
     period = style.body.texture.period * short / REFERENCE_SHORT_SIDE
     area = canvas[region]
@@ -262,7 +262,7 @@ def _draw_figure(canvas: np.ndarray, rng: np.random.Generator, style: FigureStyl
     area[body] = _blend(style.body.texture, weight) * rng.uniform(0.85, 1.1)
     mask[region] = body
     if head:
-        head_frame = _frame(region, head.centre, head.angle)
+        head_frame = frame_over(region, head.centre, head.angle)
         along, across = head_frame.along / head.half_length, head_frame.across / head.half_width
         inside = np.hypot(along, across) <= 1
         area[inside] = _blend(style.head.texture, _head_weight(style.head.texture.kind, along[inside], across[inside]))
@@ -305,7 +305,7 @@ def _region(parts: list[Part], shape: tuple[int, int]) -> tuple[slice, slice]:
                  for axis, side in enumerate(shape))
 
 
-def _frame(region: tuple[slice, slice], centre: tuple[float, float], angle: float) -> Frame:
+def frame_over(region: tuple[slice, slice], centre: tuple[float, float], angle: float) -> Frame:
     """A part's axes over a region of an image of any shape."""
     dy = np.arange(region[0].start, region[0].stop, dtype=np.float32)[:, None] - np.float32(centre[0])
     dx = np.arange(region[1].start, region[1].stop, dtype=np.float32)[None, :] - np.float32(centre[1])
