@@ -1,4 +1,4 @@
-"""The `wsseg` command: each module below contributes its subcommands through `register(subparsers)`.
+"""The `wsseg` command. Each module in COMMAND_MODULES adds its subcommands through `register(subparsers)`.
 
 Command modules import their heavy dependencies (torch, mmseg, kfp) inside the handlers, so that
 `wsseg --help` and light commands start fast.
@@ -26,10 +26,30 @@ COMMAND_MODULES = (
 )
 
 
+# What `wsseg --help` opens with: what the tool is for, in a user's words.
+DESCRIPTION = """\
+Train semantic-segmentation models from cheap labels: image tags instead of pixel masks, tags plus
+a few masks, and new classes that arrive with tags alone. Each is a Kubeflow pipeline, run here
+through kfp.local (`wsseg run PIPELINE`) or on a cluster (`wsseg submit`, `wsseg schedule`); every
+step also runs alone (`wsseg train-classifier`, `wsseg refine`, ...)."""
+# The pipeline that runs on a cluster only; `wsseg predict` is its step, here.
+CLUSTER_PIPELINES = {"predict": "label new images with a trained segmenter (`wsseg submit predict`)"}
+EPILOG = """\
+pipelines:
+{pipelines}
+
+Start with `make demo`; README.md has a recipe per situation, docs/METHODS.md the methods,
+docs/RESULTS.md every measured figure."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wsseg", description=__doc__.splitlines()[0])
+    from wsseg.runtime.runner import pipeline_lines
+
+    parser = argparse.ArgumentParser(prog="wsseg", description=DESCRIPTION,
+                                     epilog=EPILOG.format(pipelines=pipeline_lines(CLUSTER_PIPELINES)),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    subparsers = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser

@@ -21,14 +21,33 @@ from wsseg.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-PIPELINE_NAMES = ("wsss", "supervised", "ablation", "semi", "incremental")
+# The pipelines `wsseg run` starts, each with what it does in one line (`wsseg --help`, `wsseg run --help`).
+PIPELINES = {
+    "wsss": "image tags only: classifier → CAMs → dense-CRF pseudo masks → segmenter, scored",
+    "supervised": "the upper bound: the same segmenter trained on the ground-truth masks",
+    "ablation": "the wsss pipeline once per method (and seed), the upper bound once, one table",
+    "semi": "a few masks and many unlabelled images: ClassMix against labelled-only training",
+    "incremental": "new classes from tags: the inbox's next batch grows the registry's model (WILSON)",
+}
+PIPELINE_NAMES = tuple(PIPELINES)
+
+
+def pipeline_lines(extra: dict[str, str] | None = None) -> str:
+    """The pipelines (and `extra` ones), one indented line each: name, then what it does."""
+    described = {**PIPELINES, **(extra or {})}
+    width = max(map(len, described)) + 2
+    return "\n".join(f"  {name:<{width}}{what}" for name, what in described.items())
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("run", help="run a pipeline locally through kfp.local")
-    pipelines = parser.add_subparsers(dest="pipeline", required=True)
+    description = ("Run a pipeline locally through kfp.local, with the components a cluster runs, then print its "
+                   "table.\n`wsseg run PIPELINE --help` gives a pipeline's options.\n\npipelines:\n" + pipeline_lines())
+    parser = subparsers.add_parser("run", help="run a pipeline locally through kfp.local", description=description,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    pipelines = parser.add_subparsers(dest="pipeline", required=True, metavar="PIPELINE",
+                                      help="one of the pipelines above")
     for name in PIPELINE_NAMES:
-        sub = pipelines.add_parser(name, help=f"the {name} pipeline")
+        sub = pipelines.add_parser(name, description=f"{PIPELINES[name][0].upper()}{PIPELINES[name][1:]}.")
         sub.add_argument("--data", required=True, help="dataset root (VOC folder, manifest file or s3:// prefix)")
         sub.add_argument("--out", required=True, help="local folder for this run (KFP's local root and default store)")
         sub.add_argument("--config", help="YAML config merged over the preset")
