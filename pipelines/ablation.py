@@ -1,4 +1,4 @@
-"""The ablation (METHODS.md §1): the wsss pipeline once per method, in parallel, on the same data, and the
+"""The ablation (docs/METHODS.md §1): the wsss pipeline once per method, in parallel, on the same data, and the
 fully supervised upper bound once; one table at the end.
 
 `build_ablation(parallelism)` makes the pipeline: a cluster runs every method at once (0, no limit); locally

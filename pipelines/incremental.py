@@ -1,4 +1,4 @@
-"""Incremental updates from image labels (METHODS.md §2): the registry's next model from the inbox's oldest new
+"""Incremental updates from image labels (docs/METHODS.md §2): the registry's next model from the inbox's oldest new
 batch, promoted only through the gate. Meant to be scheduled (`wsseg schedule incremental --cron ...`).
 
 check-inbox claims the oldest batch not processed yet that no other run holds (`wsseg.incremental.inbox`: two

@@ -1,4 +1,4 @@
-"""Semi-supervised segmentation (METHODS.md §3): the same segmenter trained on the labelled subset alone (the
+"""Semi-supervised segmentation (docs/METHODS.md §3): the same segmenter trained on the labelled subset alone (the
 baseline), with ClassMix's mean teacher on the other train images too, on the labelled subset alone for as many
 iterations as ClassMix (`continued`), and on every train image's mask for as many (`all_labels`, the upper bound),
 each evaluated on val.

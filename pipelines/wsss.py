@@ -1,4 +1,4 @@
-"""Weakly supervised segmentation from image-level labels (METHODS.md §1):
+"""Weakly supervised segmentation from image-level labels (docs/METHODS.md §1):
 classifier → CAMs → dense CRF → pseudo masks (→ affinity random walk → dense CRF, with `affinity.enabled`)
 → mmseg segmenter → evaluation."""
 from kfp import dsl

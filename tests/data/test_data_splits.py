@@ -1,4 +1,4 @@
-"""Incremental task splits following WILSON / MiB (METHODS.md §2)."""
+"""Incremental task splits following WILSON / MiB (docs/METHODS.md §2.7)."""
 from pathlib import Path
 
 import numpy as np

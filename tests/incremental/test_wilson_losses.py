@@ -1,6 +1,6 @@
 """WILSON's localizer pooling, focal size penalty, pseudo label and the localizer's self-training targets and loss
-(Cermelli et al., CVPR'22; METHODS.md §2; WILSON's code), and the old classes' image labels read from the old model,
-on hand-made maps, against their formulas."""
+(Cermelli et al., CVPR'22; docs/METHODS.md §2; WILSON's code), and the old classes' image labels read from the old
+model, on hand-made maps, against their formulas."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""The CAM-expanding methods of the classifier (METHODS.md §1): each test fails when the method's defining step
+"""The CAM-expanding methods of the classifier (docs/METHODS.md §1): each test fails when the method's defining step
 is taken out (no hiding, no mixing, no erasing, no dilation, no equivariance loss, no pixel correlation)."""
 import io
 

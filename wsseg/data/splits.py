@@ -1,4 +1,4 @@
-"""Class-incremental task splits as WILSON and MiB define them (METHODS.md §2), on any labelled dataset.
+"""Class-incremental task splits as WILSON and MiB define them (docs/METHODS.md §2.7), on any labelled dataset.
 
 A task "<old>-<new>" orders the foreground classes by index: step 0 learns the first `old`, each later step
 the next `new`. VOC 15-5 has 2 steps, 15-1 has 6, 10-10 has 2.

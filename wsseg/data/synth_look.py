@@ -1,6 +1,6 @@
 """How synthetic objects and backgrounds look, drawn with vectorised numpy on a pixel grid.
 
-Classes are built to reproduce what makes weak supervision hard on photos (METHODS.md §1): each class
+Classes are built to reproduce what makes weak supervision hard on photos (docs/METHODS.md §1): each class
 carries a small, saturated "key part" (the dog's face) on a larger body. The body's texture pattern is shared
 by every fourth class and by class-free distractors; its moderately saturated hue, its own among the classes,
 and its shape set it apart. A classifier can name the class from the key part alone, so plain CAMs cover

@@ -1,4 +1,4 @@
-"""The inbox: where new labelled images arrive, batch by batch, for the `incremental` pipeline (METHODS.md §2).
+"""The inbox: where new labelled images arrive, batch by batch, for the `incremental` pipeline (docs/METHODS.md §2).
 
 Under `<inbox>/` (any store, e.g. `s3://wsseg/inbox/`), one folder per batch:
 - `<batch>/manifest.csv` or `<batch>/manifest.jsonl`: the batch's images and their image-level labels, in the

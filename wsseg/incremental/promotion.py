@@ -2,7 +2,7 @@
 
 Both models are scored on the same held-out set, in mIoU percent: `old_miou` over the classes the current model
 already knew, `new_miou` over the classes the candidate adds, `all_miou` over both. An incremental step
-(METHODS.md §2) must learn the new classes without forgetting the old ones, so the gate checks one figure each:
+(docs/METHODS.md §2.7) must learn the new classes without forgetting the old ones, so the gate checks one figure each:
 - `max_old_drop`: the candidate's old-class mIoU may fall at most this many points below the current model's;
 - `min_new_miou`: the candidate's new-class mIoU must reach this floor (null: no floor).
 Their defaults are the `registry` section's (`wsseg.incremental.registry.GATE_DEFAULTS`). A setting of null skips

@@ -1,5 +1,5 @@
 """WILSON, incremental learning of new classes from image-level labels without the old data (Cermelli et al.,
-CVPR'22; METHODS.md §2), as mmseg modules.
+CVPR'22; docs/METHODS.md §2), as mmseg modules.
 
 A step adds new classes to the segmenter of the previous step, the old model, from new images that carry image-level
 labels of the new classes only. `WILSONSegmentor` is mmseg's EncoderDecoder with the old model's architecture and
@@ -11,15 +11,15 @@ with a per-class BCE (L_SEG). Prediction is EncoderDecoder's own: neither the lo
 The checkpoint holds both, so that a stored step loads alone; the next step reads this step's encoder and decoder
 back as its old model (`old_encoder_decoder`), so that steps chain (15-1: five of them).
 
-Where METHODS.md says less than WILSON's code (github.com/fcdl94/WILSON), the code decides: the localizer's soft
-maps keep only the background and the image's labelled new classes before they make a pseudo label (an image's
-pixels are never labelled with a class it does not show), and new classes start from the background's classifier
-with MiB's balanced bias (`grow_classifier`). With `localizer_self_training`, the localizer also learns, from the
-pseudo-label start on, from its own maps refined by PAMR (`wsseg.incremental.pamr`) where they are confident, as that
-code does. With `old_model_image_labels` (the default; beyond the paper, whose L_CLS `false` gives), L_CLS covers
-every class, not only the new ones: the background is present in every image and an old class where the old model
-predicts it (`old_model_image_labels`), so that a new class has competitors to its pixels even when every image of a
-batch shows it (15-1), and the old classes have images without them.
+Where the paper says less than WILSON's code (github.com/fcdl94/WILSON), the code decides (docs/METHODS.md §2.5):
+the localizer's soft maps keep only the background and the image's labelled new classes before they make a pseudo
+label (an image's pixels are never labelled with a class it does not show), and new classes start from the
+background's classifier with MiB's balanced bias (`grow_classifier`). With `localizer_self_training`, the localizer
+also learns, from the pseudo-label start on, from its own maps refined by PAMR (`wsseg.incremental.pamr`) where they
+are confident, as that code does. With `old_model_image_labels` (the default; beyond the paper, whose L_CLS `false`
+gives), L_CLS covers every class, not only the new ones: the background is present in every image and an old class
+where the old model predicts it (`old_model_image_labels`), so that a new class has competitors to its pixels even
+when every image of a batch shows it (15-1), and the old classes have images without them.
 
 With `old_model_prior` false, a step is the fine-tuning baseline of WILSON's tables (the forgetting lower bound): it
 starts from the old model as always, but the localizer learns from L_CLS alone and the pseudo label is the

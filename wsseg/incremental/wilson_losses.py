@@ -1,4 +1,4 @@
-"""WILSON's formulas on tensors (Cermelli et al., CVPR'22; METHODS.md §2), apart from the modules that use them
+"""WILSON's formulas on tensors (Cermelli et al., CVPR'22; docs/METHODS.md §2), apart from the modules that use them
 (`wsseg.incremental.wilson`): the localizer's image scores (nGWP pooling and the focal size penalty), the decode
 head's pseudo label, the localizer's self-training targets and loss of WILSON's code, and the image labels of the
 old classes read from the old model."""

@@ -8,11 +8,11 @@ photometric distortion), SGD (AdamW when training from scratch) with a poly sche
 segmenter to start from) are local paths or URLs here: the step fetches store URIs first (`wsseg.runtime.weights`).
 
 `mode` picks the training objective: "standard" is cross-entropy on the pseudo masks; "sec" trains the same
-model with SEC's seed, expand and constrain losses (`wsseg.wsss.sec`, METHODS.md §1); "classmix" adds to the
+model with SEC's seed, expand and constrain losses (`wsseg.wsss.sec`, docs/METHODS.md §1.16); "classmix" adds to the
 cross-entropy on the labelled images ClassMix's loss on mixes of unlabelled ones, labelled by a mean teacher
-(`wsseg.semi.classmix`, METHODS.md §3; `datasets["unlabelled"]` holds those images); "wilson" adds classes to
+(`wsseg.semi.classmix`, docs/METHODS.md §3; `datasets["unlabelled"]` holds those images); "wilson" adds classes to
 the segmenter `segmenter.wilson.old_checkpoint` names, from image labels alone (`wsseg.incremental.wilson`,
-METHODS.md §2): the model is that segmenter's, grown by the new classes, and `segmenter.model` is not read;
+docs/METHODS.md §2): the model is that segmenter's, grown by the new classes, and `segmenter.model` is not read;
 "band" adds to the cross-entropy a loss that keeps the masks' uncertain pixels to the background and the image's
 labels (`wsseg.wsss.band`).
 """
@@ -51,7 +51,7 @@ SEC_OUTPUT_SIDE = 41
 SEC_CRF = dict(iterations=10, gaussian_sxy=round(3 / 12 * REFERENCE_SIDE / SEC_OUTPUT_SIDE, 2),
                gaussian_compat=3.0, bilateral_sxy=round(80 / 12 * REFERENCE_SIDE / SEC_OUTPUT_SIDE, 2),
                bilateral_srgb=13.0, bilateral_compat=10.0, scale_sxy_to_image=True)
-# SEC's decays of global weighted rank pooling (METHODS.md §1, expand loss) for present classes, absent ones
+# SEC's decays of global weighted rank pooling (docs/METHODS.md §1.16, expand loss) for present classes, absent ones
 # (0: max pooling) and background, for its 41x41 grid (`decay_reference_pixels`; see sec.scaled_decay).
 SEC_DEFAULTS = dict(decay_present=0.996, decay_absent=0.0, decay_background=0.999,
                     decay_reference_pixels=SEC_OUTPUT_SIDE ** 2, crf=SEC_CRF)
@@ -76,14 +76,15 @@ CLASSMIX_MODULES = ["wsseg.semi.classmix", "wsseg.semi.sampler"]
 # that a step adjusts the old model rather than retraining it; head_lr_mult: the decode head's and the localizer's
 # rate against the encoder's (its --lr_head 10, --lr_pseudo 0.01); encoder_distillation: the weight of L_DE (MSE
 # of the encoder's last stage to the old one's; --loss_de 1); pseudo_label_start: the share of a step's iterations
-# before L_SEG counts (--pseudo_ep 5 of 40 epochs). These four are in WILSON's code, not in METHODS.md.
+# before L_SEG counts (--pseudo_ep 5 of 40 epochs). These four are in WILSON's code, not in its paper
+# (docs/METHODS.md §2.5).
 # localizer_self_training: from pseudo_label_start on, the localizer also learns from its own maps, refined by PAMR
 # and kept where confident, as WILSON's code does after its pseudo-label epoch; off, since the defaults above were
 # measured without it. old_model_image_labels: L_CLS over every class, the background present in every image and an
 # old class where the old model predicts it, so that a new class shown by every image of a batch cannot win L_CLS by
 # claiming every pixel; on, since it kept more of the old classes in all nine 15-5 comparisons on semi400 (overlap
-# and disjoint, several seeds; README) and learned more of the new ones in six; false gives WILSON's L_CLS, over the
-# new classes alone.
+# and disjoint, several seeds; docs/RESULTS.md) and learned more of the new ones in six; false gives WILSON's L_CLS,
+# over the new classes alone.
 # Without the old model's prior (old_model_prior false) there is no old model to read the labels from: it is off.
 WILSON_DEFAULTS = dict(old_checkpoint=None, old_classes=None, new_classes=None, protocol="disjoint", alpha=0.5,
                        cls_weight=1.0, loc_weight=1.0, epsilon=1.0, focal_gamma=3.0, focal_lambda=0.01,
@@ -101,10 +102,10 @@ def default_config(preset: str) -> dict:
     model family the same way (`wsseg.segmenter.models`); `model` may also name a user's mmseg config.
     `self_training` trains a second segmenter on pseudo masks whose band the first one labelled
     (`wsseg.wsss.self_training`). It is off on every preset. At 2000 iterations the completed masks were better on
-    ten of eleven rows measured on both looks (README), and the segmenters trained on them moved -12.45 to +4.59, inside
-    one training's seed noise then. At the cpu preset's 4000, on cam's masks, it lost 2.61 on the shapes look it
-    is tuned on (85.58 once, 82.97 self-trained) and 3.61 and 4.16 on the held-out look (two mask sets), for
-    twice the training time."""
+    ten of eleven rows measured on both looks (docs/RESULTS.md), and the segmenters trained on them moved -12.45 to
+    +4.59, inside one training's seed noise then. At the cpu preset's 4000, on cam's masks, it lost 2.61 on the
+    shapes look it is tuned on (85.58 once, 82.97 self-trained) and 3.61 and 4.16 on the held-out look (two mask
+    sets), for twice the training time."""
     settings = _preset(preset)
     return dict(model="deeplabv3plus", **settings, init_checkpoint=None,
                 photometric={} if preset == "gpu" else dict(GENTLE_PHOTOMETRIC), mode="standard", loss="cross_entropy",

@@ -1,4 +1,4 @@
-"""ClassMix with a mean teacher (Olsson et al., WACV'21; METHODS.md §3), as an mmseg segmentor.
+"""ClassMix with a mean teacher (Olsson et al., WACV'21; docs/METHODS.md §3), as an mmseg segmentor.
 
 `ClassMixSegmentor` is mmseg's EncoderDecoder, the student, with a teacher whose weights are the exponential
 moving average of the student's (Tarvainen & Valpola, NeurIPS'17), kept by mmengine's

@@ -1,4 +1,4 @@
-"""Semi-supervised segmentation's data (METHODS.md §3): which train images keep their pixel labels.
+"""Semi-supervised segmentation's data (docs/METHODS.md §3.5): which train images keep their pixel labels.
 
 `semi.labelled` picks the labelled subset of the train split: a fraction ("1/8", as the semi-supervised papers
 split VOC), a count (25) or a list of image ids. Null (the default) labels every train image, as before. A fraction

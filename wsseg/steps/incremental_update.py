@@ -1,4 +1,4 @@
-"""incremental-update: the next model of the registry from one inbox batch, the WILSON way (METHODS.md §2).
+"""incremental-update: the next model of the registry from one inbox batch, the WILSON way (docs/METHODS.md §2).
 
 For the batch (`wsseg.incremental.inbox`): fetch the registry's current version; train the candidate with
 `segmenter.mode: wilson` on the batch's images and image-level labels (with those of the refused batches whose

@@ -1,4 +1,5 @@
-"""mine-cams: per-class localisation maps of each labelled image from the trained classifier (METHODS.md §1, step 2).
+"""mine-cams: per-class localisation maps of each labelled image from the trained classifier (docs/METHODS.md §1,
+step 2; §1.11).
 
 Writes `<image_id>.npz` holding `cams` float16 (L, H, W) in [0, 1], one max-normalised map per image label at
 image resolution (a classifier ensemble's: the mean of its members' maps), and `labels` int16 (L,); then

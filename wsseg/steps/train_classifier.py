@@ -1,4 +1,5 @@
-"""train-classifier: a multi-label classifier on image-level labels, the source of every CAM (METHODS.md §1, step 1).
+"""train-classifier: a multi-label classifier on image-level labels, the source of every CAM (docs/METHODS.md §1,
+step 1; §1.1).
 
 Writes `last.pth` after every epoch (model, optimizer, schedule, epoch), so a killed run resumes where it
 stopped; then `checkpoint.pth`, `metrics.json` (val mAP and F1) and `config.yaml`.
@@ -32,7 +33,7 @@ def default_config(preset: str) -> dict:
               "crop_size": 512, "scale_range": [0.7, 1.0], "flip": True, "color_jitter": 0.1,
               "batch_size": 16, "epochs": 20, "optimizer": {"type": "AdamW", "lr": 5e-4, "weight_decay": 1e-4},
               "head_lr_multiplier": 10.0, "num_workers": 4, "device": "auto", "precision": "bf16",
-              # The CAM-expanding methods that change training, not the architecture (METHODS.md §1); the
+              # The CAM-expanding methods that change training, not the architecture (docs/METHODS.md §1); the
               # architectures are model types: ACoLClassifier, MDCClassifier, SEAMClassifier.
               "hide_and_seek": {"enabled": False, "hide_probability": 0.5,
                                 "patch_fractions": [round(side / 224, 4) for side in HIDE_AND_SEEK_PATCHES_AT_224]},

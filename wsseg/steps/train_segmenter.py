@@ -1,4 +1,4 @@
-"""train-segmenter: an mmsegmentation model trained on the pseudo masks (METHODS.md §4), the WSSS pipeline's
+"""train-segmenter: an mmsegmentation model trained on the pseudo masks (docs/METHODS.md §4), the WSSS pipeline's
 last training step; without pseudo masks, on the ground truth instead (the fully supervised upper bound).
 
 mmengine's Runner does the training. Every checkpoint is copied into the output store as `last.pth`, and a

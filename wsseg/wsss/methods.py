@@ -1,4 +1,4 @@
-"""The weakly supervised methods wsseg implements, by name, each a set of config overrides (METHODS.md §1).
+"""The weakly supervised methods wsseg implements, by name, each a set of config overrides (docs/METHODS.md §1).
 
 A method is a config switch, not a code path of its own: `method_config(config, name)` is the run's config with
 the method's settings merged in, so a method combines with any preset, model or dataset, and an ablation is

@@ -1,4 +1,4 @@
-"""SEC, Seed, Expand and Constrain (Kolesnikov & Lampert, ECCV'16; METHODS.md §1), as an mmseg segmentor.
+"""SEC, Seed, Expand and Constrain (Kolesnikov & Lampert, ECCV'16; docs/METHODS.md §1.16), as an mmseg segmentor.
 
 `SECSegmentor` is mmseg's EncoderDecoder trained with SEC's three losses on its decode head's scores instead of
 cross-entropy; prediction is EncoderDecoder's own. The pseudo masks play SEC's localisation cues: every pixel a

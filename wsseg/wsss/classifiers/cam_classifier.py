@@ -23,7 +23,7 @@ class CAMClassifier(BaseModule):
     """Backbone → 1×1 convolution without bias → global average pooling → one logit per foreground class.
 
     Because pooling and a bias-free linear layer commute, the 1×1 convolution applied before pooling is the CAM
-    itself: CAM_c = Σ_d w_{c,d} F_d and s_c = mean_i CAM_c(i) (METHODS.md §1, CAM).
+    itself: CAM_c = Σ_d w_{c,d} F_d and s_c = mean_i CAM_c(i) (docs/METHODS.md §1.1).
 
     `images` are (N, 3, H, W) float RGB in 0..255; the model normalises them itself, so callers need not know
     the statistics. `pretrained` is a backbone checkpoint loaded by `init_weights`.
