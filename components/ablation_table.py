@@ -16,9 +16,9 @@ def ablation_table(run_store: str, methods: list[str], evaluations: Input[list[D
     for every method's evaluation and the upper bound's."""
     from pathlib import Path
 
-    from wsseg.evaluation.report import render_ablation_html, render_ablation_table
     from wsseg.runtime.pipeline_io import use_endpoint
-    from wsseg.wsss.ablation import write_ablation_table
+    from wsseg.store import open_store
+    from wsseg.wsss.ablation import TABLE, write_ablation_table
 
     use_endpoint(s3_endpoint)
     figures = write_ablation_table(run_store, methods)
@@ -30,6 +30,7 @@ def ablation_table(run_store: str, methods: list[str], evaluations: Input[list[D
         for name in ("cam_miou", "pseudo_mask_miou", "segmenter_miou"):
             if summary[name] is not None:
                 metrics.log_metric(f"{summary['method']}_mean_{name}", summary[name]["mean"])
-    for artifact, text in ((table, render_ablation_table(figures)), (report, render_ablation_html(figures))):
+    written = open_store(run_store).child(TABLE)
+    for artifact, key in ((table, "table.md"), (report, "report.html")):
         Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
-        Path(artifact.path).write_text(text)
+        Path(artifact.path).write_bytes(written.get_bytes(key))

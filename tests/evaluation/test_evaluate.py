@@ -141,7 +141,10 @@ def test_report_holds_the_figures_of_metrics_json_and_the_overlays(tmp_path):
     for figure in figures:
         assert f"{figure:.2f}" in markdown and f"{figure:.2f}" in page
     assert sorted(out.list("overlays/")) == ["overlays/a.png", "overlays/c.png"]
-    assert page.count("data:image/png;base64,") == 2
+    # The two overlays, the per-class IoU chart and a heat map of each confusion matrix stored (CAMs, pseudo masks).
+    assert page.count("data:image/png;base64,") == 2 + 1 + 2
+    assert sorted(metrics["confusion_matrices"]) == ["cam", "pseudo_masks"]
+    assert [overlay["image_id"] for overlay in metrics["overlays"]] == ["a", "c"]
     with Image.open(io.BytesIO(out.get_bytes("overlays/a.png"))) as strip:
         # image | CAM | pseudo mask | ground truth, 4 px apart
         assert strip.size == (4 * 4 + 3 * 4, 2)

@@ -87,7 +87,7 @@ def test_an_empty_registry_has_no_curve_and_says_how_to_start_one(tmp_path):
 def test_the_update_report_holds_the_curve_of_the_candidates_lineage(three_steps, tmp_path):
     out = open_store(tmp_path / "update")
     result = outcome(three_steps, "batch-2", three_steps.version(3))
-    write_reports(out, result, forgetting_curve(three_steps, 3))
+    write_reports(out, result, forgetting_curve(three_steps, 3), overlays=[])
 
     png = out.get_bytes(CURVE_PNG)
     assert Image.open(io.BytesIO(png)).format == "PNG" and refused_band_pixels(png) > 0

@@ -56,6 +56,11 @@ class ConfusionMatrix:
         iou = self.iou()
         return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
+    def record(self, class_names: tuple[str, ...] | list[str]) -> dict:
+        """The counts as JSON, so that a report (or a later reader) can draw the matrix without the images."""
+        return {"classes": list(class_names), "rows": "ground truth", "columns": "prediction",
+                "counts": self.counts.tolist()}
+
     def summary(self, class_names: tuple[str, ...] | list[str]) -> dict:
         """Percentages, rounded for reports; NaN becomes None so the dict is valid JSON."""
         if len(class_names) != self.num_classes:

@@ -6,15 +6,16 @@ percentages as `ConfusionMatrix.summary` gives them. `render_summary_table` is t
 """
 from __future__ import annotations
 
-import base64
-import html
 import io
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
 from wsseg.classes import voc_palette
+from wsseg.evaluation import charts
+from wsseg.evaluation.pages import Chart, render_page
 
 OVERLAY_GAP_PX = 4
 HEATMAP_OPACITY = 0.5
@@ -76,40 +77,85 @@ def render_markdown(metrics: dict, overlays: list[Overlay]) -> str:
 
 
 def render_html(metrics: dict, overlays: list[Overlay]) -> str:
-    """A self-contained page: overlays are embedded as base64 data URIs so the file travels alone."""
-    body = []
-    for title, note, header, rows in _sections(metrics):
-        body += [f"<h2>{html.escape(title)}</h2>"] + ([f"<p>{html.escape(note)}</p>"] if note else [])
-        body.append(html_table(header, rows))
-    if overlays:
-        body.append("<h2>Overlays</h2>")
-    for overlay in overlays:
-        body.append(html_figure(overlay.png, overlay.image_id, f"{overlay.image_id}: {' | '.join(overlay.panels)}"))
-    return html_page("wsseg evaluation", body)
+    """A self-contained page (`templates/evaluation.html.j2`): the headline, per-class IoU of every stage scored,
+    the stored confusion matrices as heat maps, the overlays and the per-class tables."""
+    headline, *sections = _sections(metrics)
+    return render_page("evaluation.html.j2", title=f"wsseg evaluation: {_run_kind(metrics)}",
+                       subtitle=_scored_line(metrics), cards=_cards(metrics), headline=headline, sections=sections,
+                       per_class_chart=_per_class_chart(metrics), confusion_charts=_confusion_charts(metrics),
+                       overlays=overlays)
 
 
-def html_page(title: str, body: list[str]) -> str:
-    """A page of `body`'s HTML fragments under the heading `title`."""
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{max-width:100%}")
-    title = html.escape(title)
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>"
-            f"<style>{style}</style></head><body><h1>{title}</h1>\n" + "\n".join(body) + "\n</body></html>\n")
+def _run_kind(metrics: dict) -> str:
+    if metrics.get("cam"):
+        return "image labels to pseudo masks to a segmenter"
+    return "segmenter" if metrics.get("segmenter") else "nothing scored"
 
 
-def html_figure(png: bytes, alt: str, caption: str) -> str:
-    """A PNG embedded as a base64 data URI, so that the page travels alone (KFP's HTML viewer shows one file)."""
-    data = base64.b64encode(png).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+def _scored_line(metrics: dict) -> str:
+    stages = list(stage_summaries(metrics))
+    return f"Scored: {', '.join(stages)}." if stages else "Nothing was scored."
 
 
-def _sections(metrics: dict) -> list[tuple[str, str, tuple[str, ...], list[list[str]]]]:
+def _cards(metrics: dict) -> list[tuple[str, str]]:
+    """The headline's figures a reader looks for first, those the run has."""
+    head = metrics["headline"]
+    upper = metrics.get("upper_bound_miou")
+    cards = [("CAM mIoU (train)", head["cam_miou"]), ("pseudo-mask mIoU (train)", head["pseudo_mask_miou"]),
+             ("segmenter mIoU (val)", head["segmenter_miou"]),
+             ("segmenter as % of the upper bound", _ratio(head["segmenter_miou"], upper))]
+    return [(label, figure_cell(value)) for label, value in cards if value is not None]
+
+
+def stage_summaries(metrics: dict) -> dict[str, dict]:
+    """Each stage scored (its label -> its `ConfusionMatrix.summary`), in the pipeline's order."""
+    masks = metrics.get("pseudo_masks") or {}
+    stages = {"CAM (train)": (metrics.get("cam") or {}).get("at_best_threshold"),
+              "pseudo mask (train)": masks.get("uncertain_as_background"),
+              "relabelled mask (train)": masks.get("relabelled"),
+              "segmenter (val)": metrics.get("segmenter")}
+    return {label: summary for label, summary in stages.items() if summary}
+
+
+def _per_class_chart(metrics: dict) -> Chart | None:
+    stages = stage_summaries(metrics)
+    if not stages:
+        return None
+    last = list(stages)[-1]
+    png = charts.per_class_iou_chart(
+        {label: {name: figures["iou"] for name, figures in summary["per_class"].items()}
+         for label, summary in stages.items()}, "Per-class IoU of each stage", stages[last]["per_class"])
+    return Chart(png, "per-class IoU chart", f"Bars: IoU per class and stage; markers: the {last}'s precision and "
+                                             "recall. Uncertain pseudo-mask pixels count as background.")
+
+
+CONFUSION_TITLES = {"cam": "CAMs at the best threshold (train)",
+                    "pseudo_masks": "Pseudo masks, uncertain as background (train)",
+                    "segmenter": "Segmenter (val)"}
+
+
+def _confusion_charts(metrics: dict) -> list[Chart]:
+    """A heat map of each confusion matrix evaluate stored (a run from before it stored them has none)."""
+    stored = metrics.get("confusion_matrices") or {}
+    return [Chart(charts.confusion_heatmap(matrix["counts"], matrix["classes"], title), f"confusion matrix: {title}")
+            for key, title in CONFUSION_TITLES.items() if (matrix := stored.get(key))]
+
+
+class Section(NamedTuple):
+    """One table of a report: its title, a note under it, the header and the rows of cells."""
+
+    title: str
+    note: str
+    header: tuple[str, ...]
+    rows: list[list[str]]
+
+
+def _sections(metrics: dict) -> list[Section]:
     """(title, note, header, rows) of each table, in report order."""
-    sections = [("Headline", _headline_note(metrics), ("figure", "value"), _headline_rows(metrics))]
+    sections = [Section("Headline", _headline_note(metrics), ("figure", "value"), _headline_rows(metrics))]
     cam = metrics.get("cam")
     if cam:
-        sections.append(("CAM background threshold sweep (train)", "", ("threshold", "mIoU"),
+        sections.append(Section("CAM background threshold sweep (train)", "", ("threshold", "mIoU"),
                          [[figure_cell(row["threshold"]), figure_cell(row["miou"])] for row in cam["threshold_sweep"]]))
         sections.append(_per_class(f"CAMs at threshold {figure_cell(cam['best_threshold'])}, per class (train)",
                                    cam["at_best_threshold"]))
@@ -124,7 +170,7 @@ def _sections(metrics: dict) -> list[tuple[str, str, tuple[str, ...], list[list[
     segmenter = metrics.get("segmenter")
     if segmenter:
         title, note, header, rows = _per_class("Segmenter, per class (val)", segmenter)
-        sections.append((title, f"{note} {_test_time_views(segmenter)}", header, rows))
+        sections.append(Section(title, f"{note} {_test_time_views(segmenter)}", header, rows))
     return sections
 
 
@@ -143,7 +189,7 @@ THRESHOLD_SOURCES = {
 }
 
 
-def _thresholds_section(thresholds: dict, metrics: dict) -> tuple[str, str, tuple[str, ...], list[list[str]]]:
+def _thresholds_section(thresholds: dict, metrics: dict) -> Section:
     """The refine step's per-class pass thresholds and where they came from."""
     names = list(metrics["pseudo_masks"]["uncertain_as_background"]["per_class"])
     details = thresholds.get("details", {})
@@ -154,7 +200,8 @@ def _thresholds_section(thresholds: dict, metrics: dict) -> tuple[str, str, tupl
         note += f" ({details['method']})"
     rows = [[names[int(label)] if int(label) < len(names) else label, figure_cell(level),
              figure_cell(thresholds["background"][label])] for label, level in thresholds["foreground"].items()]
-    return "Pseudo-mask thresholds (CRF passes)", note + ".", ("class", "foreground pass", "background pass"), rows
+    return Section("Pseudo-mask thresholds (CRF passes)", note + ".", ("class", "foreground pass", "background pass"),
+                   rows)
 
 
 def _headline_note(metrics: dict) -> str:
@@ -180,12 +227,12 @@ def _headline_rows(metrics: dict) -> list[list[str]]:
     return rows
 
 
-def _per_class(title: str, summary: dict) -> tuple[str, str, tuple[str, ...], list[list[str]]]:
+def _per_class(title: str, summary: dict) -> Section:
     rows = [[name, figure_cell(v["iou"]), figure_cell(v["precision"]), figure_cell(v["recall"])]
             for name, v in summary["per_class"].items()]
     rows.append(["mean", figure_cell(summary["miou"]), "", ""])
     note = f"mIoU {figure_cell(summary['miou'])}, pixel accuracy {figure_cell(summary['pixel_accuracy'])} (%)."
-    return title, note, ("class", "IoU", "precision", "recall"), rows
+    return Section(title, note, ("class", "IoU", "precision", "recall"), rows)
 
 
 def _summary_cells(name: str, headline: dict, upper: float | None) -> list[str]:
@@ -212,12 +259,67 @@ def render_ablation_table(table: dict) -> str:
     return text
 
 
-def render_ablation_html(table: dict) -> str:
-    seeds = (f"{html_table(SEED_COLUMNS, _seed_rows(table))}<p>{SEED_NOTE}</p>" if table.get("across_seeds")
-             else "")
-    return (f"<html><head><meta charset='utf-8'><title>wsseg ablation</title></head><body><h1>Ablation</h1>"
-            f"{html_table(ABLATION_COLUMNS, _ablation_rows(table))}<p>{html.escape(_ablation_note(table))}</p>"
-            f"{seeds}</body></html>")
+def render_ablation_html(table: dict, evaluations: dict[str, dict], overlays: dict[str, Overlay]) -> str:
+    """The ablation's page (`templates/ablation.html.j2`): the table and its chart, then what each finished method's
+    evaluation (`evaluations`, its metrics.json by method, the upper bound's under its name too) holds side by side:
+    per-class IoU, confusion matrices, and `overlays`, one strip per method of the same image."""
+    finished = [row for row in table["methods"] if row["finished"]]
+    seeds = Section("Across seeds", SEED_NOTE, SEED_COLUMNS, _seed_rows(table)) if table.get("across_seeds") else None
+    return render_page(
+        "ablation.html.j2", title="wsseg ablation", subtitle=_ablation_subtitle(table), cards=_ablation_cards(table),
+        chart=Chart(charts.ablation_chart(table["methods"], table["upper_bound_miou"], _ablation_figures(table)),
+                    "chart of each method's mIoU", "Bars: each stage's mIoU per method; dashed line: the fully "
+                                                   "supervised upper bound."),
+        table=Section("Table", _ablation_note(table), ABLATION_COLUMNS, _ablation_rows(table)),
+        seeds=seeds,
+        per_class_chart=_methods_per_class_chart(evaluations),
+        confusion_charts=[chart for method, metrics in evaluations.items()
+                          for chart in _segmenter_confusion(method, metrics)],
+        overlays=[(row["method"], overlays[row["method"]]) for row in finished if row["method"] in overlays])
+
+
+ABLATION_FIGURES = {"cam_miou": "CAM (train)", "pseudo_mask_miou": "pseudo mask (train)",
+                    "relabelled_mask_miou": "relabelled mask (train)", "segmenter_miou": "segmenter (val)"}
+
+
+def _ablation_figures(table: dict) -> dict[str, str]:
+    """The figures the chart draws: the relabelled masks only where some method self-trained."""
+    return {key: label for key, label in ABLATION_FIGURES.items()
+            if key != "relabelled_mask_miou" or any(row.get(key) is not None for row in table["methods"])}
+
+
+def _ablation_subtitle(table: dict) -> str:
+    finished = sum(row["finished"] for row in table["methods"])
+    unfinished = f"; not finished yet: {', '.join(table['unfinished'])}" if table["unfinished"] else ""
+    return f"{finished} of {len(table['methods'])} method runs evaluated{unfinished}."
+
+
+def _ablation_cards(table: dict) -> list[tuple[str, str]]:
+    scored = [row for row in table["methods"] if row.get("segmenter_miou") is not None]
+    cards = [("fully supervised upper bound mIoU", figure_cell(table["upper_bound_miou"]))]
+    if scored:
+        best = max(scored, key=lambda row: row["segmenter_miou"])
+        cards.insert(0, (f"best segmenter mIoU: {best['method']}", figure_cell(best["segmenter_miou"])))
+    return cards
+
+
+def _methods_per_class_chart(evaluations: dict[str, dict]) -> Chart | None:
+    segmenters = {method: metrics["segmenter"]["per_class"] for method, metrics in evaluations.items()
+                  if metrics.get("segmenter")}
+    if not segmenters:
+        return None
+    rows = {method: {name: figures["iou"] for name, figures in per_class.items()}
+            for method, per_class in segmenters.items()}
+    return Chart(charts.per_class_heatmap(rows, "Segmenter IoU per class (val), per method"),
+                 "per-class IoU of each method's segmenter", "Each row a method's segmenter, each cell a class's IoU.")
+
+
+def _segmenter_confusion(name: str, metrics: dict) -> list[Chart]:
+    matrix = (metrics.get("confusion_matrices") or {}).get("segmenter")
+    if matrix is None:
+        return []
+    title = f"{name}: segmenter (val)"
+    return [Chart(charts.confusion_heatmap(matrix["counts"], matrix["classes"], title), f"confusion matrix: {title}")]
 
 
 def _seed_rows(table: dict) -> list[list[str]]:
@@ -273,9 +375,3 @@ def figure_cell(value: float | None) -> str:
 def markdown_table(header, rows) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
-def html_table(header, rows) -> str:
-    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

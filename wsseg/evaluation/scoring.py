@@ -60,8 +60,9 @@ def score_seen_classes(segmenter, samples, seen: ClassList, num_old: int, settin
     """An incremental step's figures for the segmenter in the store `segmenter` on `samples` (a held-out split with
     masks): `old_miou`, `new_miou` and `all_miou` (`wsseg.evaluation.metrics.incremental_mious`) over the classes
     `seen` so far, of which the first `num_old` foreground ones are old; classes not seen yet count as background
-    (MiB's protocol). A model that knows fewer classes (the current one, before the step) is scored on the same classes,
-    so its figures and a candidate's compare."""
+    (MiB's protocol); with the per-class IoU and the confusion counts they come from. A model that knows fewer
+    classes (the current one, before the step) is scored on the same classes, so its figures and a candidate's
+    compare."""
     model = load_model(segmenter)
     matrix, scored, skipped = segmenter_matrix(model, samples, len(seen), settings, strict,
                                                partial(unseen_as_background, num_seen=len(seen)))
@@ -71,7 +72,7 @@ def score_seen_classes(segmenter, samples, seen: ClassList, num_old: int, settin
     per_class = matrix.summary(seen.names)["per_class"]
     return {**incremental_mious(matrix, num_old), "per_class_iou": {name: figures["iou"] for name, figures in
                                                                    per_class.items()},
-            "scored_images": scored, "skipped_images": skipped}
+            "scored_images": scored, "skipped_images": skipped, "confusion_matrix": matrix.record(seen.names)}
 
 
 def segmenter_matrix(model, samples, num_classes: int, settings: dict, strict: bool, ground_truth_of=None):

@@ -14,12 +14,11 @@ A version the promotion gate refused is marked: in the table's gate column and a
 """
 from __future__ import annotations
 
-import html
 import io
 from dataclasses import dataclass
 from itertools import pairwise
 
-from wsseg.evaluation.report import figure_cell, html_figure, html_table, markdown_table
+from wsseg.evaluation.report import Section, figure_cell, markdown_table
 from wsseg.incremental.registry import EmptyRegistry, ModelRegistry
 
 CURVE_PNG = "forgetting_curve.png"
@@ -81,9 +80,9 @@ def render_curve_markdown(steps: list[CurveStep]) -> str:
     return markdown_table(TABLE_COLUMNS, _rows(steps)) + "\n\n" + STEP_ZERO_NOTE
 
 
-def render_curve_html(steps: list[CurveStep], png: bytes) -> str:
-    return (html_figure(png, "forgetting curve", _caption(steps)) + html_table(TABLE_COLUMNS, _rows(steps))
-            + f"<p>{html.escape(STEP_ZERO_NOTE)}</p>")
+def curve_section(steps: list[CurveStep]) -> Section:
+    """The curve's table, as an HTML report shows it."""
+    return Section("Forgetting curve, step by step", STEP_ZERO_NOTE, TABLE_COLUMNS, _rows(steps))
 
 
 def plot_forgetting_curve(steps: list[CurveStep]) -> bytes:
@@ -106,7 +105,7 @@ def plot_forgetting_curve(steps: list[CurveStep]) -> bytes:
     axes.set_xlim(positions[0] - 0.5, positions[-1] + 0.5)
     axes.set_ylim(0, 100)
     axes.set_ylabel("mIoU (%), held-out set")
-    axes.set_title(_caption(steps))
+    axes.set_title(curve_caption(steps))
     axes.grid(axis="y", alpha=0.3)
     axes.legend(loc="best", fontsize="small")
     figure.tight_layout()
@@ -135,7 +134,7 @@ def _rows(steps: list[CurveStep]) -> list[list[str]]:
              figure_cell(step.new_miou), figure_cell(step.all_miou), step.gate] for step in steps]
 
 
-def _caption(steps: list[CurveStep]) -> str:
+def curve_caption(steps: list[CurveStep]) -> str:
     return f"Forgetting curve, v{steps[0].version} to v{steps[-1].version}"
 
 

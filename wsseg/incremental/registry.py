@@ -182,6 +182,12 @@ class ModelRegistry:
 
         return self._change_pointer(rollback, "roll back")
 
+    def model_store(self, number: int) -> ArtifactStore:
+        """Version `number`'s folder, which holds its model files as train-segmenter stored them (`load_segmenter`
+        reads it as it is)."""
+        self.version(number)
+        return self._version_store(number)
+
     def fetch(self, number: int | None, into: ArtifactStore) -> ArtifactStore:
         """Copy version `number`'s model files (the current version's when None) to `into`, a store the
         evaluate and predict steps load a segmenter from."""

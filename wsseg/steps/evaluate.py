@@ -19,6 +19,7 @@ from wsseg.classes import IGNORE_INDEX, ClassList
 from wsseg.data.images import decode_problem
 from wsseg.errors import ConfigError, DataError
 from wsseg.evaluation.metrics import ConfusionMatrix
+from wsseg.evaluation.overlays import segmenter_overlays, store_overlays
 from wsseg.evaluation.report import Overlay, cam_heatmap, colorize, overlay_strip, render_html, render_markdown
 from wsseg.evaluation.scoring import (
     GroundTruthSizeError,
@@ -66,11 +67,21 @@ def evaluate(data_root, cams, pseudo_masks, segmenter, out, config: dict, classe
     if cams is not None:
         counts, overlays = _score_train(load_samples(data_root, "train", classes), cams,
                                         MaskSources(pseudo_masks, relabelled), model, scores, out, settings, strict)
-    segmenter_summary = None
+    segmenter_summary, confusion_matrices = None, scores.confusion_matrices(classes.names)
     if model is not None:
-        segmenter_summary, counts["val_scored"], counts["val_skipped"] = _score_segmenter(
-            model, load_samples(data_root, "val", classes), classes, settings, strict)
+        val = load_samples(data_root, "val", classes)
+        matrix, counts["val_scored"], counts["val_skipped"] = segmenter_matrix(model, val, len(classes), settings,
+                                                                                strict)
+        segmenter_summary = _segmenter_summary(matrix, classes, settings)
+        confusion_matrices["segmenter"] = matrix.record(classes.names)
+        if cams is None:
+            overlays = segmenter_overlays(val, [("prediction", model)], settings, settings["overlays"])
+            store_overlays(out, overlays)
     metrics = scores.metrics(classes, segmenter_summary, settings["upper_bound_miou"], counts)
+    # Beside the figures: the counts they came from, for the report's heat maps and later readers, and which
+    # overlays the report shows.
+    metrics["confusion_matrices"] = confusion_matrices
+    metrics["overlays"] = [{"image_id": overlay.image_id, "panels": list(overlay.panels)} for overlay in overlays]
     if metrics["pseudo_masks"] and pseudo_masks.exists(THRESHOLDS):
         metrics["pseudo_masks"]["thresholds"] = json.loads(pseudo_masks.get_bytes(THRESHOLDS))
     out.put_bytes("metrics.json", json.dumps(metrics, indent=2).encode())
@@ -167,12 +178,16 @@ class TrainScores:
         if relabelled is not None:
             self.relabelled.update(np.where(relabelled == IGNORE_INDEX, 0, relabelled), ground_truth)
 
-    def cam_metrics(self, names) -> dict | None:
-        """The sweep, and per-class figures at the best threshold (the lowest one on a tie)."""
+    def best_cam_threshold(self) -> int | None:
+        """The index of the threshold whose CAMs score best (the lowest one on a tie), None before any score."""
         mious = [matrix.miou() for matrix in self.cam]
-        if not any(np.isfinite(mious)):
+        return int(np.nanargmax(mious)) if any(np.isfinite(mious)) else None
+
+    def cam_metrics(self, names) -> dict | None:
+        """The sweep, and per-class figures at the best threshold."""
+        best = self.best_cam_threshold()
+        if best is None:
             return None
-        best = int(np.nanargmax(mious))
         return {"best_threshold": self.thresholds[best],
                 "threshold_sweep": [{"threshold": t, "miou": m.summary(names)["miou"]}
                                     for t, m in zip(self.thresholds, self.cam, strict=True)],
@@ -185,6 +200,16 @@ class TrainScores:
                 "confident_only": self.pseudo_confident.summary(names),
                 "uncertain_fraction": round(self.uncertain_pixels / self.pseudo_pixels, 4),
                 "relabelled": self.relabelled.summary(names) if self.relabelled.counts.any() else None}
+
+    def confusion_matrices(self, names) -> dict:
+        """The counts of the CAMs at their best threshold and of the pseudo masks (uncertain as background), where
+        scored."""
+        matrices, best = {}, self.best_cam_threshold()
+        if best is not None:
+            matrices["cam"] = self.cam[best].record(names)
+        if self.with_pseudo_masks and self.pseudo_pixels:
+            matrices["pseudo_masks"] = self.pseudo_as_background.record(names)
+        return matrices
 
     def metrics(self, classes: ClassList, segmenter: dict | None, upper_bound, counts: dict) -> dict:
         cam, masks = self.cam_metrics(classes.names), self.pseudo_mask_metrics(classes.names)
@@ -231,13 +256,11 @@ def _read_pseudo_mask(pseudo_masks, image_id: str, shape: tuple[int, int]) -> np
     return mask
 
 
-def _score_segmenter(model, samples, classes: ClassList, settings: dict, strict: bool):
+def _segmenter_summary(matrix, classes: ClassList, settings: dict) -> dict:
     from wsseg.segmenter.inference import view_scales
 
-    matrix, scored, skipped = segmenter_matrix(model, samples, len(classes), settings, strict)
-    summary = {"split": "val", "multi_scale": settings["multi_scale"], "flip": settings["flip"],
-               "scales": list(view_scales(settings["multi_scale"])), **matrix.summary(classes.names)}
-    return summary, scored, skipped
+    return {"split": "val", "multi_scale": settings["multi_scale"], "flip": settings["flip"],
+            "scales": list(view_scales(settings["multi_scale"])), **matrix.summary(classes.names)}
 
 
 def _overlay(out, image_id, image, ground_truth, cams, pseudo_mask, model, settings) -> Overlay:
@@ -249,9 +272,9 @@ def _overlay(out, image_id, image, ground_truth, cams, pseudo_mask, model, setti
     if model is not None:
         panels.append(("prediction", colorize(predict_mask(model, image, settings))))
     panels.append(("ground truth", colorize(ground_truth)))
-    png = overlay_strip([panel for _, panel in panels])
-    out.put_bytes(f"overlays/{image_id}.png", png)
-    return Overlay(image_id, tuple(title for title, _ in panels), png)
+    overlay = Overlay(image_id, tuple(title for title, _ in panels), overlay_strip([panel for _, panel in panels]))
+    store_overlays(out, [overlay])
+    return overlay
 
 
 def _ids(store, suffix: str) -> set[str]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import filecmp
-import html
 import json
 import logging
 import tempfile
@@ -40,13 +39,17 @@ from wsseg.config import dump_config
 from wsseg.data import load_samples
 from wsseg.data.manifest import manifest_labels, write_manifest
 from wsseg.errors import ConfigError, DataError
-from wsseg.evaluation.report import figure_cell, html_page, html_table, markdown_table
+from wsseg.evaluation import charts
+from wsseg.evaluation.overlays import segmenter_overlays, store_overlays
+from wsseg.evaluation.pages import Chart, render_page
+from wsseg.evaluation.report import Overlay, Section, figure_cell, markdown_table
 from wsseg.incremental.forgetting_curve import (
     CURVE_PNG,
     CurveStep,
+    curve_caption,
+    curve_section,
     forgetting_curve,
     plot_forgetting_curve,
-    render_curve_html,
     render_curve_markdown,
 )
 from wsseg.incremental.inbox import BatchTaken, HeldLease, Inbox, default_holder
@@ -102,7 +105,9 @@ def incremental_update(data_root, registry: ModelRegistry, inbox: Inbox, batch: 
             refusal = _finish_promotion(registry, record)
         result = outcome(registry, batch, record, refusal)
         out.put_bytes(OUTCOME, json.dumps(result, indent=2).encode())
-        write_reports(out, result, forgetting_curve(registry, record["version"]))
+        overlays = held_out_overlays(data_root, registry, record, classes, config["evaluate"])
+        store_overlays(out, overlays)
+        write_reports(out, result, forgetting_curve(registry, record["version"]), overlays)
         held.check()
         inbox.mark_processed(batch, {key: result[key] for key in ("version", "parent", "promoted", "reasons")})
     return result
@@ -327,13 +332,28 @@ def headline(result: dict) -> dict:
     return figures
 
 
-def write_reports(out: ArtifactStore, result: dict, curve: list[CurveStep]) -> None:
-    """report.md, with the forgetting curve's PNG beside it, and report.html, which embeds the PNG (KFP's HTML
-    output)."""
+def held_out_overlays(data_root, registry: ModelRegistry, record: dict, classes: ClassList,
+                      settings: dict) -> list[Overlay]:
+    """image | the parent version's prediction | the candidate's | ground truth, of the first held-out images with
+    masks (the `evaluate` section's `overlays` of them), classes not seen yet as background as in the scores."""
+    from wsseg.evaluation.metrics import unseen_as_background
+    from wsseg.segmenter.inference import load_segmenter
+
+    versions = [(role, number) for role, number in (("current", record["parent"]), ("candidate", record["version"]))
+                if number is not None]
+    models = [(f"{role} (v{number})", load_segmenter(registry.model_store(number))) for role, number in versions]
+    seen = len(record["classes"])
+    return segmenter_overlays(load_samples(data_root, "val", classes), models, settings, settings["overlays"],
+                              lambda ground_truth: unseen_as_background(ground_truth, seen))
+
+
+def write_reports(out: ArtifactStore, result: dict, curve: list[CurveStep], overlays: list[Overlay]) -> None:
+    """report.md, with the forgetting curve's PNG beside it, and report.html, which embeds the PNG, charts of the
+    held-out scores and the `overlays` (KFP's HTML output)."""
     png = plot_forgetting_curve(curve)
     out.put_bytes(CURVE_PNG, png)
     out.put_bytes(REPORT, render_report(result, curve).encode())
-    out.put_bytes(REPORT_HTML, render_report_html(result, curve, png).encode())
+    out.put_bytes(REPORT_HTML, render_report_html(result, curve, png, overlays).encode())
 
 
 def render_report(result: dict, curve: list[CurveStep]) -> str:
@@ -344,13 +364,46 @@ def render_report(result: dict, curve: list[CurveStep]) -> str:
         "", "## Forgetting curve", "", f"![forgetting curve]({CURVE_PNG})", "", render_curve_markdown(curve), ""])
 
 
-def render_report_html(result: dict, curve: list[CurveStep], curve_png: bytes) -> str:
+def render_report_html(result: dict, curve: list[CurveStep], curve_png: bytes, overlays: list[Overlay]) -> str:
+    """The page of `templates/incremental_update.html.j2`."""
     verdict, explanation = _verdict(result)
-    reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in result["reasons"])
-    return html_page(_title(result), [
-        f"<p>{html.escape(_grown_from(result))}</p>", html_table(MODEL_COLUMNS, _model_rows(result)),
-        "<h2>Promotion gate</h2>", f"<p><strong>{verdict}</strong>: {html.escape(explanation)}</p>",
-        f"<ul>{reasons}</ul>", "<h2>Forgetting curve</h2>", render_curve_html(curve, curve_png)])
+    return render_page(
+        "incremental_update.html.j2", title=_title(result), subtitle=_grown_from(result), cards=_cards(result),
+        scores=Section("Held-out scores", SCORES_NOTE, MODEL_COLUMNS, _model_rows(result)), verdict=verdict,
+        explanation=explanation, reasons=result["reasons"], per_class_chart=_per_class_chart(result),
+        confusion_charts=_confusion_charts(result), overlays=overlays,
+        curve=Chart(curve_png, "forgetting curve", curve_caption(curve)), curve_table=curve_section(curve))
+
+
+SCORES_NOTE = ("Both models scored on the same held-out images and classes, those not seen yet as background "
+               "(MiB's protocol); old mIoU includes the background.")
+
+
+def _cards(result: dict) -> list[tuple[str, str]]:
+    candidate, current = result["candidate"] or {}, result["current"] or {}
+    cards = [("candidate mIoU, all classes", figure_cell(candidate.get("all_miou"))),
+             ("candidate mIoU, new classes", figure_cell(candidate.get("new_miou")))]
+    if candidate.get("old_miou") is not None and current.get("old_miou") is not None:
+        cards.append(("old classes' change (points)", f"{candidate['old_miou'] - current['old_miou']:+.2f}"))
+    return cards
+
+
+def _per_class_chart(result: dict) -> Chart | None:
+    """The models' per-class IoU side by side, the step's new classes marked."""
+    added = set(result["classes_added"])
+    series = {name: {(f"{label} (new)" if label in added else label): iou
+                     for label, iou in scores["per_class_iou"].items()}
+              for name, scores in _models(result) if scores.get("per_class_iou")}
+    if not series:
+        return None
+    return Chart(charts.per_class_iou_chart(series, "Per-class IoU on the held-out set"), "per-class IoU chart",
+                 "IoU per class of each model; classes marked (new) are the ones this step adds.")
+
+
+def _confusion_charts(result: dict) -> list[Chart]:
+    return [Chart(charts.confusion_heatmap(matrix["counts"], matrix["classes"], f"{name}, held-out set"),
+                  f"confusion matrix of the {name}")
+            for name, scores in _models(result) if (matrix := scores.get("confusion_matrix"))]
 
 
 def _title(result: dict) -> str:
@@ -370,10 +423,15 @@ def _verdict(result: dict) -> tuple[str, str]:
                             "stays current.")
 
 
-def _model_rows(result: dict) -> list[list[str]]:
+def _models(result: dict) -> list[tuple[str, dict]]:
+    """The scored models, each under the name the report gives it, with its held-out scores ({} without)."""
     models = [(f"current (v{result['parent']})", result["current"])] if result["parent"] is not None else []
     models.append((f"candidate (v{result['version']})", result["candidate"]))
-    return [[name, *(figure_cell((scores or {}).get(figure)) for figure in FIGURES)] for name, scores in models]
+    return [(name, scores or {}) for name, scores in models]
+
+
+def _model_rows(result: dict) -> list[list[str]]:
+    return [[name, *(figure_cell(scores.get(figure)) for figure in FIGURES)] for name, scores in _models(result)]
 
 
 def register_step_zero(registry: ModelRegistry, segmenter: ArtifactStore, seen: ClassList, config: dict,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from wsseg.config import dump_config, load_config_text
-from wsseg.evaluation.report import render_ablation_html, render_ablation_table
+from wsseg.evaluation.report import Overlay, render_ablation_html, render_ablation_table
 from wsseg.runtime.run_config import RUN_CONFIG, keep_run_config
 from wsseg.runtime.step_clock import ATTEMPT_RECORD, STEP_RECORD
 from wsseg.store import ArtifactStore, open_store
@@ -19,6 +19,7 @@ from wsseg.wsss.methods import method_config, split_seed
 UPPER_BOUND = "upper-bound"
 TABLE = "ablation"
 EVALUATION = "evaluate/metrics.json"
+OVERLAY = "evaluate/overlays/{}.png"
 # The figures a method's runs at several seeds are summarised by: mean, lowest and highest.
 SEED_FIGURES = ("cam_miou", "pseudo_mask_miou", "relabelled_mask_miou", "segmenter_miou", "minutes")
 
@@ -31,11 +32,6 @@ def open_method_run(run_store_uri: str, method: str, config_yaml: str) -> tuple[
     return store.uri, config_text
 
 
-def ablation_rows(run: ArtifactStore, methods: list[str]) -> list[dict]:
-    """One row per method: its evaluation's headline figures and its minutes so far, in the order given."""
-    return [_row(method, run.child(method)) for method in methods]
-
-
 def started_methods(run_store_uri: str) -> list[str]:
     """The methods a run has begun, by the config each method's prefix stores first."""
     return sorted(key.split("/")[0] for key in open_store(run_store_uri).list()
@@ -46,8 +42,10 @@ def write_ablation_table(run_store_uri: str, methods: list[str]) -> dict:
     """`<run>/ablation/table.md`, `report.html` and `ablation.json`; returns the JSON's content. `unfinished`
     names the methods, and the upper bound, whose evaluation is not stored yet."""
     run = open_store(run_store_uri)
-    upper = _row(UPPER_BOUND, run.child(UPPER_BOUND))
-    rows = ablation_rows(run, methods)
+    evaluations = {method: evaluation for method in [*methods, UPPER_BOUND]
+                   if (evaluation := _evaluation(run.child(method))) is not None}
+    upper = _row(UPPER_BOUND, run.child(UPPER_BOUND), evaluations.get(UPPER_BOUND))
+    rows = [_row(method, run.child(method), evaluations.get(method)) for method in methods]
     unfinished = [row["method"] for row in rows if not row["finished"]]
     table = {"methods": rows, "upper_bound_miou": upper.get("segmenter_miou"), "upper_bound_minutes": upper["minutes"],
              "unfinished": unfinished + ([] if upper["finished"] else ["the upper bound"]),
@@ -55,8 +53,22 @@ def write_ablation_table(run_store_uri: str, methods: list[str]) -> dict:
     out = run.child(TABLE)
     out.put_bytes("ablation.json", json.dumps(table, indent=2).encode())
     out.put_bytes("table.md", render_ablation_table(table).encode())
-    out.put_bytes("report.html", render_ablation_html(table).encode())
+    overlays = shared_overlays(run, {method: evaluations[method] for method in methods if method in evaluations})
+    out.put_bytes("report.html", render_ablation_html(table, evaluations, overlays).encode())
     return table
+
+
+def shared_overlays(run: ArtifactStore, evaluations: dict[str, dict]) -> dict[str, Overlay]:
+    """One overlay strip per method (`evaluations`: each method's metrics.json), all of one image: the first that
+    every method's evaluation shows, so that the methods are compared on the same pixels."""
+    shown = {method: {overlay["image_id"]: overlay["panels"] for overlay in metrics.get("overlays", [])}
+             for method, metrics in evaluations.items()}
+    common = [image_id for image_id in next(iter(shown.values()), {})
+              if all(image_id in images for images in shown.values())]
+    if not common:
+        return {}
+    return {method: Overlay(common[0], tuple(images[common[0]]), run.child(method).get_bytes(OVERLAY.format(common[0])))
+            for method, images in shown.items()}
 
 
 def across_seeds(rows: list[dict]) -> list[dict]:
@@ -78,11 +90,16 @@ def _spread(values: list[float | None]) -> dict | None:
     return {"mean": round(sum(present) / len(present), 2), "min": min(present), "max": max(present)}
 
 
-def _row(method: str, method_run: ArtifactStore) -> dict:
+def _evaluation(method_run: ArtifactStore) -> dict | None:
+    """The metrics.json of the method's evaluate step, None until it is stored."""
+    return json.loads(method_run.get_bytes(EVALUATION)) if method_run.exists(EVALUATION) else None
+
+
+def _row(method: str, method_run: ArtifactStore, evaluation: dict | None) -> dict:
     """The method's headline figures, none until its evaluation is stored, and its minutes so far."""
-    finished = method_run.exists(EVALUATION)
-    headline = json.loads(method_run.get_bytes(EVALUATION))["headline"] if finished else {}
-    return dict(method=method, **headline, minutes=round(_seconds(method_run) / 60, 1), finished=finished)
+    headline = evaluation["headline"] if evaluation else {}
+    return dict(method=method, **headline, minutes=round(_seconds(method_run) / 60, 1),
+                finished=evaluation is not None)
 
 
 def _seconds(method_run: ArtifactStore) -> float:
