@@ -23,8 +23,14 @@ $(VENV)/.ready: pyproject.toml
 	$(PIP) install -q -e ".[test]"
 	touch $@
 
-test: venv
+test: venv chromium
 	$(PY) -m pytest -q
+
+# Debian's chromium, in which tests/evaluation/test_report_in_browser.py opens every report.html (Playwright drives
+# it and downloads no browser of its own).
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 # Each component alone, then whole DAGs, under kfp.local on a tiny synthetic dataset.
 test-components: venv
