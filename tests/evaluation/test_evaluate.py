@@ -91,6 +91,12 @@ def test_pseudo_mask_scores_with_uncertain_as_background_and_confident_only(tmp_
     assert headline["pseudo_mask_confident_miou"] == 77.78
     assert headline["uncertain_fraction"] == 0.25  # 2 of 8 pixels
     assert metrics["pseudo_masks"]["uncertain_as_background"]["per_class"]["cat"]["iou"] == 66.67
+    # The counts behind the first figure, kept for the report's heat map: rows ground truth, columns prediction.
+    stored = metrics["confusion_matrices"]["pseudo_masks"]
+    assert stored["classes"] == ["background", "cat", "dog"]
+    assert stored["counts"] == [[3, 1, 0],
+                                [0, 2, 0],
+                                [1, 0, 1]]
 
 
 CAM_CASE = {"id": "c", "truth": [[0, 0, 1, 1]], "labels": ["cat"], "cams": [[[0.1, 0.32, 0.38, 0.7]]]}

@@ -68,3 +68,18 @@ def test_the_segmenter_section_says_it_was_predicted_from_the_image_alone_when_i
                  "per_class": {"background": {"iou": 80.0, "precision": 90.0, "recall": 88.0}}}
     report = render_markdown({"headline": headline, "counts": {}, "segmenter": segmenter}, [])
     assert "Predicted at ×1 of the model's input scale." in report
+
+
+def test_the_page_draws_the_per_class_chart_and_a_heat_map_of_the_stored_counts_and_older_metrics_still_render():
+    headline = dict.fromkeys(("cam_miou", "cam_best_threshold", "pseudo_mask_miou", "pseudo_mask_confident_miou",
+                              "uncertain_fraction", "segmenter_miou"))
+    segmenter = {"multi_scale": False, "flip": False, "scales": [1.0], "miou": 50.0, "pixel_accuracy": 90.0,
+                 "per_class": {"background": {"iou": 80.0, "precision": 90.0, "recall": 88.0},
+                               "cat": {"iou": 20.0, "precision": 30.0, "recall": None}}}
+    metrics = {"headline": {**headline, "segmenter_miou": 50.0}, "counts": {}, "segmenter": segmenter}
+    confusion = {"segmenter": {"classes": ["background", "cat"], "counts": [[9, 1], [0, 0]]}}
+    page = render_html({**metrics, "confusion_matrices": confusion}, [])
+    assert 'alt="per-class IoU chart"' in page and 'alt="confusion matrix: Segmenter (val)"' in page
+    # A metrics.json from before evaluate kept its counts: the chart, no heat map.
+    older = render_html(metrics, [])
+    assert 'alt="per-class IoU chart"' in older and "confusion matrix" not in older

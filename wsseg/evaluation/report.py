@@ -2,7 +2,9 @@
 
 `render_markdown` and `render_html` take the metrics dict that `wsseg.steps.evaluate` writes; figures are
 percentages as `ConfusionMatrix.summary` gives them. `render_summary_table` is the one-line-per-run table
-(CAM, pseudo mask, segmenter, fully supervised upper bound) that a demo can print across several runs.
+(CAM, pseudo mask, segmenter, fully supervised upper bound) that a demo can print across several runs. The HTML
+pages (evaluation, ablation) come from the templates of `wsseg.evaluation.pages`, with the charts of
+`wsseg.evaluation.charts` drawn from the figures and confusion counts.
 """
 from __future__ import annotations
 
@@ -93,7 +95,7 @@ def _run_kind(metrics: dict) -> str:
 
 
 def _scored_line(metrics: dict) -> str:
-    stages = list(stage_summaries(metrics))
+    stages = list(_stage_summaries(metrics))
     return f"Scored: {', '.join(stages)}." if stages else "Nothing was scored."
 
 
@@ -107,7 +109,7 @@ def _cards(metrics: dict) -> list[tuple[str, str]]:
     return [(label, figure_cell(value)) for label, value in cards if value is not None]
 
 
-def stage_summaries(metrics: dict) -> dict[str, dict]:
+def _stage_summaries(metrics: dict) -> dict[str, dict]:
     """Each stage scored (its label -> its `ConfusionMatrix.summary`), in the pipeline's order."""
     masks = metrics.get("pseudo_masks") or {}
     stages = {"CAM (train)": (metrics.get("cam") or {}).get("at_best_threshold"),
@@ -118,7 +120,7 @@ def stage_summaries(metrics: dict) -> dict[str, dict]:
 
 
 def _per_class_chart(metrics: dict) -> Chart | None:
-    stages = stage_summaries(metrics)
+    stages = _stage_summaries(metrics)
     if not stages:
         return None
     last = list(stages)[-1]
@@ -155,8 +157,8 @@ def _sections(metrics: dict) -> list[Section]:
     sections = [Section("Headline", _headline_note(metrics), ("figure", "value"), _headline_rows(metrics))]
     cam = metrics.get("cam")
     if cam:
-        sections.append(Section("CAM background threshold sweep (train)", "", ("threshold", "mIoU"),
-                         [[figure_cell(row["threshold"]), figure_cell(row["miou"])] for row in cam["threshold_sweep"]]))
+        sweep = [[figure_cell(row["threshold"]), figure_cell(row["miou"])] for row in cam["threshold_sweep"]]
+        sections.append(Section("CAM background threshold sweep (train)", "", ("threshold", "mIoU"), sweep))
         sections.append(_per_class(f"CAMs at threshold {figure_cell(cam['best_threshold'])}, per class (train)",
                                    cam["at_best_threshold"]))
     masks = metrics.get("pseudo_masks")
@@ -263,7 +265,6 @@ def render_ablation_html(table: dict, evaluations: dict[str, dict], overlays: di
     """The ablation's page (`templates/ablation.html.j2`): the table and its chart, then what each finished method's
     evaluation (`evaluations`, its metrics.json by method, the upper bound's under its name too) holds side by side:
     per-class IoU, confusion matrices, and `overlays`, one strip per method of the same image."""
-    finished = [row for row in table["methods"] if row["finished"]]
     seeds = Section("Across seeds", SEED_NOTE, SEED_COLUMNS, _seed_rows(table)) if table.get("across_seeds") else None
     return render_page(
         "ablation.html.j2", title="wsseg ablation", subtitle=_ablation_subtitle(table), cards=_ablation_cards(table),
@@ -275,7 +276,7 @@ def render_ablation_html(table: dict, evaluations: dict[str, dict], overlays: di
         per_class_chart=_methods_per_class_chart(evaluations),
         confusion_charts=[chart for method, metrics in evaluations.items()
                           for chart in _segmenter_confusion(method, metrics)],
-        overlays=[(row["method"], overlays[row["method"]]) for row in finished if row["method"] in overlays])
+        overlays=[(row["method"], overlays[row["method"]]) for row in table["methods"] if row["method"] in overlays])
 
 
 ABLATION_FIGURES = {"cam_miou": "CAM (train)", "pseudo_mask_miou": "pseudo mask (train)",
