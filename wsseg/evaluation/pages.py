@@ -10,8 +10,8 @@ import base64
 from dataclasses import dataclass
 from functools import cache
 
-# Below this width (px) an overlay strip is shown larger than it is, pixel for pixel, so masks keep sharp edges.
-SMALL_STRIP_PX = 640
+# An overlay strip's panels are shown at most this wide (px): a strip of three is not blown up to the width of five.
+PANEL_PX = 220
 
 
 @dataclass(frozen=True)
@@ -44,5 +44,12 @@ def _environment():
     environment = Environment(loader=PackageLoader("wsseg.evaluation", "templates"), autoescape=True,
                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     environment.filters["data_uri"] = data_uri
-    environment.tests["small_strip"] = lambda png: png_width(png) < SMALL_STRIP_PX
+    environment.globals["panel_px"] = PANEL_PX
+    environment.tests["upscaled"] = upscaled
     return environment
+
+
+def upscaled(overlay) -> bool:
+    """Whether the page shows the overlay strip larger than it is: then pixel for pixel, so masks keep sharp edges
+    (a smoothed mask would show colours of no class)."""
+    return png_width(overlay.png) < PANEL_PX * len(overlay.panels)
