@@ -82,6 +82,8 @@ def render_html(metrics: dict, overlays: list[Overlay]) -> str:
     """A self-contained page (`templates/evaluation.html.j2`): the headline, per-class IoU of every stage scored,
     the stored confusion matrices as heat maps, the overlays and the per-class tables."""
     headline, *sections = _sections(metrics)
+    # The page shows the figures the run has; the Markdown keeps every row, "-" where there is none.
+    headline = headline._replace(rows=[row for row in headline.rows if row[1] != "-"])
     return render_page("evaluation.html.j2", title=f"wsseg evaluation: {_run_kind(metrics)}",
                        subtitle=_scored_line(metrics), cards=_cards(metrics), headline=headline, sections=sections,
                        per_class_chart=_per_class_chart(metrics), confusion_charts=_confusion_charts(metrics),
@@ -207,9 +209,11 @@ def _thresholds_section(thresholds: dict, metrics: dict) -> Section:
 
 
 def _headline_note(metrics: dict) -> str:
+    images = f"Images: {', '.join(f'{k} {v}' for k, v in metrics.get('counts', {}).items())}."
+    if not metrics.get("pseudo_masks"):
+        return images
     return ("Headline pseudo-mask figure: uncertain (255) pixels counted as background, so missed coverage "
-            "costs as it does for the CAMs; the confident-only figure scores the labelled pixels alone. "
-            f"Images: {', '.join(f'{k} {v}' for k, v in metrics.get('counts', {}).items())}.")
+            "costs as it does for the CAMs; the confident-only figure scores the labelled pixels alone. " + images)
 
 
 def _headline_rows(metrics: dict) -> list[list[str]]:
