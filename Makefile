@@ -16,7 +16,10 @@ MMCV_PIN := mmcv==2.1.0
 BUILD_SETUPTOOLS_PIN := setuptools==69.5.1
 # A cache of prebuilt wheels (mmcv with ops takes ~20 min to build); optional.
 WHEEL_CACHE ?= $(wildcard ../shared/wheels)
-export PIP_FIND_LINKS := $(strip $(WHEEL_CACHE) $(PIP_FIND_LINKS))
+# Exporting PIP_FIND_LINKS replaces the find-links of pip's own config (where this kind of machine keeps the lock's
+# torch), so those are carried over.
+PIP_CONFIG_FIND_LINKS := $(shell $(PYTHON_BASE) -m pip config get global.find-links 2>/dev/null)
+export PIP_FIND_LINKS := $(strip $(WHEEL_CACHE) $(PIP_FIND_LINKS) $(PIP_CONFIG_FIND_LINKS))
 
 .PHONY: venv lock test test-components demo compile lint bench image submit clean
 
