@@ -17,7 +17,7 @@ from PIL import Image
 from wsseg.classes import IGNORE_INDEX, voc_palette
 from wsseg.config import default_config
 from wsseg.data import load_samples, read_image, read_mask
-from wsseg.errors import DataError
+from wsseg.errors import ConfigError, DataError
 from wsseg.store import open_store
 
 # Several threads spin against the other processes of a 2-core machine and slow each step several times.
@@ -60,7 +60,7 @@ def trained(tiny_voc, pseudo_masks, classes, tmp_path_factory):
     return out, train_segmenter(tiny_voc, pseudo_masks, out, tiny_config(), classes)
 
 
-def build_dataset(data_root, classes, mask_store, cache, strict=False):
+def build_dataset(data_root, classes, mask_store, cache, strict=False, pipeline=None):
     from mmseg.registry import DATASETS
     from mmseg.utils import register_all_modules
 
@@ -68,7 +68,7 @@ def build_dataset(data_root, classes, mask_store, cache, strict=False):
     from wsseg.segmenter.configs import metainfo
 
     register_all_modules()
-    pipeline = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations"), dict(type="PackSegInputs")]
+    pipeline = pipeline or [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations"), dict(type="PackSegInputs")]
     return DATASETS.build(dict(type="WssegDataset", dataset_root=str(data_root), split="train",
                                mask_store=mask_store, mask_cache=str(cache), strict=strict,
                                metainfo=metainfo(classes), pipeline=pipeline))
@@ -278,3 +278,45 @@ def test_a_mode_with_its_own_segmentor_writes_a_model_that_loads_alone_and_predi
     name, *shape, dtype, top = result.stdout.strip().splitlines()[-1].split()
     assert name == segmentor and " ".join(shape) == "(64, 64)" and dtype == "uint8"
     assert int(top) < len(classes)
+
+
+def test_uncertain_pixels_as_background_relabels_pseudo_masks_band_as_background(tiny_voc, classes, tmp_path):
+    from wsseg.segmenter.configs import uncertain_as_background
+
+    written = write_pseudo_masks(open_store(tmp_path / "masks"), tiny_voc, classes)
+    pipeline = uncertain_as_background([dict(type="LoadImageFromFile"), dict(type="LoadAnnotations"),
+                                        dict(type="PackSegInputs")])
+    dataset = build_dataset(tiny_voc, classes, str(tmp_path / "masks"), tmp_path / "cache", pipeline=pipeline)
+    item = dataset[0]
+    image_id = item["data_samples"].img_path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    labels = item["data_samples"].gt_sem_seg.data[0].numpy()
+    expected = np.where(written[image_id] == IGNORE_INDEX, 0, written[image_id])
+    np.testing.assert_array_equal(labels, expected)
+    assert (labels[8:] > 0).any()
+
+
+@pytest.mark.parametrize("uncertain", ["ignored", "background"])
+def test_only_pseudo_masks_are_relabelled_never_a_ground_truths_void(uncertain, classes):
+    from wsseg.segmenter.configs import build_mmseg_config
+
+    settings = dict(default_config("cpu-tiny")["segmenter"], uncertain_pixels=uncertain)
+    common = dict(type="WssegDataset", dataset_root="voc")
+    datasets = dict(train=[dict(common, mask_store=None), dict(common, mask_store="masks")])
+    config = build_mmseg_config(settings, classes, datasets, "work", "out", distributed=False, cuda=False, seed=0)
+    ground_truth, pseudo = ([step["type"] for step in part.pipeline]
+                            for part in config.train_dataloader.dataset.datasets)
+    assert "UncertainAsBackground" not in ground_truth
+    assert ("UncertainAsBackground" in pseudo) == (uncertain == "background")
+    if uncertain == "background":
+        assert pseudo.index("UncertainAsBackground") == pseudo.index("LoadAnnotations") + 1
+
+
+@pytest.mark.parametrize(("settings", "named"), [(dict(uncertain_pixels="bg"), "choose one of ignored, background"),
+                                                 (dict(uncertain_pixels="background", mode="band"), "mode: standard")])
+def test_uncertain_pixels_refuses_an_unknown_value_and_the_band_loss(settings, named, classes):
+    from wsseg.segmenter.configs import build_mmseg_config
+
+    with pytest.raises(ConfigError, match=named):
+        build_mmseg_config(dict(default_config("cpu-tiny")["segmenter"], **settings), classes,
+                           dict(train=dict(type="WssegDataset", dataset_root="voc", mask_store="masks")),
+                           "work", "out", distributed=False, cuda=False, seed=0)

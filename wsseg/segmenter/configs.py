@@ -15,6 +15,10 @@ the segmenter `segmenter.wilson.old_checkpoint` names, from image labels alone (
 docs/METHODS.md §2): the model is that segmenter's, grown by the new classes, and `segmenter.model` is not read;
 "band" adds to the cross-entropy a loss that keeps the masks' uncertain pixels to the background and the image's
 labels (`wsseg.wsss.band`).
+
+`uncertain_pixels` says what pseudo masks' uncertain pixels (255) teach the modes that read masks: "ignored" (left
+out of the loss) or "background" (`wsseg.segmenter.transforms.UncertainAsBackground`); a ground truth's 255 (VOC's
+void outline) stays ignored.
 """
 from __future__ import annotations
 
@@ -43,6 +47,8 @@ GENTLE_PHOTOMETRIC = dict(brightness_delta=16, contrast_range=[0.8, 1.2], satura
                           hue_delta=2)
 
 MODES = ("standard", "sec", "classmix", "wilson", "band")
+UNCERTAIN_PIXELS = ("ignored", "background")
+TRANSFORMS_MODULE = "wsseg.segmenter.transforms"
 # SEC's network outputs 41x41 scores for its 321x321 inputs; its decays and CRF widths are for that grid.
 SEC_OUTPUT_SIDE = 41
 # SEC's CRF (its pylayers' CRFLayer and krahenbuhl2013 wrapper): 10 iterations, bilateral compat 10, srgb 13,
@@ -109,7 +115,7 @@ def default_config(preset: str) -> dict:
     settings = _preset(preset)
     return dict(model="deeplabv3plus", **settings, init_checkpoint=None,
                 photometric={} if preset == "gpu" else dict(GENTLE_PHOTOMETRIC), mode="standard", loss="cross_entropy",
-                self_training=False, sec=copy.deepcopy(SEC_DEFAULTS),
+                uncertain_pixels="ignored", self_training=False, sec=copy.deepcopy(SEC_DEFAULTS),
                 classmix=_classmix_preset(preset, settings),
                 wilson=dict(WILSON_DEFAULTS))
 
@@ -251,7 +257,10 @@ def _train_dataloader(datasets: dict, crop: tuple[int, int], settings: dict) -> 
     training pipeline; with ClassMix, batches that add `datasets["unlabelled"]`'s images to them."""
     mode = settings["mode"]
     training = MODE_TRAIN_PIPELINES.get(mode, train_pipeline)(crop, settings["photometric"])
-    labelled = [dict(part, pipeline=training) for part in _listed(datasets["train"])]
+    relabelling = checked_uncertain_pixels(settings) == "background"
+    # Only pseudo masks have uncertain pixels; a ground truth's 255 is VOC's void outline, not background.
+    labelled = [dict(part, pipeline=uncertain_as_background(training) if relabelling and part.get("mask_store")
+                     else training) for part in _listed(datasets["train"])]
     if mode != "classmix":
         dataset = labelled[0] if len(labelled) == 1 else dict(type="ConcatDataset", datasets=labelled)
         return _dataloader(dataset, settings, train=True)
@@ -260,6 +269,28 @@ def _train_dataloader(datasets: dict, crop: tuple[int, int], settings: dict) -> 
         *labelled, dict(datasets["unlabelled"], pipeline=unlabelled_train_pipeline(crop))]), settings, train=True)
     return dict(loader, batch_size=settings["batch_size"] + unlabelled,
                 sampler=dict(type="LabelledUnlabelledSampler", labelled=settings["batch_size"], unlabelled=unlabelled))
+
+
+def checked_uncertain_pixels(settings: dict) -> str:
+    """`segmenter.uncertain_pixels`, refused where it is unknown or where the mode's loss reads the uncertain pixels."""
+    uncertain = settings["uncertain_pixels"]
+    if uncertain not in UNCERTAIN_PIXELS:
+        raise ConfigError(f"segmenter.uncertain_pixels is {uncertain!r}; choose one of {', '.join(UNCERTAIN_PIXELS)}")
+    if uncertain == "background" and settings["mode"] == "band":
+        raise ConfigError("segmenter.uncertain_pixels: background leaves segmenter.mode: band no uncertain pixels "
+                          "for its loss; set uncertain_pixels: ignored, or mode: standard")
+    return uncertain
+
+
+def uncertain_as_background(pipeline: list[dict]) -> list[dict]:
+    """`pipeline` with the masks' uncertain pixels relabelled background as soon as they are loaded."""
+    import_modules_from_strings(TRANSFORMS_MODULE)
+    relabelled = []
+    for step in pipeline:
+        relabelled.append(step)
+        if step["type"] == "LoadAnnotations":
+            relabelled.append(dict(type="UncertainAsBackground"))
+    return relabelled
 
 
 def train_pipeline(crop: tuple[int, int], photometric: dict) -> list[dict]:
