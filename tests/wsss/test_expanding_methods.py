@@ -251,6 +251,16 @@ def test_an_ensemble_of_no_whole_number_of_classifiers_is_a_config_error(tiny_vo
 
 # ---- the method switches -----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("preset", ["cpu", "gpu"])
+def test_the_presets_run_the_ensemble_by_default_and_every_method_is_measured_from_one_classifier(preset):
+    config = default_config(preset)
+    assert config["classifier"]["ensemble_members"] == 5
+    assert method_config(config, "ensemble") == config
+    for method in ("cam", "gradcam", "advcam+affinity", "band@1"):
+        assert method_config(config, method)["classifier"]["ensemble_members"] == 1
+    assert method_config(config, "ensemble+band")["classifier"]["ensemble_members"] == 5
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_is_a_config_that_loads_and_whose_model_builds(method):
     config = method_config(default_config("cpu-tiny"), method)

@@ -2,7 +2,8 @@
 
 A method is a config switch, not a code path of its own: `method_config(config, name)` is the run's config with
 the method's settings merged in, so a method combines with any preset, model or dataset, and an ablation is
-the same pipeline run once per name.
+the same pipeline run once per name. Every method is measured against plain CAM, one classifier, though the
+presets train the `ensemble` method's five by default: a method that names no classifier count runs one.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class Method:
 
 
 METHODS = {
-    "cam": Method("CAM (Zhou et al., CVPR'16): the plain pipeline", {}),
+    "cam": Method("CAM (Zhou et al., CVPR'16) from one classifier: the plain pipeline", {}),
     "gradcam": Method("Grad-CAM (Selvaraju et al., ICCV'17) maps from the same classifier",
                       {"cams": {"method": "gradcam"}}),
     "advcam": Method("AdvCAM (Lee et al., CVPR'21): maps summed over an anti-adversarial climb of the image",
@@ -64,6 +65,9 @@ METHODS = {
 }
 
 
+# What every method is measured against: plain CAM, one classifier, whatever the preset's default recipe.
+ONE_CLASSIFIER = {"classifier": {"ensemble_members": 1}}
+
 # "cam@2": method cam at seed 2, one of an ablation's repeats of a method.
 SEED_MARK = "@"
 # "advcam+affinity": both methods' settings at once, as papers feed one method's maps to another's refinement.
@@ -74,6 +78,7 @@ def method_config(config: dict, name: str) -> dict:
     """A copy of `config` running method `name`; "A+B" runs methods A and B together, "NAME@SEED" at that seed."""
     method_names, seed = known_method(name)
     configured = copy.deepcopy(config)
+    merge_overrides(configured, ONE_CLASSIFIER, source="plain CAM, every method's baseline")
     settings_by = {method_name: _settings(method_name, config["preset"]) for method_name in method_names}
     _refuse_conflicts(settings_by)
     for method_name, settings in settings_by.items():
