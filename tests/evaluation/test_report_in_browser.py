@@ -109,13 +109,13 @@ def trained(request, tmp_path_factory) -> tuple[Path, object, dict]:
         config["evaluate"].update(read_threads=0, overlays=3)
         return request.getfixturevalue("tiny_voc"), request.getfixturevalue("tiny_segmenter"), config
     from wsseg.data import make_synthetic_voc
-    from wsseg.demo import DEMO_SEGMENTER
+    from wsseg.demo import DEMO_BUDGET
     from wsseg.steps.train_segmenter import train_segmenter
 
     root = tmp_path_factory.mktemp("screenshot-run")
     data = make_synthetic_voc(root / "data", train=150, val=50, seed=0, size=128)
     config = default_config("cpu")
-    config["segmenter"].update(DEMO_SEGMENTER["cpu"], validate=False)
+    config["segmenter"].update(DEMO_BUDGET["cpu"]["segmenter"], validate=False)
     config["evaluate"].update(overlays=3, multi_scale=False, flip=False)
     segmenter = open_store(root / "upper-bound")
     train_segmenter(data, None, segmenter, config, ClassList())
