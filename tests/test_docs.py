@@ -21,9 +21,10 @@ README_MAX_LINES = 200
 OUTSIDE_DOCS = "/".join(["..", "shared", "docs"])
 CITATION = re.compile(r"METHODS\.md`? §(\d+(?:\.\d+)*)")
 SECTION = re.compile(r"^#{2,4} (\d+(?:\.\d+)*)[. ]", re.MULTILINE)
-RECIPE = re.compile(r"cat > recipe\.yaml <<'EOF'\n(.*?)\nEOF\n", re.DOTALL)
-# The method the README's tags-only recipe spells out as settings.
-RECIPE_METHOD = "ensemble+band"
+QUICK_RECIPE = re.compile(r"cat > quick\.yaml <<'EOF'\n(.*?)\nEOF\n", re.DOTALL)
+# The method the README's tags-only recipe names as the default, and the one its quick look spells out as settings.
+DEFAULT_METHOD = "ensemble"
+QUICK_METHOD = "cam"
 
 
 def tracked_files() -> list[Path]:
@@ -90,9 +91,10 @@ def test_the_section_check_finds_a_missing_section():
     assert "2.9" not in methods_sections("## 2. WILSON\n### 2.1 The model\n### 2.10 More\n")
 
 
-def test_readme_recipe_for_tags_only_is_the_method_it_names():
-    recipe = yaml.safe_load(RECIPE.search(README.read_text(encoding="utf-8")).group(1))
+def test_readme_recipes_for_tags_only_are_the_methods_they_name():
     config = load_config(preset="cpu")
+    assert config == method_config(config, DEFAULT_METHOD)
+    recipe = yaml.safe_load(QUICK_RECIPE.search(README.read_text(encoding="utf-8")).group(1))
     configured = copy.deepcopy(config)
-    merge_overrides(configured, recipe, source="README.md's recipe")
-    assert configured == method_config(config, RECIPE_METHOD)
+    merge_overrides(configured, recipe, source="README.md's quick recipe")
+    assert configured == method_config(config, QUICK_METHOD)
