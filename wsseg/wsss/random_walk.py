@@ -1,12 +1,15 @@
 """Random walk with learned affinities (Ahn & Kwak, CVPR'18, sec. 3.3; IRN, CVPR'19, sec. 3.3).
 
-Pixels within `radius` of each other on the embedding's grid are neighbours; the transition probability from i
-to j is a_ij^β normalised over i's neighbours (β > 1 sharpens it, so that the walk stays inside regions), and
-`steps` steps of the walk spread each CAM over the region its peak lies in. The walked maps are then divided by
-one maximum over all of them, as IRN's code does (`rw_up / torch.max(rw_up)`), not each by its own: a class whose
-walk spread thin over a wide region stays below one that held to its object, where a maximum per class raised
-the thin spread to full strength. Affinity's pseudo masks with one maximum against one per class: 82.70 against
-79.04 on the tuning look, 57.35 against 54.03 on the held-out one (train mIoU, cpu preset, β 8).
+The affinities come from AffinityNet's embedding distances (`wsseg.wsss.classifiers.affinity_net`) or from IRN's
+class-boundary map (`boundary_affinities`: a pair is as unrelated as the strongest boundary on the line between
+them); the walk is the same for both. Pixels within `radius` of each other on the grid are neighbours; the
+transition probability from i to j is a_ij^β normalised over i's neighbours (β > 1 sharpens it, so that the walk
+stays inside regions), and `steps` steps of the walk spread each CAM over the region its peak lies in. The walked
+maps are then divided by one maximum over all of them, as IRN's code does (`rw_up / torch.max(rw_up)`), not each
+by its own: a class whose walk spread thin over a wide region stays below one that held to its object, where a
+maximum per class raised the thin spread to full strength. Affinity's pseudo masks with one maximum against one
+per class: 82.70 against 79.04 on the tuning look, 57.35 against 54.03 on the held-out one (train mIoU, cpu
+preset, β 8).
 """
 from __future__ import annotations
 
@@ -30,6 +33,30 @@ def shifted_pairs(tensor: torch.Tensor, offset: tuple[int, int]) -> tuple[torch.
     cols = torch.arange(width, device=tensor.device)[None, :] + dx
     valid = ((rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)).to(tensor.dtype)
     return tensor, second, valid
+
+
+def path_cells(offset: tuple[int, int]) -> list[tuple[int, int]]:
+    """The cells (dy, dx) the straight line from a pixel to its neighbour at `offset` passes through, both ends
+    included: those within one cell of the line, inside the box the two span (IRN's path indices)."""
+    dy, dx = offset
+    length_squared = dy * dy + dx * dx
+    return [(y, x) for y in range(min(0, dy), max(0, dy) + 1) for x in range(min(0, dx), max(0, dx) + 1)
+            if (dy * x - dx * y) ** 2 < length_squared]
+
+
+def boundary_affinities(boundary: torch.Tensor, radius: int) -> torch.Tensor:
+    """(N, O, h, w) affinities a_ij = 1 − max_{k on the line i→j} B_k between each pixel and its neighbour at each
+    offset of `pair_offsets(radius)`, from (N, h, w) boundary probabilities B; 0 for neighbours outside the grid.
+    Each shifted copy of B is made once and shared by every line through that cell."""
+    shifted = {}
+    pairs = []
+    for offset in pair_offsets(radius):
+        for cell in path_cells(offset):
+            if cell not in shifted:
+                shifted[cell] = shifted_pairs(boundary[:, None], cell)[1][:, 0]
+        strongest = torch.stack([shifted[cell] for cell in path_cells(offset)]).amax(dim=0)
+        pairs.append((1 - strongest) * shifted_pairs(boundary[:, None], offset)[2])
+    return torch.stack(pairs, dim=1)
 
 
 def transition_matrix(affinities: torch.Tensor, radius: int, beta: float) -> torch.Tensor:
