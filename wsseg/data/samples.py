@@ -26,6 +26,7 @@ class Sample:
     labels: tuple[int, ...]
     mask_path: Path | None = None
     objects: tuple[ObjectAnnotation, ...] = ()
+    object_mask_path: Path | None = None  # VOC's SegmentationObject PNG: instance numbers, where the dataset has one
 
 
 @dataclass(frozen=True)

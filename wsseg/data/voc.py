@@ -1,7 +1,8 @@
 """Reading a PASCAL VOC 2012-layout folder exactly as VOC ships it.
 
 Image-level labels come from the `<object><name>` entries of `Annotations/<id>.xml` (as PSA and IRN derive
-them); pixel ground truth, where present, from the palette PNGs in `SegmentationClass/`.
+them); pixel ground truth, where present, from the palette PNGs in `SegmentationClass/`, and instances from those in
+`SegmentationObject/`.
 """
 from __future__ import annotations
 
@@ -76,7 +77,9 @@ def scan_voc(root: Path, split: str, classes: ClassList) -> tuple[list[Sample], 
         labels, unknown = class_indices((obj.name for obj in objects), classes)
         problems.extend(Problem(str(xml_path), message) for message in unknown)
         mask_path = root / "SegmentationClass" / f"{image_id}.png"
-        samples.append(Sample(image_id, image_path, labels, mask_path if mask_path.is_file() else None, objects))
+        object_mask_path = root / "SegmentationObject" / f"{image_id}.png"
+        samples.append(Sample(image_id, image_path, labels, mask_path if mask_path.is_file() else None, objects,
+                              object_mask_path if object_mask_path.is_file() else None))
     return samples, problems
 
 
