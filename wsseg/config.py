@@ -27,6 +27,7 @@ STEP_SECTIONS = {
     "cams": "wsseg.steps.mine_cams",
     "crf": "wsseg.steps.refine",
     "affinity": "wsseg.steps.train_affinity",
+    "instances": "wsseg.steps.train_irn",
     "segmenter": "wsseg.steps.train_segmenter",
     "semi": "wsseg.semi.labelled",
     "evaluate": "wsseg.steps.evaluate",

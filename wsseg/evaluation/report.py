@@ -107,7 +107,8 @@ def _cards(metrics: dict) -> list[tuple[str, str]]:
     upper = metrics.get("upper_bound_miou")
     cards = [("CAM mIoU (train)", head["cam_miou"]), ("pseudo-mask mIoU (train)", head["pseudo_mask_miou"]),
              ("segmenter mIoU (val)", head["segmenter_miou"]),
-             ("segmenter as % of the upper bound", _ratio(head["segmenter_miou"], upper))]
+             ("segmenter as % of the upper bound", _ratio(head["segmenter_miou"], upper)),
+             ("instance mAP@0.5 (val)", head.get("instance_map50"))]
     return [(label, figure_cell(value)) for label, value in cards if value is not None]
 
 
@@ -175,7 +176,32 @@ def _sections(metrics: dict) -> list[Section]:
     if segmenter:
         title, note, header, rows = _per_class("Segmenter, per class (val)", segmenter)
         sections.append(Section(title, f"{note} {_test_time_views(segmenter)}", header, rows))
+    instances = metrics.get("instances") or {}
+    if instances.get("train") or instances.get("val"):
+        sections.append(_instance_section(instances))
     return sections
+
+
+# Rows of the instance table: (split, section of its figures, what the row is).
+INSTANCE_ROWS = (("train", "pseudo_mask_components", "connected components of the pseudo masks"),
+                 ("train", "instance_labels", "IRN instance pseudo labels"),
+                 ("val", "connected_components", "connected components of the segmenter's masks"),
+                 ("val", "instance_model", "instance model (IRN's heads on the segmenter)"))
+INSTANCE_NOTE = ("VOC's instance protocol: AP per class over the instances ranked by score, a prediction a true "
+                 "positive when its mask IoU with an unmatched instance of its class reaches the threshold (void "
+                 "pixels left out), mean over the classes with an instance (%). Connected components are the "
+                 "baseline on the same masks, each region one instance.")
+
+
+def _instance_section(instances: dict) -> Section:
+    rows = []
+    for split, section, name in INSTANCE_ROWS:
+        figures = (instances.get(split) or {}).get(section)
+        if figures:
+            rows.append([name, split, figure_cell(figures["map50"]), figure_cell(figures["map70"]),
+                         str(figures["instances"]), str(figures["predictions"])])
+    return Section("Instances (VOC mAP)", INSTANCE_NOTE,
+                   ("instances from", "split", "mAP@0.5", "mAP@0.7", "ground-truth instances", "predicted"), rows)
 
 
 def _test_time_views(summary: dict) -> str:
@@ -226,6 +252,10 @@ def _headline_rows(metrics: dict) -> list[list[str]]:
                                              else 100 * head["uncertain_fraction"])],
             ["pseudo-mask mIoU, band relabelled by self-training", figure_cell(head.get("relabelled_mask_miou"))],
             ["segmenter mIoU (val)", figure_cell(head["segmenter_miou"])]]
+    if head.get("instance_map50") is not None:
+        rows += [["instance mAP@0.5 (val)", figure_cell(head["instance_map50"])],
+                 ["instance mAP@0.7 (val)", figure_cell(head["instance_map70"])],
+                 ["connected-components mAP@0.5 (val)", figure_cell(head["connected_components_map50"])]]
     upper = metrics.get("upper_bound_miou")
     if upper is not None:
         rows += [["fully supervised upper bound mIoU", figure_cell(upper)],

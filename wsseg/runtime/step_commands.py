@@ -16,12 +16,19 @@ STEPS = {
     "train-affinity": ("wsseg.steps.train_affinity", "train_affinity", ("classifier", "masks")),
     "propagate": ("wsseg.steps.propagate", "propagate", ("cams", "masks", "affinity")),
     "train-segmenter": ("wsseg.steps.train_segmenter", "train_segmenter", ("masks", "init_segmenter")),
-    "evaluate": ("wsseg.steps.evaluate", "evaluate", ("cams", "pseudo_masks", "segmenter")),
+    "train-irn": ("wsseg.steps.train_irn", "train_irn", ("classifier", "masks")),
+    "group-instances": ("wsseg.steps.group_instances", "group_instances", ("cams", "masks", "irn")),
+    "train-instance-heads": ("wsseg.steps.train_instance_heads", "train_instance_heads",
+                             ("segmenter", "instance_labels")),
+    "evaluate": ("wsseg.steps.evaluate", "evaluate", ("cams", "pseudo_masks", "segmenter", "instance_labels",
+                                                      "instances")),
 }
 
 # Inputs a step cannot run without; the others are optional (see OPTIONAL_INPUTS).
 REQUIRED_INPUTS = {"mine-cams": ("classifier",), "refine": ("cams",), "train-affinity": ("classifier", "masks"),
-                   "propagate": ("cams", "masks")}
+                   "propagate": ("cams", "masks"), "train-irn": ("classifier", "masks"),
+                   "group-instances": ("cams", "masks", "irn"),
+                   "train-instance-heads": ("segmenter", "instance_labels")}
 
 OPTIONAL_INPUTS = {
     "masks": "pseudo masks to train on; without it the ground-truth masks are used (the supervised upper bound)",
@@ -29,6 +36,9 @@ OPTIONAL_INPUTS = {
     "cams": "store holding the mined CAMs",
     "pseudo_masks": "store holding the pseudo masks",
     "segmenter": "store holding the trained segmenter",
+    "irn": "store holding the trained IRNet (train-irn's output; needed when instances.enabled)",
+    "instance_labels": "store holding the instance pseudo labels (group-instances' output)",
+    "instances": "store holding the instance model (train-instance-heads' output)",
     "init_segmenter": "a train-segmenter output to start training from (its checkpoint.pth), unless semi.warm_start "
                       "is false",
 }

@@ -5,6 +5,8 @@ IRN's eval_cam does); (b) the pseudo masks on train, and the masks a self-traine
 (`wsseg.wsss.self_training`), which it trained on; (c) the segmenter on val. Pseudo masks and final models
 are scored on different splits on purpose: the papers report pseudo-mask quality on train, models on val.
 The segmenter's scoring is `wsseg.evaluation.scoring`'s, which also gives an incremental step's old/new/all mIoU.
+Given the instance steps' outputs (`instances.enabled`), (d) VOC's instance mAP of the instance pseudo labels on
+train and of the instance model on val, each beside connected components (`wsseg.evaluation.instance_scoring`).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from tqdm import tqdm
 from wsseg.classes import IGNORE_INDEX, ClassList
 from wsseg.data.images import decode_problem
 from wsseg.errors import ConfigError, DataError
+from wsseg.evaluation.instance_scoring import instance_headline, score_instance_labels, score_instance_model
 from wsseg.evaluation.metrics import ConfusionMatrix
 from wsseg.evaluation.overlays import segmenter_overlays, store_overlays
 from wsseg.evaluation.report import Overlay, cam_heatmap, colorize, overlay_strip, render_html, render_markdown
@@ -49,7 +52,7 @@ def default_config(preset: str) -> dict:
 
 
 def evaluate(data_root, cams, pseudo_masks, segmenter, out, config: dict, classes: ClassList,
-             strict: bool = False) -> dict:
+             strict: bool = False, instance_labels=None, instances=None) -> dict:
     """Score the stages whose stores are given and write metrics and report to `out`.
 
     Without CAMs (the supervised upper bound) only the segmenter is scored.
@@ -59,6 +62,9 @@ def evaluate(data_root, cams, pseudo_masks, segmenter, out, config: dict, classe
     if pseudo_masks is not None and cams is None:
         raise ConfigError(f"evaluate: the pseudo masks in {pseudo_masks.uri} are scored in the pass over the "
                           "train images' CAMs; give the CAM store too (--cams, the store mine-cams wrote)")
+    if instance_labels is not None and (cams is None or pseudo_masks is None):
+        raise ConfigError(f"evaluate: the instance labels in {instance_labels.uri} are scored beside the connected "
+                          "regions of the pseudo masks they were grouped from; give --cams and --pseudo-masks too")
     settings = config["evaluate"]
     model = load_model(segmenter)
     relabelled = relabelled_masks(segmenter) if segmenter is not None and pseudo_masks is not None else None
@@ -82,12 +88,31 @@ def evaluate(data_root, cams, pseudo_masks, segmenter, out, config: dict, classe
     # overlays the report shows.
     metrics["confusion_matrices"] = confusion_matrices
     metrics["overlays"] = [{"image_id": overlay.image_id, "panels": list(overlay.panels)} for overlay in overlays]
+    metrics["instances"] = _score_instances(data_root, cams, pseudo_masks, instance_labels, instances, config, classes,
+                                            strict)
+    metrics["headline"].update(instance_headline(metrics["instances"]))
     if metrics["pseudo_masks"] and pseudo_masks.exists(THRESHOLDS):
         metrics["pseudo_masks"]["thresholds"] = json.loads(pseudo_masks.get_bytes(THRESHOLDS))
     out.put_bytes("metrics.json", json.dumps(metrics, indent=2).encode())
     out.put_bytes("report.md", render_markdown(metrics, overlays).encode())
     out.put_bytes("report.html", render_html(metrics, overlays).encode())
     return metrics["headline"]
+
+
+def _score_instances(data_root, cams, pseudo_masks, instance_labels, instances, config: dict, classes: ClassList,
+                     strict: bool) -> dict:
+    """The instance figures of the stores given: {"train": labels' figures, "val": the model's}, each None without."""
+    from wsseg.data import load_samples
+
+    grouping = config["instances"]["grouping"]
+    figures = {"train": None, "val": None}
+    if instance_labels is not None:
+        figures["train"] = score_instance_labels(load_samples(data_root, "train", classes), instance_labels,
+                                                 pseudo_masks, cams, classes, grouping, strict)
+    if instances is not None:
+        figures["val"] = score_instance_model(load_model(instances), load_samples(data_root, "val", classes),
+                                              classes, config["evaluate"], grouping, strict)
+    return figures
 
 
 @dataclass(frozen=True)

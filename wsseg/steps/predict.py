@@ -2,7 +2,9 @@
 
 For every image the output store gets `masks/<id>.png` (a palette PNG, as VOC's and refine's masks), and on
 request `overlays/<id>.png` (image | mask), `areas/<id>.json` (pixels per class) and `instances/<id>.json`
-(connected regions as COCO annotations, gathered into one COCO `instances.json` at the end). Masks are what
+(COCO annotations, gathered into one COCO `instances.json` at the end): an instance model's instances (a
+train-instance-heads output, `wsseg.wsss.instance_segmentor`, grouped with the config's `instances.grouping`), else
+each connected region of a class; each scored by its class's mean probability over it. Masks are what
 `evaluate` scores: the same `wsseg.segmenter.inference.predict` with the same test-time augmentation, the
 `evaluate` section's unless overridden. The model runs on the GPU when there is one, one image at a time (so a
 mask never depends on what else was in a batch); reading and decoding the next batch of images and writing the
@@ -66,8 +68,9 @@ def predict_images(segmenter: ArtifactStore, images: str, out: ArtifactStore, co
                         raise pixels
                     corrupt.append(image.image_id)
                 else:
-                    labels = _predict(model, pixels, tta)
-                    writes.append(pool.submit(_write_outputs, out, image, pixels, labels, class_names, settings))
+                    labels, instances = _predict(model, pixels, tta, config if settings["instances"] else None)
+                    writes.append(pool.submit(_write_outputs, out, image, pixels, labels, instances, class_names,
+                                              settings))
                 bar.update()
             writes = [write for write in writes if _still_running(write)]
         for write in writes:
@@ -109,10 +112,26 @@ def _load(image):
         return DataError(image.location, f"cannot read image: {error}")
 
 
-def _predict(model, pixels: np.ndarray, tta: dict) -> np.ndarray:
-    from wsseg.segmenter.inference import predict
+def _predict(model, pixels: np.ndarray, tta: dict, config: dict | None) -> tuple[np.ndarray, list | None]:
+    """The image's mask and, given the run's `config`, its instances as COCO annotations."""
+    from wsseg.segmenter.inference import class_probabilities
 
-    return predict(model, pixels, **tta)
+    probabilities = class_probabilities(model, pixels, **tta)
+    labels = probabilities.argmax(dim=0).numpy().astype(np.uint8)
+    if config is None:
+        return labels, None
+    return labels, _instances(model, pixels, probabilities, labels, config)
+
+
+def _instances(model, pixels: np.ndarray, probabilities, labels: np.ndarray, config: dict) -> list[dict]:
+    from wsseg.serving.instances import coco_annotations, connected_components
+    from wsseg.wsss.instance_segmentor import InstanceSegmentor, segmenter_instances
+
+    grouping = config["instances"]["grouping"]
+    if isinstance(model, InstanceSegmentor):
+        return coco_annotations(segmenter_instances(model, pixels, probabilities, grouping).masks())
+    normalised = (probabilities / probabilities.sum(dim=0, keepdim=True)).numpy()
+    return coco_annotations(connected_components(labels, config["predict"]["min_instance_area"], normalised))
 
 
 def _still_running(write) -> bool:
@@ -123,11 +142,10 @@ def _still_running(write) -> bool:
     return True
 
 
-def _write_outputs(out: ArtifactStore, image, pixels: np.ndarray, labels: np.ndarray, class_names: list[str],
-                   settings: dict) -> None:
+def _write_outputs(out: ArtifactStore, image, pixels: np.ndarray, labels: np.ndarray, instances: list | None,
+                   class_names: list[str], settings: dict) -> None:
     """The extras first and the mask last: a stored mask means the image is done."""
     from wsseg.evaluation.report import colorize, overlay_strip
-    from wsseg.serving.instances import mask_instances
     from wsseg.wsss.pseudo_masks import encode_mask_png
 
     image_id = image.image_id
@@ -137,7 +155,7 @@ def _write_outputs(out: ArtifactStore, image, pixels: np.ndarray, labels: np.nda
         out.put_bytes(EXTRAS["areas"].format(image_id), json.dumps(class_areas(labels, class_names)).encode())
     if settings["instances"]:
         record = dict(file_name=image_id + PurePosixPath(image.location).suffix, height=labels.shape[0],
-                      width=labels.shape[1], annotations=mask_instances(labels, settings["min_instance_area"]))
+                      width=labels.shape[1], annotations=instances)
         out.put_bytes(EXTRAS["instances"].format(image_id), json.dumps(record).encode())
     out.put_bytes(MASK.format(image_id), encode_mask_png(labels))
 

@@ -78,7 +78,7 @@ def train_affinity(data_root, classifier: ArtifactStore, masks: ArtifactStore, o
     if not samples:
         raise DataError(masks.uri, "no pseudo mask to learn affinities from; run refine first")
     model = build_affinity_net(config).to(device)
-    backbone_tensors = _load_classifier_backbone(model, classifier)
+    backbone_tensors = load_classifier_backbone(model, classifier)
     images = SeedImages(samples, masks, settings, config["working_size"], model.mean.flatten().numpy())
     loader = DataLoader(images, batch_size=settings["batch_size"], shuffle=True, num_workers=settings["num_workers"])
     optimizer = torch.optim.AdamW(model.parameters(), **{k: v for k, v in settings["optimizer"].items()
@@ -124,7 +124,7 @@ def load_affinity_net(store: ArtifactStore, config: dict, device) -> torch.nn.Mo
     return model.to(device).eval()
 
 
-def _load_classifier_backbone(model: torch.nn.Module, classifier: ArtifactStore) -> int:
+def load_classifier_backbone(model: torch.nn.Module, classifier: ArtifactStore) -> int:
     """Starts the affinity net from the classifier's backbone (AffinityNet grows from the CAM network; of an ensemble
     or of adversarial erasing's rounds, from the first classifier's) and returns how many tensors it took; a
     backbone that does not fit would otherwise train from scratch unnoticed."""
