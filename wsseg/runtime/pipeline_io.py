@@ -39,6 +39,11 @@ def open_run(store_uri: str, run_name: str, config_yaml: str, s3_endpoint: str =
     return run_store.uri
 
 
+def instances_enabled(config_yaml: str) -> bool:
+    """Whether the config asks for the instance steps (`instances.enabled`)."""
+    return bool(load_config_text(config_yaml)["instances"]["enabled"])
+
+
 def run_step(command: str, data: str, run_store_uri: str, config_yaml: str,
              inputs: dict, output, s3_endpoint: str = "") -> dict:
     """Run one step of STEPS with its inputs taken from upstream pointer artifacts; publish `output`."""
