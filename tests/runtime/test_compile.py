@@ -7,7 +7,8 @@ import yaml
 from pipelines import PIPELINES
 from wsseg.runtime.compile_pipelines import compile_pipelines
 
-GPU_COMPONENTS = ("train-classifier", "mine-cams", "train-segmenter", "predict", "incremental-update")
+GPU_COMPONENTS = ("train-classifier", "mine-cams", "train-segmenter", "predict", "incremental-update", "train-irn",
+                  "group-instances", "train-instance-heads")
 
 
 SENTINEL_KEY_ID = "SENTINELKEYID4242"
@@ -84,6 +85,25 @@ def test_gpu_steps_get_shared_memory_and_retries(compiled):
             assert spec["emptyDirMounts"][0]["medium"] == "Memory"
     tasks = documents[0]["root"]["dag"]["tasks"]
     assert all("retryPolicy" in tasks[name] for name in ("train-classifier", "refine", "train-segmenter"))
+
+
+def test_the_wsss_instance_steps_run_behind_the_configs_setting(compiled):
+    pipeline = compiled["wsss"][1][0]
+    tasks = {task["taskInfo"]["name"]: task for task in pipeline["root"]["dag"]["tasks"].values()}
+    assert "wants-instances" in tasks and "evaluate" not in tasks
+    branches = {task["taskInfo"]["name"]: task for task in
+                pipeline["components"][tasks["condition-branches-1"]["componentRef"]["name"]]["dag"]["tasks"].values()}
+    with_instances, semantic_only = branches["instances"], branches["semantic-only"]
+    condition = with_instances["triggerPolicy"]["condition"]
+    assert "wants-instances-Output" in condition and condition.endswith("== true")
+    assert semantic_only["triggerPolicy"]["condition"] == f"!({condition})"
+    inside = pipeline["components"][with_instances["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(inside) == {"train-irn", "group-instances", "train-instance-heads", "evaluate"}
+    assert set(inside["evaluate"]["inputs"]["artifacts"]) == {"cams", "pseudo_masks", "segmenter", "instance_labels",
+                                                              "instances"}
+    alone = pipeline["components"][semantic_only["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(alone) == {"evaluate-2"}
+    assert set(alone["evaluate-2"]["inputs"]["artifacts"]) == {"cams", "pseudo_masks", "segmenter"}
 
 
 def test_the_incremental_pipeline_updates_only_when_the_inbox_has_a_batch(compiled):
