@@ -13,7 +13,7 @@ from kfp import dsl
 from kfp.dsl import Dataset, Model
 from PIL import Image
 
-from wsseg.config import dump_config, load_config
+from wsseg.config import dump_config, load_config, load_config_text
 from wsseg.store import open_store
 
 pytestmark = pytest.mark.slow
@@ -85,18 +85,53 @@ def test_each_component_runs_alone_and_hands_its_output_on(local_kfp, config_yam
     assert "<table" in reports["report"] and "|" in reports["summary"]
 
 
-def test_wsss_dag_runs_end_to_end_and_reports_every_figure(local_kfp, tiny_voc):
+@pytest.fixture(scope="module")
+def wsss_dags(local_kfp, tiny_voc):
+    """The wsss DAG on the tiny set with the preset's config (instances off), and again with instances on: each
+    run's metrics and store."""
     from wsseg.runtime.runner import run_pipeline
 
-    metrics = run_pipeline("wsss", str(tiny_voc), local_kfp / "dag", load_config(preset="cpu-tiny"))
+    with_instances = load_config(preset="cpu-tiny")
+    with_instances["instances"]["enabled"] = True
+    runs = {}
+    for name, config in (("dag", load_config(preset="cpu-tiny")), ("dag-instances", with_instances)):
+        metrics = run_pipeline("wsss", str(tiny_voc), local_kfp / name, config)
+        runs[name] = metrics, open_store(str((local_kfp / name / "store").resolve())).child("wsss")
+    return runs
+
+
+def test_wsss_dag_runs_end_to_end_and_reports_every_figure(wsss_dags):
+    metrics, run = wsss_dags["dag"]
     headline = metrics["headline"]
     for name in ("cam_miou", "pseudo_mask_miou", "segmenter_miou"):
         assert 0 <= headline[name] <= 100
-    run = open_store(str((local_kfp / "dag" / "store").resolve())).child("wsss")
     assert yaml.safe_load(run.get_bytes("config.yaml")) == load_config(preset="cpu-tiny")
     mask_key = next(key for key in run.child("refine").list() if key.endswith(".png"))
     with Image.open(io.BytesIO(run.child("refine").get_bytes(mask_key))) as mask:
         assert mask.mode == "P"
+
+
+def test_the_instance_setting_off_is_the_config_without_it():
+    assert load_config_text("preset: cpu-tiny") == load_config_text("preset: cpu-tiny\ninstances: {enabled: false}")
+
+
+def test_without_instances_the_dag_runs_no_instance_step_and_reports_no_instance_figure(wsss_dags):
+    metrics, run = wsss_dags["dag"]
+    assert not any(run.child(step).list() for step in ("train-irn", "group-instances", "train-instance-heads"))
+    assert all(value is None for key, value in metrics["headline"].items() if "map" in key)
+
+
+def test_with_instances_the_dag_adds_their_figures_and_keeps_every_semantic_output(wsss_dags):
+    (plain, plain_run), (metrics, run) = wsss_dags["dag"], wsss_dags["dag-instances"]
+    for key in ("instance_map50", "instance_map70", "connected_components_map50", "instance_label_map50"):
+        assert 0 <= metrics["headline"][key] <= 100, key
+    assert {key: value for key, value in metrics["headline"].items() if "map" not in key} == {
+        key: value for key, value in plain["headline"].items() if "map" not in key}
+    for step in ("mine-cams", "refine"):
+        keys = sorted(key for key in plain_run.child(step).list() if key.endswith((".npz", ".png")))
+        assert keys and keys == sorted(key for key in run.child(step).list() if key.endswith((".npz", ".png")))
+        assert all(plain_run.child(step).get_bytes(key) == run.child(step).get_bytes(key) for key in keys), step
+    assert "Instances (VOC mAP)" in run.child("evaluate").get_bytes("report.md").decode()
 
 
 def test_supervised_dag_trains_on_ground_truth(local_kfp, tiny_voc):
