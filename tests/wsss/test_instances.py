@@ -7,12 +7,12 @@ import torch
 
 from wsseg.classes import IGNORE_INDEX
 from wsseg.wsss.classifiers.inter_pixel_relations import InterPixelRelations, labels_on_grid, relation_losses
-from wsseg.wsss.instance_grouping import centroid_clusters, converged_points, group_instances
+from wsseg.wsss.instance_grouping import centroid_clusters, converged_points, cut_along_boundaries, group_instances
 from wsseg.wsss.instance_labels import MAX_INSTANCES, Instances, read_instances, stored_ids, write_instances
 from wsseg.wsss.random_walk import boundary_affinities, pair_offsets, path_cells, random_walk
 
 GROUPING = dict(centroid_iterations=100, centroid_threshold=1.0, walk_radius=3, beta=10.0, walk_reach=0.6,
-                min_fragment=0.01)
+                min_fragment=0.01, boundary_threshold=0.3)
 CLASS = 5
 
 
@@ -48,6 +48,10 @@ def trained(labels: torch.Tensor, radius: int = 3, steps: int = 300) -> tuple[to
         loss.backward()
         optimizer.step()
     return torch.sigmoid(logits.detach())[0, 0], displacement.detach()[0]
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return (a & b).sum() / (a | b).sum()
 
 
 def test_a_line_passes_through_the_cells_within_one_cell_of_it_both_ends_included():
@@ -106,6 +110,41 @@ def test_centroids_split_two_touching_objects_of_one_class_that_components_keep_
     assert instances.classes == (CLASS, CLASS)
     found = {tuple(np.unique(ids[instances.ids == number])) for number in (1, 2)}
     assert found == {(1,), (2,)}
+
+
+def test_a_boundary_line_splits_touching_objects_that_one_centroid_keeps_together():
+    ids = two_objects(touching=True)
+    extent = np.where(ids > 0, CLASS, 0).astype(np.uint8)
+    scores = torch.from_numpy((ids > 0).astype(np.float32))[None]
+    boundary = torch.zeros(ids.shape)
+    boundary[:, 10] = 0.9  # where the two squares meet
+    one_centroid = field_to_centroids(np.where(ids > 0, 1, 0))
+    instances = group_instances(scores, [CLASS], extent, one_centroid, boundary, GROUPING)
+    assert instances.classes == (CLASS, CLASS)
+    ious = sorted(iou(instances.ids == number, ids == object_id) for number in (1, 2) for object_id in (1, 2))
+    assert max(ious[:2]) < 0.1 and min(ious[2:]) > 0.8, "each instance one square, but for the wall's own cells"
+    uncut = group_instances(scores, [CLASS], extent, one_centroid, boundary, dict(GROUPING, boundary_threshold=1.0))
+    assert len(uncut.classes) == 1
+
+
+def test_the_boundary_cut_leaves_boundary_cells_to_no_cluster_and_keeps_a_map_without_any_whole():
+    clusters = torch.zeros(4, 6, dtype=torch.long)
+    boundary = torch.zeros(4, 6)
+    boundary[:, 3] = 0.5
+    parts = cut_along_boundaries(clusters, boundary, 0.3)
+    assert parts.shape == (2, 4, 6) and parts[:, :, 3].sum() == 0 and parts.sum(dim=0)[:, [0, 1, 2, 4, 5]].all()
+    assert cut_along_boundaries(clusters, torch.ones(4, 6), 0.3).shape == (1, 4, 6)
+
+
+def test_a_class_seeds_only_where_the_extent_is_that_class():
+    ids = two_objects(touching=False)
+    extent = np.where(ids == 1, CLASS, np.where(ids == 2, CLASS + 1, 0)).astype(np.uint8)
+    scores = torch.ones(2, *ids.shape)  # both class maps high everywhere
+    instances = group_instances(scores, [CLASS, CLASS + 1], extent, torch.zeros(2, *ids.shape),
+                                torch.zeros(ids.shape), GROUPING)
+    assert sorted(instances.classes) == [CLASS, CLASS + 1]
+    for class_index, _, mask in instances.masks():
+        assert (extent[mask] == class_index).all()
 
 
 def test_pixels_whose_walks_end_in_one_converging_region_share_a_cluster():

@@ -2,8 +2,10 @@
 
 1. Centroids: every pixel follows the displacement field (bilinearly, `centroid_iterations` times) to the point
    its instance converges on; the regions where the field is weak (|D| < `centroid_threshold` cells) are the
-   converging points, and pixels whose walk ends in the same one form one class-agnostic cluster.
-2. Seeds: each class score map times each cluster's mask, and times 1 − B, as IRN damps seeds on boundaries.
+   converging points, and pixels whose walk ends in the same one form one class-agnostic cluster. Each cluster is
+   then cut along the boundary map: its 4-connected parts where B < `boundary_threshold` are clusters of their own.
+2. Seeds: each class score map times each cluster's mask, and times 1 − B, as IRN damps seeds on boundaries,
+   where the extent is that class.
 3. Propagation: the seeds random-walk over the boundary map's affinities (`wsseg.wsss.random_walk`, the walk
    the `affinity` method runs over AffinityNet's), so each spreads over its instance and stops at boundaries.
 4. Each pixel of class c in `extent` (the pseudo mask, or the segmenter's prediction) takes the cluster whose
@@ -30,8 +32,10 @@ def group_instances(scores: torch.Tensor, labels, extent: np.ndarray, displaceme
     """Instances of `extent` ((H, W) classes, 0 background, 255 unknown) from (L, h, w) `scores` of the classes
     `labels` (L,), a (2, h, w) displacement field in cells of that grid and (h, w) boundary probabilities."""
     clusters = centroid_clusters(displacement, settings["centroid_iterations"], settings["centroid_threshold"])
-    members = F.one_hot(clusters, int(clusters.max()) + 1).permute(2, 0, 1).float()
-    seeds = (scores.float()[:, None] * members[None] * (1 - boundary.float())).flatten(0, 1)
+    members = cut_along_boundaries(clusters, boundary, settings["boundary_threshold"])
+    grid = cv2.resize(extent, tuple(boundary.shape)[::-1], interpolation=cv2.INTER_NEAREST)
+    where_class = torch.from_numpy(grid[None] == np.asarray(labels).reshape(-1, 1, 1)).float()
+    seeds = (scores.float()[:, None] * where_class[:, None] * members[None] * (1 - boundary.float())).flatten(0, 1)
     radius = settings["walk_radius"]
     walked = random_walk(seeds, boundary_affinities(boundary.float()[None], radius)[0], radius, settings["beta"],
                          walk_steps(tuple(boundary.shape), radius, settings["walk_reach"]))
@@ -49,6 +53,19 @@ def centroid_clusters(displacement: torch.Tensor, iterations: int, threshold: fl
     landed = regions[points[0].numpy(), points[1].numpy()]
     _, clusters = np.unique(landed, return_inverse=True)
     return torch.from_numpy(clusters.reshape(landed.shape)).long()
+
+
+def cut_along_boundaries(clusters: torch.Tensor, boundary: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(K, h, w) masks of the 4-connected parts of each cluster where the boundary map is under `threshold`;
+    cells on a boundary belong to none (the walk reaches them), unless nothing is under it (the clusters whole)."""
+    inside, clusters = (boundary.float() < threshold).numpy(), clusters.numpy()
+    parts = np.full(clusters.shape, -1, np.int64)
+    for cluster in np.unique(clusters):
+        _, numbers = cv2.connectedComponents((inside & (clusters == cluster)).astype(np.uint8), connectivity=4)
+        parts = np.where(numbers > 0, numbers + parts.max(), parts)
+    if parts.max() < 0:
+        parts = clusters
+    return torch.from_numpy(np.arange(parts.max() + 1)[:, None, None] == parts[None]).float()
 
 
 def converged_points(displacement: torch.Tensor, iterations: int) -> torch.Tensor:
