@@ -101,11 +101,14 @@ def evaluate(data_root, cams, pseudo_masks, segmenter, out, config: dict, classe
 
 def _score_instances(data_root, cams, pseudo_masks, instance_labels, instances, config: dict, classes: ClassList,
                      strict: bool) -> dict:
-    """The instance figures of the stores given: {"train": labels' figures, "val": the model's}, each None without."""
+    """The instance figures of the stores given: {"train": labels' figures, "val": the model's}, each None without.
+    The config's `instances` section is read only then: a config for the semantic figures alone need not have it."""
     from wsseg.data import load_samples
 
-    grouping = config["instances"]["grouping"]
     figures = {"train": None, "val": None}
+    if instance_labels is None and instances is None:
+        return figures
+    grouping = config["instances"]["grouping"]
     if instance_labels is not None:
         figures["train"] = score_instance_labels(load_samples(data_root, "train", classes), instance_labels,
                                                  pseudo_masks, cams, classes, grouping, strict)
