@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import os
 import time
+import uuid
 from dataclasses import dataclass
 
 from wsseg.incremental.inbox import Inbox
@@ -150,11 +151,20 @@ def claim_and_process(inbox_uri: str, registry_uri: str, model_uri: str, holder:
     inbox = Inbox(open_store(inbox_uri))
     processed = []
     while (lease := inbox.claim_next(holder)) is not None:
-        version = register(registry_uri, model_uri, inbox.batch_uri(lease.batch))
+        version = register(registry_uri, trained_anew(model_uri), inbox.batch_uri(lease.batch))
         inbox.renew(lease)
         inbox.mark_processed(lease.batch, {"version": version, "holder": holder})
         processed.append(lease.batch)
     return processed
+
+
+def trained_anew(model_uri: str) -> str:
+    """A copy of the model at `model_uri` in a store of its own, as each run's training writes its own output."""
+    model = open_store(model_uri)
+    trained = open_store(f"{model_uri.rstrip('/')}-{uuid.uuid4().hex}")
+    for key in model.list():
+        trained.put_bytes(key, model.get_bytes(key))
+    return trained.uri
 
 
 def claim_and_die(inbox_uri: str, batch: str, holder: str, lease_s: float, claimed_file: str) -> None:

@@ -115,6 +115,8 @@ class ModelRegistry:
         files = self._model_files(model)
         number = self._claim_number({"copied_from": model.uri, "data": data})
         folder = self._version_store(number)
+        if folder.exists(VERSION_FILE):
+            return self.version(number)  # a rerun of a registration that is finished
         for key in files:
             _copy(model, key, folder)
         record = {"version": number, "parent": parent, "created": _now(), "data": data, "config": config,
@@ -228,11 +230,13 @@ class ModelRegistry:
         return folders
 
     def _claim_number(self, registration: dict) -> int:
-        """The number for `registration` (its model store and data): the one an unfinished attempt at it claimed,
-        else the first free one above every folder in use, claimed by creating its claim.json."""
+        """The number for `registration` (its model store and data): the one an earlier attempt at it claimed,
+        finished or not (two reruns of one crashed registration, one finishing before the other looks), else the
+        first free one above every folder in use, claimed by creating its claim.json. A model store is one training's
+        output, so registering it again for the same data is a rerun, never a new version."""
         folders = self._folders()
         for number, names in sorted(folders.items()):
-            if CLAIM_FILE in names and VERSION_FILE not in names and self._claimed_for(number) == registration:
+            if CLAIM_FILE in names and self._claimed_for(number) == registration:
                 return number
         number = max(folders, default=0) + 1
         claim = _json({**registration, "by": who(), "at": _now()})
