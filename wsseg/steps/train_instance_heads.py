@@ -20,24 +20,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from wsseg.classes import ClassList
 from wsseg.config import dump_config
 from wsseg.data import load_samples
 from wsseg.errors import ConfigError, DataError
-from wsseg.steps.train_irn import build_optimizer
+from wsseg.steps.train_irn import train_relations
 from wsseg.store import ArtifactStore
 from wsseg.wsss.classifiers.cam_classifier import IMAGENET_MEAN
 from wsseg.wsss.instance_labels import stored_ids
 from wsseg.wsss.relation_data import RelationCrops
-from wsseg.wsss.training import pick_device, poly_schedule, resume_training, save_progress, train_epoch
+from wsseg.wsss.training import pick_device
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pth"
 MMSEG_CONFIG = "mmseg_config.py"
-RESUME = "last.pth"
 SEGMENTOR_MODULE = "wsseg.wsss.instance_segmentor"
 
 
@@ -56,20 +54,9 @@ def train_instance_heads(data_root, segmenter: ArtifactStore, instance_labels: A
     model.to(device)
     scales = [_prediction_scale(model, sample) for sample in samples]
     crops = RelationCrops(samples, instance_labels, scales, settings, np.asarray(IMAGENET_MEAN, np.float32))
-    loader = DataLoader(crops, batch_size=settings["batch_size"], shuffle=True, num_workers=settings["num_workers"],
-                        drop_last=len(crops) > settings["batch_size"])
-    optimizer = build_optimizer(model.relations_head.parameters(), settings["optimizer"])
-    schedule = poly_schedule(optimizer, settings["epochs"] * len(loader))
-    first_epoch = resume_training(out, RESUME, model.relations_head, optimizer, schedule, "instance heads")
-
-    def loss_of(model, images, labels):
-        return sum(model.relation_loss(images, labels, settings["radius"]).values())
-
-    started, loss = time.perf_counter(), None
-    for epoch in range(first_epoch, settings["epochs"]):
-        loss = train_epoch(model, loader, loss_of, optimizer, schedule, device, config["instances"]["precision"],
-                           f"instance heads epoch {epoch + 1}")
-        save_progress(out, RESUME, model.relations_head, optimizer, schedule, epoch + 1)
+    started = time.perf_counter()
+    first_epoch, loss = train_relations(model, model.relations_head, type(model).relation_loss, crops, settings,
+                                        device, config["instances"]["precision"], out, "instance heads")
     with out.open_write(CHECKPOINT) as file:
         torch.save({"meta": meta, "state_dict": {key: value.cpu() for key, value in model.state_dict().items()}},
                    file)

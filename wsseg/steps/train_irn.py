@@ -95,20 +95,9 @@ def train_irn(data_root, classifier: ArtifactStore, masks: ArtifactStore, out: A
     backbone_tensors = load_classifier_backbone(model, classifier)
     scales = [working_scale(*_image_shape(sample), config["working_size"]) for sample in samples]
     crops = RelationCrops(samples, masks, scales, settings, model.mean.flatten().cpu().numpy())
-    loader = DataLoader(crops, batch_size=settings["batch_size"], shuffle=True, num_workers=settings["num_workers"],
-                        drop_last=len(crops) > settings["batch_size"])
-    optimizer = build_optimizer(model.parameters(), settings["optimizer"])
-    schedule = poly_schedule(optimizer, settings["epochs"] * len(loader))
-    first_epoch = resume_training(out, RESUME, model, optimizer, schedule, "IRN")
-
-    def loss_of(model, images, labels):
-        return sum(model.loss(images, labels, settings["radius"]).values())
-
-    started, loss = time.perf_counter(), None
-    for epoch in range(first_epoch, settings["epochs"]):
-        loss = train_epoch(model, loader, loss_of, optimizer, schedule, device, config["instances"]["precision"],
-                           f"IRN epoch {epoch + 1}")
-        save_progress(out, RESUME, model, optimizer, schedule, epoch + 1)
+    started = time.perf_counter()
+    first_epoch, loss = train_relations(model, model, type(model).loss, crops, settings, device,
+                                        config["instances"]["precision"], out, "IRN")
     save_to_store(out, CHECKPOINT, {"state_dict": model.state_dict(), "config": settings,
                                     "backbone": config["classifier"]["model"]["backbone"]})
     out.put_bytes("config.yaml", dump_config(config).encode())
@@ -139,6 +128,27 @@ def load_irn(store: ArtifactStore, config: dict, device) -> torch.nn.Module:
     model = build_irn(config, state["backbone"], state["config"])
     model.load_state_dict(state["state_dict"])
     return model.to(device).eval()
+
+
+def train_relations(model, trainable: torch.nn.Module, losses, crops: RelationCrops, settings: dict, device,
+                    precision: str, out: ArtifactStore, what: str) -> tuple[int, float | None]:
+    """Train `trainable` (`model` or the part of it that learns) for `settings["epochs"]` on `crops`, resuming from
+    and saving to `out`'s RESUME after each epoch; `losses(model, images, labels, radius)` is a dict of loss terms.
+    Returns the epoch it started from and the last epoch's mean loss (None when none was left to train)."""
+    loader = DataLoader(crops, batch_size=settings["batch_size"], shuffle=True, num_workers=settings["num_workers"],
+                        drop_last=len(crops) > settings["batch_size"])
+    optimizer = build_optimizer(trainable.parameters(), settings["optimizer"])
+    schedule = poly_schedule(optimizer, settings["epochs"] * len(loader))
+    first_epoch = resume_training(out, RESUME, trainable, optimizer, schedule, what)
+
+    def loss_of(model, images, labels):
+        return sum(losses(model, images, labels, settings["radius"]).values())
+
+    loss = None
+    for epoch in range(first_epoch, settings["epochs"]):
+        loss = train_epoch(model, loader, loss_of, optimizer, schedule, device, precision, f"{what} epoch {epoch + 1}")
+        save_progress(out, RESUME, trainable, optimizer, schedule, epoch + 1)
+    return first_epoch, loss
 
 
 def build_optimizer(parameters, settings: dict) -> torch.optim.Optimizer:
