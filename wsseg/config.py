@@ -39,9 +39,10 @@ STEP_SECTIONS = {
 def default_config(preset: str = "cpu") -> dict:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    # strict: fail on the first bad input (corrupt image, ...) instead of skipping and counting it.
+    # strict: fail on the first bad input (corrupt image, ...) instead of skipping and counting it. shards: the tasks
+    # each per-image step (mine-cams, refine, propagate, evaluate, predict) is split into (wsseg.runtime.shards).
     config = {"preset": preset, "classes": list(VOC_CLASSES), "seed": 0, "strict": False,
-              "working_size": WORKING_SIZES[preset]}
+              "working_size": WORKING_SIZES[preset], "shards": 1}
     for section, module in STEP_SECTIONS.items():
         config[section] = importlib.import_module(module).default_config(preset)
     return config

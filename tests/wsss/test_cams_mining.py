@@ -46,7 +46,8 @@ def test_one_npz_per_labelled_image_with_max_normalised_float16_maps(tiny_voc, c
 
     samples = load_samples(tiny_voc, "train", CLASSES)
     assert summary["images"] == len(samples) == 12 and summary["skipped"] == 0
-    assert sorted(out.list()) == sorted([f"{s.image_id}.npz" for s in samples] + ["summary.json"])
+    assert sorted(out.list()) == sorted([f"{s.image_id}.npz" for s in samples] + [
+        "summary.json", "cam_statistics.json", "shards/0-of-1/summary.json", "shards/0-of-1/cam_histograms.json"])
     assert json.loads(out.get_bytes("summary.json")) == summary
     for sample in samples:
         stored = read_npz(out, f"{sample.image_id}.npz")
@@ -157,8 +158,8 @@ def test_finished_maps_are_released_once_stored(classifier, tmp_path, monkeypatc
     root = make_synthetic_voc(tmp_path / "voc", train=6, val=0, seed=3, size=96)
     stored, store_cams = [], mining._store_cams
 
-    def store_and_follow(out, sample, cams):
-        store_cams(out, sample, cams)
+    def store_and_follow(out, sample, cams, histograms):
+        store_cams(out, sample, cams, histograms)
         stored.append(weakref.ref(cams))
 
     monkeypatch.setattr(mining, "_store_cams", store_and_follow)

@@ -1,12 +1,14 @@
-"""One entry point for every dataset format: a VOC 2012-layout folder or a manifest file."""
+"""One entry point for every dataset format: a VOC 2012-layout folder or a manifest file, on local disk or in a store
+(`s3://bucket/prefix` for a VOC folder, `s3://bucket/.../train.csv` for a manifest)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from wsseg.classes import ClassList
+from wsseg.data.locations import StoredFile, is_store_uri
 from wsseg.data.manifest import MANIFEST_SUFFIXES, is_manifest, manifest_splits, scan_manifest
 from wsseg.data.samples import Problem, Sample
-from wsseg.data.voc import is_voc_root, scan_voc, voc_splits
+from wsseg.data.voc import is_voc_root, scan_stored_voc, scan_voc, stored_voc_splits, voc_splits
 from wsseg.errors import DataError
 
 
@@ -19,6 +21,8 @@ def load_samples(root: str | Path, split: str = "train", classes: ClassList | No
 
 
 def scan_samples(root: str | Path, split: str, classes: ClassList) -> tuple[list[Sample], list[Problem]]:
+    if is_store_uri(root):
+        return _scan_stored(str(root), split, classes)
     root = Path(root)
     if is_manifest(root):
         return scan_manifest(root, split, classes)
@@ -28,6 +32,9 @@ def scan_samples(root: str | Path, split: str, classes: ClassList) -> tuple[list
 
 def dataset_splits(root: str | Path) -> list[str]:
     """The splits a dataset defines: VOC's train and val lists where present, a manifest's split values."""
+    if is_store_uri(root):
+        stored = StoredFile(str(root)) if _names_manifest(str(root)) else None
+        return manifest_splits(stored) if stored else stored_voc_splits(str(root))
     root = Path(root)
     if is_manifest(root):
         return manifest_splits(root)
@@ -41,3 +48,13 @@ def _require_voc_root(root: Path) -> None:
     if not is_voc_root(root):
         raise DataError(root, "not a dataset: expected a VOC 2012-layout folder (JPEGImages/, Annotations/, "
                               f"ImageSets/Segmentation/) or a manifest file ({', '.join(MANIFEST_SUFFIXES)})")
+
+
+def _scan_stored(uri: str, split: str, classes: ClassList) -> tuple[list[Sample], list[Problem]]:
+    if _names_manifest(uri):
+        return scan_manifest(StoredFile(uri), split, classes)
+    return scan_stored_voc(uri, split, classes)
+
+
+def _names_manifest(uri: str) -> bool:
+    return uri.lower().endswith(MANIFEST_SUFFIXES)

@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from wsseg.data.locations import Location, StoredFile, read_location
 from wsseg.errors import DataError
 
 # Mask modes whose pixel values are class indices as stored; an RGB colour mask would need a palette lookup.
 INDEX_MASK_MODES = ("P", "L")
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Location) -> np.ndarray:
     """The image at `path` as (H, W, 3) uint8 RGB, fully decoded so that truncated files fail here."""
     return np.asarray(_decode(path).convert("RGB"))
 
@@ -21,6 +22,18 @@ def read_image(path: str | Path) -> np.ndarray:
 def decode_image(data: bytes, where: str) -> np.ndarray:
     """An encoded image's bytes (from a store, say) as `read_image` gives them; `where` names it in errors."""
     return np.asarray(_decode_bytes(data, where).convert("RGB"))
+
+
+def image_size(path: str | Location) -> tuple[int, int]:
+    """(width, height) of the image at `path`, from its header alone."""
+    where = path if isinstance(path, StoredFile) else Path(path)
+    # A stored image comes whole (S3 has no cheap header read); a local one is opened and its header read.
+    source = io.BytesIO(read_location(where)) if isinstance(where, StoredFile) else where
+    try:
+        with Image.open(source) as image:
+            return image.size
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(where, f"cannot read image: {decode_problem(error)}") from None
 
 
 def working_scale(height: int, width: int, working_size: int | None) -> float:
@@ -53,12 +66,12 @@ def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
                      for plane in maps]) if len(maps) else np.zeros((0, height, width), np.float32)
 
 
-def read_mask(path: str | Path) -> np.ndarray:
+def read_mask(path: str | Location) -> np.ndarray:
     """The label mask at `path` as (H, W) uint8 class indices (255 = ignore)."""
     return np.asarray(_decode_mask(path))
 
 
-def relabel_mask(source: str | Path, target: str | Path, lookup: np.ndarray) -> int:
+def relabel_mask(source: str | Location, target: str | Path, lookup: np.ndarray) -> int:
     """Write the mask at `source` to `target` with each class index i replaced by `lookup[i]` (256 uint8 entries),
     as a PNG of the source's mode and palette, so that it reads and shows as the source does; the number of pixels
     whose index changed."""
@@ -72,7 +85,7 @@ def relabel_mask(source: str | Path, target: str | Path, lookup: np.ndarray) -> 
     return int(np.count_nonzero(relabelled != indices))
 
 
-def _decode_mask(path: str | Path) -> Image.Image:
+def _decode_mask(path: str | Location) -> Image.Image:
     mask = _decode(path)
     if mask.mode not in INDEX_MASK_MODES:
         raise DataError(path, f"mask has PIL mode {mask.mode!r}; expected a palette ('P') or greyscale "
@@ -80,14 +93,9 @@ def _decode_mask(path: str | Path) -> Image.Image:
     return mask
 
 
-def _decode(path: str | Path) -> Image.Image:
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except OSError as error:
-        raise DataError(path, f"cannot read file: {error.strerror}") from None
-    return _decode_bytes(data, path)
+def _decode(path: str | Location) -> Image.Image:
+    where = path if isinstance(path, StoredFile) else Path(path)
+    return _decode_bytes(read_location(where), where)
 
 
 def _decode_bytes(data: bytes, where) -> Image.Image:

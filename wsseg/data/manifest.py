@@ -2,17 +2,22 @@
 labels separated by `;` or spaces) or
 a `.jsonl` file (one `{"image": ..., "labels": [...], "mask": ..., "split": ...}` object per line).
 
-Relative paths resolve against the manifest's folder. Rows without a split belong to `train`.
+Relative paths resolve against the manifest's folder (a local one, or the store prefix of a manifest in a store);
+a row may also name its image by a store URI (`s3://bucket/key`). Rows without a split belong to `train`. Stored
+images are not looked up one by one as the manifest is read (a request per row); one that is missing is skipped
+where a step reads it, as an unreadable image is.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from wsseg.classes import ClassList
+from wsseg.data.locations import Location, StoredFile, location, read_location
 from wsseg.data.samples import Problem, Sample, class_indices
 from wsseg.errors import DataError
 
@@ -31,31 +36,32 @@ class ManifestRow:
     image_id: str | None
 
 
-def is_manifest(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES
+def is_manifest(path: Location) -> bool:
+    return path.suffix.lower() in MANIFEST_SUFFIXES and (isinstance(path, StoredFile) or path.is_file())
 
 
-def manifest_splits(path: Path) -> list[str]:
+def manifest_splits(path: Location) -> list[str]:
     return sorted({row.split for row in read_manifest(path)})
 
 
-def read_manifest(path: Path) -> list[ManifestRow]:
+def read_manifest(path: Location) -> list[ManifestRow]:
     reader = _csv_rows if path.suffix.lower() == ".csv" else _jsonl_rows
-    return list(reader(path))
+    return list(reader(read_location(path).decode(), path))
 
 
-def scan_manifest(path: Path, split: str, classes: ClassList) -> tuple[list[Sample], list[Problem]]:
-    """Every usable row of `split` as a sample, and a problem for each missing file or unknown class name."""
+def scan_manifest(path: Location, split: str, classes: ClassList) -> tuple[list[Sample], list[Problem]]:
+    """Every usable row of `split` as a sample, and a problem for each missing local file or unknown class name."""
     samples, problems, seen = [], [], {}
+    folder = path.parent_uri if isinstance(path, StoredFile) else path.parent
     for row in read_manifest(path):
         if row.split != split:
             continue
-        image_path = path.parent / row.image
-        if not image_path.is_file():
+        image_path = location(row.image, folder)
+        if _missing(image_path):
             problems.append(Problem(row.where, f"image {image_path} does not exist"))
             continue
-        mask_path = path.parent / row.mask if row.mask else None
-        if mask_path is not None and not mask_path.is_file():
+        mask_path = location(row.mask, folder) if row.mask else None
+        if mask_path is not None and _missing(mask_path):
             problems.append(Problem(row.where, f"mask {mask_path} does not exist"))
             mask_path = None
         image_id = row.image_id or image_path.stem
@@ -70,7 +76,11 @@ def scan_manifest(path: Path, split: str, classes: ClassList) -> tuple[list[Samp
     return samples, problems
 
 
-def manifest_labels(path: Path, split: str, classes: ClassList) -> list[tuple[int, ...]]:
+def _missing(where: Location) -> bool:
+    return isinstance(where, Path) and not where.is_file()
+
+
+def manifest_labels(path: Location, split: str, classes: ClassList) -> list[tuple[int, ...]]:
     """Each `split` row's class indices, read without looking for its image: what a check needs before the images
     are fetched. Raises `DataError` at the first unknown class name."""
     labels = []
@@ -89,30 +99,33 @@ def write_manifest(samples: list[Sample], classes: ClassList, path: Path, split:
         writer = csv.writer(handle)
         writer.writerow(("image", "labels", "mask", "split", "id"))
         for sample in samples:
-            writer.writerow((sample.image_path.resolve(), ";".join(classes.names[label] for label in sample.labels),
-                             sample.mask_path.resolve() if sample.mask_path else "", split, sample.image_id))
+            writer.writerow((_written(sample.image_path), ";".join(classes.names[label] for label in sample.labels),
+                             _written(sample.mask_path) if sample.mask_path else "", split, sample.image_id))
     return path
+
+
+def _written(where: Location) -> str:
+    return str(where) if isinstance(where, StoredFile) else str(where.resolve())
 
 
 def _split_labels(text: str) -> tuple[str, ...]:
     return tuple(name for name in re.split(r"[;,\s]+", text.strip()) if name)
 
 
-def _csv_rows(path: Path):
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or ())]
-        if missing:
-            raise DataError(path, f"the CSV header lacks {', '.join(missing)}; expected image,labels[,mask][,split]")
-        for line, record in enumerate(reader, start=2):
-            yield ManifestRow(f"{path}:{line}", record["image"].strip(), _split_labels(record["labels"] or ""),
-                              (record.get("mask") or "").strip() or None,
-                              (record.get("split") or "").strip() or DEFAULT_SPLIT,
-                              (record.get("id") or "").strip() or None)
+def _csv_rows(content: str, path: Location):
+    reader = csv.DictReader(io.StringIO(content, newline=""))
+    missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or ())]
+    if missing:
+        raise DataError(path, f"the CSV header lacks {', '.join(missing)}; expected image,labels[,mask][,split]")
+    for line, record in enumerate(reader, start=2):
+        yield ManifestRow(f"{path}:{line}", record["image"].strip(), _split_labels(record["labels"] or ""),
+                          (record.get("mask") or "").strip() or None,
+                          (record.get("split") or "").strip() or DEFAULT_SPLIT,
+                          (record.get("id") or "").strip() or None)
 
 
-def _jsonl_rows(path: Path):
-    for line, text in enumerate(path.read_text().splitlines(), start=1):
+def _jsonl_rows(content: str, path: Location):
+    for line, text in enumerate(content.splitlines(), start=1):
         if not text.strip():
             continue
         where = f"{path}:{line}"

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from wsseg.classes import ClassList
+from wsseg.data.locations import Location
 from wsseg.errors import DataError
 
 
@@ -22,9 +22,9 @@ class ObjectAnnotation:
 @dataclass(frozen=True)
 class Sample:
     image_id: str
-    image_path: Path
+    image_path: Location  # a local path, or a `StoredFile` for a dataset in a store
     labels: tuple[int, ...]
-    mask_path: Path | None = None
+    mask_path: Location | None = None
     objects: tuple[ObjectAnnotation, ...] = ()
     object_mask_path: Path | None = None  # VOC's SegmentationObject PNG: instance numbers, where the dataset has one
 

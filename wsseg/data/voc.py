@@ -17,6 +17,8 @@ from wsseg.errors import DataError
 # for folders that only carry image-level annotations.
 SPLIT_FOLDERS = ("ImageSets/Segmentation", "ImageSets/Main")
 STANDARD_SPLITS = ("train", "val")
+# Annotation files of a stored VOC folder read at once: one small GET each, so latency, not bandwidth, bounds them.
+ANNOTATION_READERS = 16
 
 
 def is_voc_root(root: Path) -> bool:
@@ -37,20 +39,30 @@ def split_file(root: Path, split: str) -> Path:
 
 
 def read_split_ids(path: Path) -> list[str]:
+    return split_ids(path.read_text())
+
+
+def split_ids(text: str) -> list[str]:
     # Main's per-class lists carry a second column (the presence flag); the id is always the first token.
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    return [line.split()[0] for line in text.splitlines() if line.strip()]
 
 
 def parse_annotation(xml_path: Path) -> tuple[ObjectAnnotation, ...]:
     """The objects of one annotation file; `<part>` entries nested in a person are not objects."""
     try:
-        tree = ElementTree.parse(xml_path)
+        return parse_annotation_bytes(xml_path.read_bytes(), xml_path)
     except FileNotFoundError:
         raise DataError(xml_path, "annotation not found") from None
+
+
+def parse_annotation_bytes(data: bytes, xml_path) -> tuple[ObjectAnnotation, ...]:
+    """The objects of an annotation file's bytes; `xml_path` names it in errors."""
+    try:
+        root = ElementTree.fromstring(data)
     except ElementTree.ParseError as error:
         raise DataError(xml_path, f"not valid XML: {error}") from None
     objects = []
-    for element in tree.getroot().findall("object"):
+    for element in root.findall("object"):
         name = (element.findtext("name") or "").strip()
         if not name:
             raise DataError(xml_path, "an <object> has no <name>")
@@ -81,6 +93,59 @@ def scan_voc(root: Path, split: str, classes: ClassList) -> tuple[list[Sample], 
         samples.append(Sample(image_id, image_path, labels, mask_path if mask_path.is_file() else None, objects,
                               object_mask_path if object_mask_path.is_file() else None))
     return samples, problems
+
+
+def scan_stored_voc(uri: str, split: str, classes: ClassList,
+                    threads: int = ANNOTATION_READERS) -> tuple[list[Sample], list[Problem]]:
+    """`scan_voc` of a VOC folder in a store (`s3://bucket/prefix`): which images and masks exist comes from
+    listing the prefix (a request per thousand keys, not one per file), and the annotations are read `threads`
+    at a time; images and masks stay in the store as `StoredFile`s."""
+    from wsseg.data.locations import StoredFile
+    from wsseg.runtime.read_ahead import read_ahead
+    from wsseg.store import StoreNotFound, open_store
+
+    store = open_store(uri)
+    list_key = next((f"{folder}/{split}.txt" for folder in SPLIT_FOLDERS if store.exists(f"{folder}/{split}.txt")),
+                    None)
+    if list_key is None:
+        raise DataError(uri, f"no list for split {split!r}: expected "
+                             + " or ".join(f"{folder}/{split}.txt" for folder in SPLIT_FOLDERS))
+    images, masks = set(store.list("JPEGImages/")), set(store.list("SegmentationClass/"))
+    samples, problems, present = [], [], []
+    for image_id in split_ids(store.get_bytes(list_key).decode()):
+        if f"JPEGImages/{image_id}.jpg" in images:
+            present.append(image_id)
+        else:
+            problems.append(Problem(f"{store.uri}/{list_key}", f"names image {image_id!r} but "
+                                                              f"{store.uri}/JPEGImages/{image_id}.jpg does not exist"))
+
+    def annotation(image_id: str) -> tuple[ObjectAnnotation, ...]:
+        where = f"{store.uri}/Annotations/{image_id}.xml"
+        try:
+            return parse_annotation_bytes(store.get_bytes(f"Annotations/{image_id}.xml"), where)
+        except StoreNotFound:
+            raise DataError(where, "annotation not found") from None
+
+    for image_id, objects in read_ahead(annotation, present, threads):
+        if isinstance(objects, DataError):
+            problems.append(Problem(objects.path, objects.problem))
+            continue
+        if isinstance(objects, Exception):
+            raise objects
+        labels, unknown = class_indices((obj.name for obj in objects), classes)
+        problems.extend(Problem(f"{store.uri}/Annotations/{image_id}.xml", message) for message in unknown)
+        mask_key = f"SegmentationClass/{image_id}.png"
+        samples.append(Sample(image_id, StoredFile(f"{store.uri}/JPEGImages/{image_id}.jpg"), labels,
+                              StoredFile(f"{store.uri}/{mask_key}") if mask_key in masks else None, objects))
+    return samples, problems
+
+
+def stored_voc_splits(uri: str) -> list[str]:
+    from wsseg.store import open_store
+
+    store = open_store(uri)
+    return [split for split in STANDARD_SPLITS
+            if any(store.exists(f"{folder}/{split}.txt") for folder in SPLIT_FOLDERS)]
 
 
 def _find_split_file(root: Path, split: str) -> Path | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from wsseg.classes import ClassList
@@ -26,13 +25,10 @@ class GroundTruthSizeError(DataError):
 def read_ground_truth(sample) -> np.ndarray:
     """The sample's mask, checked against its image's size."""
     from wsseg.data import read_mask
+    from wsseg.data.images import image_size
 
     mask = read_mask(sample.mask_path)
-    try:
-        with Image.open(sample.image_path) as image:  # reads the header only
-            width, height = image.size
-    except OSError as error:
-        raise DataError(sample.image_path, f"cannot read image: {error}") from None
+    width, height = image_size(sample.image_path)
     if mask.shape != (height, width):
         raise GroundTruthSizeError(sample.mask_path, f"mask is {mask.shape[1]}x{mask.shape[0]} but image "
                                           f"{sample.image_path} is {width}x{height}")

@@ -11,9 +11,10 @@ from wsseg.errors import ConfigError
 from wsseg.store import ArtifactStore
 
 RUN_CONFIG = "config.yaml"
-# Settings that change how a step runs, not what it makes; evaluation is redone on every run, and `strict` only
-# decides whether bad input fails the step or is skipped and counted. A run may resume under other values of these.
-RESUMES_UNDER_ANY = {"strict", "evaluate"}
+# Settings that change how a step runs, not what it makes; evaluation is redone on every run, `strict` only
+# decides whether bad input fails the step or is skipped and counted, and any number of shards makes the same
+# outputs. A run may resume under other values of these.
+RESUMES_UNDER_ANY = {"strict", "evaluate", "shards"}
 RESUMES_UNDER_ANY_LEAF = {"device", "num_workers", "decode_workers", "writer_threads", "read_threads",
                           "log_interval", "checkpoint_interval"}
 ABSENT = "(absent)"

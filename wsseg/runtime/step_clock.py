@@ -4,7 +4,8 @@ A step that finishes writes `step.json` with its summary and seconds. A step kil
 stopped) writes nothing when it dies, yet it resumes from the progress it saved, so its next attempt alone would
 under-report what the step cost. While a step runs, its clock therefore stores the seconds of its unfinished
 attempts in `step-attempt.json` every `BEAT_SECONDS`; the next attempt carries them on, and the finished step
-folds them into `step.json`. A killed attempt loses at most one beat's seconds.
+folds them into `step.json`. A killed attempt loses at most one beat's seconds. `step.json` also holds what the
+finished attempt moved through S3 (`store_traffic`: requests and bytes each way, `wsseg.store.traffic`).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from wsseg.store import ArtifactStore, StoreError
+from wsseg.store import ArtifactStore, StoreError, traffic
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class StepClock:
 
     def __enter__(self) -> StepClock:
         self.carried = _recorded_seconds(self.out, ATTEMPT_RECORD)
+        self.traffic_before = traffic.traffic()
         self.started = self.now()
         self._beats.start()
         return self
@@ -62,6 +64,7 @@ class StepClock:
         self._stop()
         seconds = round(_recorded_seconds(self.out, STEP_RECORD) + self.seconds(), 1)
         self.out.put_bytes(STEP_RECORD, json.dumps({"command": self.command, "seconds": seconds,
+                                                    "store_traffic": traffic.since(self.traffic_before),
                                                     "summary": summary}, indent=2, default=str).encode())
         self.out.delete(ATTEMPT_RECORD)
 

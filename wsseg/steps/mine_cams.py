@@ -4,10 +4,17 @@ step 2; §1.11).
 Writes `<image_id>.npz` holding `cams` float16 (L, H, W) in [0, 1], one max-normalised map per image label at
 image resolution (a classifier ensemble's: the mean of its members' maps), and `labels` int16 (L,); then
 `summary.json`. Images already in the store are skipped, so a retried step finishes what an earlier attempt
-started. Images stream through: only a few batches are in memory.
+started. Images stream through, read from wherever the dataset is (a folder or a store): only a few batches are in
+memory.
+
+Split into shards (`wsseg.runtime.shards`), each task mines its slice of the images into the same store and keeps
+its summary and the histograms of its slice's maps (`wsseg.wsss.thresholds.CamHistograms`, from the maps as stored)
+under `shards/<k>-of-<N>/`; `merge_mine_cams` sums them into `summary.json` and `cam_statistics.json`, from which
+refine chooses its thresholds without reading the maps again.
 
 The model waits on nothing else: `decode_workers` DataLoader processes decode images ahead of it (into pinned
-memory on a GPU), and `writer_threads` compress and store finished maps behind it (`wsseg.runtime.writer_pool`). On a
+memory on a GPU; without them, `read_threads` threads fetch and decode a few batches ahead), and `writer_threads`
+compress and store finished maps behind it (`wsseg.runtime.writer_pool`). On a
 GPU the model also runs channels-last in bf16 (`precision`). Each scale is one forward pass over the batch and
 its flips; scales are not stacked into one, since padding them to a common size would change maps near borders.
 """
@@ -16,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -31,25 +39,32 @@ from wsseg.data import load_samples, read_image
 from wsseg.data.images import working_shape
 from wsseg.data.samples import Sample
 from wsseg.errors import ConfigError, DataError
+from wsseg.runtime.read_ahead import read_ahead
+from wsseg.runtime.shards import SHARD_SUMMARY, WHOLE, Shard, shard_records, summed, write_shard_record
 from wsseg.runtime.writer_pool import WriterPool
 from wsseg.store import ArtifactStore
 from wsseg.wsss.cams import CAM_METHODS, NO_TARGET
 from wsseg.wsss.cams.augment import multiscale_maps
 from wsseg.wsss.classifier import load_classifier
+from wsseg.wsss.pseudo_masks import read_cam_file
+from wsseg.wsss.thresholds import CAM_STATISTICS, CamHistograms
 from wsseg.wsss.training import autocast, pick_device
 
 log = logging.getLogger(__name__)
 
 # Images of different sizes wait in per-size buckets; past this many batches' worth, the fullest goes out as is.
 PENDING_BATCHES = 4
+SHARD_HISTOGRAMS = "cam_histograms.json"
+COUNTS = ("images", "existing", "skipped_unlabelled", "skipped_corrupt")
 
 
 def default_config(preset: str) -> dict:
-    # decode_workers: DataLoader processes decoding images (0: in this process); writer_threads: threads compressing
-    # and storing maps (0: in line). On a CPU the model takes every core, and a decoding process would take one
-    # from it; a writer thread overlaps the zlib and store work, which release the GIL, with the model.
+    # decode_workers: DataLoader processes decoding images (0: threads of this process, read_threads of them, fetch
+    # and decode ahead); writer_threads: threads compressing and storing maps (0: in line). On a CPU the model
+    # takes every core, and a decoding process would take one from it; threads overlap the store's latency and the
+    # zlib work, which release the GIL, with the model.
     config = {"method": "cam", "scales": [1.0, 0.5, 1.5, 2.0], "flip": True, "batch_size": 16,
-              "device": "auto", "precision": "bf16", "decode_workers": 8, "writer_threads": 4}
+              "device": "auto", "precision": "bf16", "decode_workers": 8, "read_threads": 4, "writer_threads": 4}
     if preset == "cpu":
         config.update(batch_size=8, decode_workers=0, writer_threads=1)
     elif preset == "cpu-tiny":
@@ -58,17 +73,26 @@ def default_config(preset: str) -> dict:
 
 
 def mine_cams(data_root, classifier: ArtifactStore, out: ArtifactStore, config: dict, classes: ClassList,
-              strict: bool = False, split: str = "train") -> dict:
+              strict: bool = False, split: str = "train", shard: Shard | None = None) -> dict:
+    """Mine `shard`'s slice of the images (its summary); without a shard, every image, merged (the step's)."""
+    summary = mine_shard(data_root, classifier, out, config, classes, strict, split, shard or WHOLE)
+    return summary if shard else merge_mine_cams(out, WHOLE.count)
+
+
+def mine_shard(data_root, classifier: ArtifactStore, out: ArtifactStore, config: dict, classes: ClassList,
+               strict: bool, split: str, shard: Shard) -> dict:
     settings = config["cams"]
     if settings["method"] not in CAM_METHODS:
         raise ConfigError(f"cams.method: {settings['method']!r}; choose one of {', '.join(CAM_METHODS)}")
     device = pick_device(settings["device"])
     members = [[(CAM_METHODS[settings["method"]](_for_device(model, device)), contributes)
                 for model, contributes in localizers] for localizers in load_localizers(classifier, classes, device)]
-    samples = load_samples(data_root, split, classes)
+    samples = shard.take(load_samples(data_root, split, classes))
     mined = {key.removesuffix(".npz") for key in out.list() if key.endswith(".npz")}
     counts = Counter(images=0, existing=0, skipped_unlabelled=0, skipped_corrupt=0)
     to_mine = _unmined(samples, mined, counts)
+    histograms = _histograms_of_stored(out, [s for s in samples if s.image_id in mined], len(classes),
+                                       settings.get("read_threads", 0))
     batch_size = settings["batch_size"]
 
     started = time.perf_counter()
@@ -77,20 +101,48 @@ def mine_cams(data_root, classifier: ArtifactStore, out: ArtifactStore, config: 
     with (tqdm(total=len(samples), initial=len(samples) - len(to_mine), desc=f"mining {settings['method']}",
                unit="img") as progress,
           WriterPool(settings["writer_threads"], max_pending=batch_size) as writer):
-        images = _decoded(to_mine, settings["decode_workers"], device, counts, strict, progress)
+        images = _decoded(to_mine, settings, device, counts, strict, progress)
         for batch in size_batches(images, batch_size, PENDING_BATCHES * batch_size):
             mined_maps = _mine_batch(members, batch, settings, device, config["working_size"])
             for (sample, _), cams in zip(batch, mined_maps, strict=True):
-                writer.submit(_store_cams, out, sample, cams)
+                writer.submit(_store_cams, out, sample, cams, histograms)
             counts["images"] += len(batch)
             progress.update(len(batch))
     seconds = time.perf_counter() - started
 
     summary = dict(counts, skipped=counts["skipped_unlabelled"] + counts["skipped_corrupt"],
-                   seconds=round(seconds, 2), images_per_second=round(counts["images"] / seconds, 2))
+                   seconds=round(seconds, 2), images_per_second=round(counts["images"] / seconds, 2) if seconds else 0)
+    write_shard_record(out, shard, SHARD_HISTOGRAMS, histograms.to_json())
+    write_shard_record(out, shard, SHARD_SUMMARY, summary)
+    log.info("mine-cams %s: %s", shard, " ".join(f"{key}={value}" for key, value in summary.items()))
+    return summary
+
+
+def merge_mine_cams(out: ArtifactStore, shards: int) -> dict:
+    """`summary.json` and `cam_statistics.json` of the step, from its `shards` shards' records."""
+    records = shard_records(out, shards)
+    histograms = CamHistograms.merged([CamHistograms.from_json(record)
+                                       for record in shard_records(out, shards, SHARD_HISTOGRAMS)])
+    out.put_bytes(CAM_STATISTICS, json.dumps(histograms.to_json()).encode())
+    counts = summed(records, COUNTS)
+    seconds = sum(record["seconds"] for record in records)
+    summary = dict(counts, skipped=counts["skipped_unlabelled"] + counts["skipped_corrupt"], shards=shards,
+                   seconds=round(seconds, 2), images_per_second=round(counts["images"] / seconds, 2) if seconds else 0)
     out.put_bytes("summary.json", json.dumps(summary, indent=2).encode())
     log.info("mine-cams: %s", " ".join(f"{key}={value}" for key, value in summary.items()))
     return summary
+
+
+def _histograms_of_stored(out: ArtifactStore, samples: list[Sample], num_classes: int,
+                          threads: int) -> CamHistograms:
+    """The histograms of the maps an earlier attempt stored, read back: a shard's statistics cover its whole
+    slice, however many attempts mined it."""
+    histograms = CamHistograms(num_classes)
+    for _, data in read_ahead(lambda sample: out.get_bytes(f"{sample.image_id}.npz"), samples, threads):
+        if isinstance(data, Exception):
+            raise data
+        histograms.add(*read_cam_file(data))
+    return histograms
 
 
 def size_batches(items: Iterable[tuple[Sample, torch.Tensor]], batch_size: int,
@@ -143,12 +195,18 @@ class _DecodedImages(Dataset):
             return index, None, error
 
 
-def _decoded(samples: list[Sample], workers: int, device: torch.device, counts: Counter, strict: bool,
+def _decoded(samples: list[Sample], settings: dict, device: torch.device, counts: Counter, strict: bool,
              progress: tqdm) -> Iterator[tuple[Sample, torch.Tensor]]:
     """(sample, image) for each readable sample, in order; corrupt images are logged, counted and passed over."""
-    loader = DataLoader(_DecodedImages(samples), batch_size=None, num_workers=workers,
-                        pin_memory=device.type == "cuda")
-    for index, image, error in loader:
+    images = _DecodedImages(samples)
+    if settings["decode_workers"]:
+        decoded = DataLoader(images, batch_size=None, num_workers=settings["decode_workers"],
+                             pin_memory=device.type == "cuda")
+    else:
+        # At most two batches wait decoded, whatever the slice's size.
+        decoded = (item for _, item in read_ahead(images.__getitem__, range(len(images)),
+                                                  settings.get("read_threads", 0), 2 * settings["batch_size"]))
+    for index, image, error in decoded:
         if error is None:
             yield samples[index], image
             continue
@@ -212,7 +270,14 @@ def _only(targets: torch.Tensor, classes: set) -> torch.Tensor:
     return torch.where(keep, targets, torch.full_like(targets, NO_TARGET))
 
 
-def _store_cams(out: ArtifactStore, sample: Sample, cams: np.ndarray) -> None:
+_histograms_lock = threading.Lock()
+
+
+def _store_cams(out: ArtifactStore, sample: Sample, cams: np.ndarray, histograms: CamHistograms) -> None:
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, cams=cams, labels=np.asarray(sample.labels, dtype=np.int16))
+    labels = np.asarray(sample.labels, dtype=np.int16)
+    np.savez_compressed(buffer, cams=cams, labels=labels)
     out.put_bytes(f"{sample.image_id}.npz", buffer.getvalue())
+    # Counted from the maps as refine reads them back (float16 widened), so the thresholds are those of the file.
+    with _histograms_lock:
+        histograms.add(cams.astype(np.float32), labels.astype(np.int64))

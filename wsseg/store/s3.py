@@ -17,6 +17,7 @@ from minio.error import S3Error
 from minio.helpers import check_bucket_name
 
 from wsseg.errors import StoreError
+from wsseg.store import traffic
 from wsseg.store.base import ArtifactStore
 from wsseg.store.errors import StoreConflict, StoreIntegrityError, StoreNotFound, StoreUnreachable
 from wsseg.store.keys import RESERVED_PREFIX, check_key, check_prefix, join_keys
@@ -78,10 +79,11 @@ class S3Store(ArtifactStore):
 
     @contextmanager
     def open_write(self, key: str) -> Iterator[BinaryIO]:
-        # Spooled to disk because S3 cannot append: the upload starts only once the content is final,
-        # and a failure inside the `with` block never reaches the server.
+        # Spooled because S3 cannot append: the upload starts only once the content is final, and a failure
+        # inside the `with` block never reaches the server. In memory up to one part (a checkpoint, a map), so a
+        # step's disk does not hold what it writes; larger artifacts, which go up in parts anyway, spill to disk.
         name = self._object_name(key)
-        with tempfile.TemporaryFile(dir=self.options.spool_dir) as spool:
+        with tempfile.SpooledTemporaryFile(max_size=self.options.part_size, dir=self.options.spool_dir) as spool:
             yield spool
             size = spool.tell()
             spool.seek(0)
@@ -94,6 +96,7 @@ class S3Store(ArtifactStore):
         name = self._object_name(key)
         with self._errors(key):
             response = self._client.get_object(self.bucket, name)
+        traffic.count(gets=1)
         etag = response.headers.get("ETag", "")
         with io.BufferedReader(VerifiedDownload(response, self._where(key))) as body:
             return body.read(), etag
@@ -112,20 +115,24 @@ class S3Store(ArtifactStore):
         name = self._object_name(key)
         with self._errors(key):
             put_object_if(self._client, self.bucket, name, data, condition)
+        traffic.count(puts=1, bytes_written=len(data))
 
     def put_file(self, key: str, path: str | os.PathLike) -> None:
         name = self._object_name(key)
         with self._errors(key):
             self._client.fput_object(self.bucket, name, str(path), part_size=self.options.part_size)
+        traffic.count(puts=1, bytes_written=os.path.getsize(path))
 
     def open_read(self, key: str) -> BinaryIO:
         name = self._object_name(key)
         with self._errors(key):
             response = self._client.get_object(self.bucket, name)
+        traffic.count(gets=1)
         return io.BufferedReader(VerifiedDownload(response, self._where(key)))
 
     def exists(self, key: str) -> bool:
         name = self._object_name(key)
+        traffic.count(heads=1)
         with self._errors(key):
             try:
                 self._client.stat_object(self.bucket, name)
@@ -140,6 +147,8 @@ class S3Store(ArtifactStore):
         with self._errors(prefix):
             objects = self._client.list_objects(self.bucket, prefix=root + check_prefix(prefix), recursive=True)
             names = [obj.object_name for obj in objects]
+        # S3 answers a listing a thousand keys at a time.
+        traffic.count(lists=1 + len(names) // 1000)
         # Folder markers that other tools leave (`name/`) are not artifacts, nor is a probe of conditional writes.
         return sorted(name[len(root):] for name in names
                       if not name.endswith("/") and not name.rpartition("/")[2].startswith(RESERVED_PREFIX))
@@ -158,6 +167,7 @@ class S3Store(ArtifactStore):
         # only when complete, and minio aborts a failed multipart upload.
         with self._errors(key):
             self._client.put_object(self.bucket, name, data, size, part_size=self.options.part_size)
+        traffic.count(puts=1, bytes_written=size)
 
     def _ensure_bucket(self) -> None:
         with self._errors(""):
@@ -205,6 +215,7 @@ class VerifiedDownload(io.RawIOBase):
             ) from exc
         if count:
             self._size += count
+            traffic.count(bytes_read=count)
             if self._md5 is not None:
                 self._md5.update(memoryview(buffer)[:count])
         elif len(buffer) and not self._verified:

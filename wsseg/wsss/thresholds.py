@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 HISTOGRAM_BINS = 256
+# Where a step that writes CAM files keeps their histograms (`CamHistograms.to_json`), beside them.
+CAM_STATISTICS = "cam_statistics.json"
 # Scales of the adaptive thresholds that calibration tries: half to twice, in even steps of the logarithm.
 CALIBRATION_SCALES = tuple(round(float(scale), 3) for scale in np.geomspace(0.5, 2.0, 9))
 # Scales the stability scan labels at: neighbours 13 % apart, from 0.6 to twice Otsu's cut.
@@ -47,14 +49,38 @@ class PassLevels:
 
 
 class CamHistograms:
-    """Per-class histograms of CAM values in [0, 1] over the images labelled with each class."""
+    """Per-class histograms of CAM values in [0, 1] over the images labelled with each class.
+
+    Counts add up: the histograms of a run's CAMs are the sum of its shards' (`merged`), whatever the shards, so
+    a step that writes CAMs keeps them per shard (`to_json`) and its merge sums them into `CAM_STATISTICS`; the
+    thresholds then come from those sums without reading a CAM again."""
 
     def __init__(self, num_classes: int):
         self.counts = np.zeros((num_classes, HISTOGRAM_BINS), np.int64)
+        self.images = 0
 
     def add(self, cams: np.ndarray, labels: np.ndarray) -> None:
         for cam, label in zip(cams, labels, strict=True):
             self.counts[label] += np.histogram(cam, HISTOGRAM_BINS, (0.0, 1.0))[0]
+        self.images += 1
+
+    def to_json(self) -> dict:
+        return {"images": self.images, "bins": HISTOGRAM_BINS, "counts": self.counts.tolist()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> CamHistograms:
+        counts = np.asarray(data["counts"], np.int64)
+        histograms = cls(len(counts))
+        histograms.counts, histograms.images = counts, data["images"]
+        return histograms
+
+    @classmethod
+    def merged(cls, parts: list[CamHistograms]) -> CamHistograms:
+        total = cls(len(parts[0].counts))
+        for part in parts:
+            total.counts += part.counts
+            total.images += part.images
+        return total
 
     def otsu(self) -> dict[int, float]:
         """Otsu's threshold of every class with any CAM value counted."""
