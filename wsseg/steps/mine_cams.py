@@ -91,7 +91,7 @@ def mine_shard(data_root, classifier: ArtifactStore, out: ArtifactStore, config:
     mined = {key.removesuffix(".npz") for key in out.list() if key.endswith(".npz")}
     counts = Counter(images=0, existing=0, skipped_unlabelled=0, skipped_corrupt=0)
     to_mine = _unmined(samples, mined, counts)
-    histograms = _histograms_of_stored(out, [s for s in samples if s.image_id in mined], len(classes),
+    histograms = histograms_of_stored(out, [s for s in samples if s.image_id in mined], len(classes),
                                        settings.get("read_threads", 0))
     batch_size = settings["batch_size"]
 
@@ -121,9 +121,7 @@ def mine_shard(data_root, classifier: ArtifactStore, out: ArtifactStore, config:
 def merge_mine_cams(out: ArtifactStore, shards: int) -> dict:
     """`summary.json` and `cam_statistics.json` of the step, from its `shards` shards' records."""
     records = shard_records(out, shards)
-    histograms = CamHistograms.merged([CamHistograms.from_json(record)
-                                       for record in shard_records(out, shards, SHARD_HISTOGRAMS)])
-    out.put_bytes(CAM_STATISTICS, json.dumps(histograms.to_json()).encode())
+    merge_cam_histograms(out, shards)
     counts = summed(records, COUNTS)
     seconds = sum(record["seconds"] for record in records)
     summary = dict(counts, skipped=counts["skipped_unlabelled"] + counts["skipped_corrupt"], shards=shards,
@@ -133,7 +131,14 @@ def merge_mine_cams(out: ArtifactStore, shards: int) -> dict:
     return summary
 
 
-def _histograms_of_stored(out: ArtifactStore, samples: list[Sample], num_classes: int,
+def merge_cam_histograms(out: ArtifactStore, shards: int) -> None:
+    """`cam_statistics.json`: the sum of the histograms the shards that wrote the CAM files in `out` kept."""
+    histograms = CamHistograms.merged([CamHistograms.from_json(record)
+                                       for record in shard_records(out, shards, SHARD_HISTOGRAMS)])
+    out.put_bytes(CAM_STATISTICS, json.dumps(histograms.to_json()).encode())
+
+
+def histograms_of_stored(out: ArtifactStore, samples: list[Sample], num_classes: int,
                           threads: int) -> CamHistograms:
     """The histograms of the maps an earlier attempt stored, read back: a shard's statistics cover its whole
     slice, however many attempts mined it."""
@@ -274,10 +279,16 @@ _histograms_lock = threading.Lock()
 
 
 def _store_cams(out: ArtifactStore, sample: Sample, cams: np.ndarray, histograms: CamHistograms) -> None:
+    store_cam_file(out, sample.image_id, cams, np.asarray(sample.labels), histograms)
+
+
+def store_cam_file(out: ArtifactStore, image_id: str, cams: np.ndarray, labels: np.ndarray,
+                   histograms: CamHistograms) -> None:
+    """`<image_id>.npz` (float16 maps, int16 labels), counted into `histograms` as refine reads it back (the
+    float16 maps widened), so that the thresholds are those of the file."""
+    cams, labels = cams.astype(np.float16), labels.astype(np.int16)
     buffer = io.BytesIO()
-    labels = np.asarray(sample.labels, dtype=np.int16)
     np.savez_compressed(buffer, cams=cams, labels=labels)
-    out.put_bytes(f"{sample.image_id}.npz", buffer.getvalue())
-    # Counted from the maps as refine reads them back (float16 widened), so the thresholds are those of the file.
+    out.put_bytes(f"{image_id}.npz", buffer.getvalue())
     with _histograms_lock:
         histograms.add(cams.astype(np.float32), labels.astype(np.int64))

@@ -23,11 +23,15 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from wsseg.classes import IGNORE_INDEX, ClassList
+from wsseg.data.locations import Location
 from wsseg.data.samples import Sample
-from wsseg.errors import ConfigError, DataError
+from wsseg.errors import ConfigError, DataError, WssegError
+from wsseg.runtime.read_ahead import read_ahead
+from wsseg.runtime.shards import SHARD_SUMMARY, WHOLE, Shard, shard_records, summed, write_shard_record
 from wsseg.wsss.crf import resolve_backend
 from wsseg.wsss.pass_levels import choose_levels
 from wsseg.wsss.pseudo_masks import (
@@ -72,26 +76,40 @@ def default_config(preset: str) -> dict:
         "saliency": saliency_config(),
         # Workers (processes; threads with the PyTorch CRF); 0 = every CPU this process may use (available_cpus).
         "processes": 0,
+        # With one worker (a pod with one CPU), threads reading the next images and maps while the CRF runs.
+        "read_threads": 2,
         "chunk_size": 2,
     }
 
 
-def refine_with_crf(data_root, cams, out, config: dict, classes: ClassList, strict: bool = False) -> dict:
-    """Write `out/<image_id>.png` for every train image with a CAM file and no pseudo mask yet."""
-    from wsseg.data import load_samples
+def refine_with_crf(data_root, cams, out, config: dict, classes: ClassList, strict: bool = False,
+                    shard: Shard | None = None) -> dict:
+    """Write `out/<image_id>.png` for every train image of `shard`'s slice with a CAM file and no pseudo mask yet,
+    at the levels `choose_refine_levels` stored (its summary); without a shard: the levels, then every image, merged
+    (the step's summary)."""
+    if shard is not None:
+        return refine_shard(data_root, cams, out, config, classes, strict, shard)
+    choose_refine_levels(data_root, cams, out, config, classes, strict)
+    refine_shard(data_root, cams, out, config, classes, strict, WHOLE)
+    return merge_refine(out, WHOLE.count)
 
+
+def choose_refine_levels(data_root, cams, out, config: dict, classes: ClassList, strict: bool = False) -> dict:
+    """The reduce before the shards: the passes' levels, from the histograms the CAMs' writer summed
+    (`cam_statistics.json`) and a fixed-size sample of images, kept in `out/thresholds.json`."""
+    _check_settings(config["crf"])
+    train, samples = _train_with_cams(data_root, cams, classes)
+    levels = _pass_levels(samples, train, cams, out, config, classes)
+    return {"thresholds": levels.source if levels else config["crf"]["background"], "images": len(samples)}
+
+
+def refine_shard(data_root, cams, out, config: dict, classes: ClassList, strict: bool, shard: Shard) -> dict:
     settings = config["crf"]
-    if settings["background"] not in BACKGROUND_METHODS:
-        raise ConfigError(f"crf.background is {settings['background']!r}; choose one of "
-                          f"{', '.join(BACKGROUND_METHODS)}")
-    resolve_backend(settings["backend"])  # an unknown backend fails here, before any image is read
-    with_cams = _ids_with_suffix(cams.list(), ".npz")
+    _check_settings(settings)
+    train, samples = _train_with_cams(data_root, cams, classes, shard)
     finished = _ids_with_suffix(out.list(), ".png")
-    train = load_samples(data_root, "train", classes)
-    samples = [sample for sample in train if sample.image_id in with_cams]
-    refinement = Refinement(settings, _pass_levels(samples, train, cams, out, config, classes),
-                            config["working_size"])
-    tasks = [RefineTask(s.image_id, str(s.image_path)) for s in samples if s.image_id not in finished]
+    refinement = Refinement(settings, _stored_levels(out, settings), config["working_size"])
+    tasks = [RefineTask(s.image_id, s.image_path) for s in samples if s.image_id not in finished]
 
     started = time.perf_counter()
     # closing(): a strict-mode error stops the pool now, not when the traceback is garbage collected.
@@ -103,14 +121,50 @@ def refine_with_crf(data_root, cams, out, config: dict, classes: ClassList, stri
         "skipped": tally["skipped"],
         "already_done": len(samples) - len(tasks),
         "without_cams": len(train) - len(samples),
-        "uncertain_fraction": round(tally["uncertain"] / tally["pixels"], 4) if tally["pixels"] else None,
-        "thresholds": refinement.levels.source if refinement.levels else settings["background"],
+        "uncertain_pixels": tally["uncertain"],
+        "pixels": tally["pixels"],
         **{f"saliency_{origin}": count for origin, count in tally["saliency"].items()},
         "seconds": round(seconds, 2),
-        "images_per_second": round(tally["refined"] / seconds, 3) if tally["refined"] and seconds > 0 else None,
     }
+    write_shard_record(out, shard, SHARD_SUMMARY, summary)
+    return summary
+
+
+def merge_refine(out, shards: int) -> dict:
+    """The step's `summary.json` from its shards' records."""
+    records = shard_records(out, shards)
+    counts = summed(records, sorted({key for record in records for key in record} - {"seconds"}))
+    seconds = sum(record["seconds"] for record in records)
+    summary = {
+        "images": counts.pop("images"),
+        "skipped": counts.pop("skipped"),
+        "already_done": counts.pop("already_done"),
+        "without_cams": counts.pop("without_cams"),
+        "uncertain_fraction": round(counts["uncertain_pixels"] / counts["pixels"], 4) if counts["pixels"] else None,
+        "thresholds": _thresholds_source(out),
+        **{key: count for key, count in counts.items() if key.startswith("saliency_")},
+        "shards": shards,
+        "seconds": round(seconds, 2),
+    }
+    summary["images_per_second"] = round(summary["images"] / seconds, 3) if summary["images"] and seconds else None
     out.put_bytes("summary.json", json.dumps(summary, indent=2).encode())
     return summary
+
+
+def _check_settings(settings: dict) -> None:
+    if settings["background"] not in BACKGROUND_METHODS:
+        raise ConfigError(f"crf.background is {settings['background']!r}; choose one of "
+                          f"{', '.join(BACKGROUND_METHODS)}")
+    resolve_backend(settings["backend"])  # an unknown backend fails here, before any image is read
+
+
+def _train_with_cams(data_root, cams, classes: ClassList, shard: Shard = WHOLE) -> tuple[list[Sample], list[Sample]]:
+    """The train samples of `shard`'s slice, and those of them with a CAM file."""
+    from wsseg.data import load_samples
+
+    with_cams = _ids_with_suffix(cams.list(), ".npz")
+    train = shard.take(load_samples(data_root, "train", classes))
+    return train, [sample for sample in train if sample.image_id in with_cams]
 
 
 def _tally(results, total: int, strict: bool) -> dict:
@@ -147,10 +201,24 @@ def _pass_levels(samples: list[Sample], train: list[Sample], cams, out, config: 
     return levels
 
 
+def _stored_levels(out, settings: dict) -> PassLevels | None:
+    """The levels `choose_refine_levels` stored, which every shard refines at."""
+    if settings["background"] == "psa":
+        return None
+    if not out.exists(THRESHOLDS):
+        raise WssegError(f"{out.uri} holds no {THRESHOLDS}: choose the passes' levels (choose_refine_levels, the "
+                         "refine-levels task) before refining a shard")
+    return PassLevels.from_json(json.loads(out.get_bytes(THRESHOLDS)))
+
+
+def _thresholds_source(out) -> str:
+    return json.loads(out.get_bytes(THRESHOLDS))["source"] if out.exists(THRESHOLDS) else "psa"
+
+
 @dataclass(frozen=True)
 class RefineTask:
     image_id: str
-    image_path: str
+    image_path: Location
 
 
 @dataclass(frozen=True)
@@ -163,8 +231,20 @@ class RefineResult:
     saliency_origin: str | None = None  # where the saliency map came from, with saliency guidance
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """What refining one image reads: the image, its CAMs and labels, and its saliency map (with guidance)."""
+
+    image: np.ndarray
+    cams: np.ndarray
+    labels: np.ndarray
+    saliency: np.ndarray | None = None
+    saliency_origin: str | None = None
+
+
 class _Refiner:
-    """Refines one image from store to store; one per process."""
+    """Refines one image from store to store; one per process. `load` reads, `finish` computes and writes, so that
+    a one-process refine reads the next images while the CRF runs (`_results`)."""
 
     def __init__(self, cams, out, refinement: Refinement):
         self.cams, self.out, self.refinement = cams, out, refinement
@@ -172,13 +252,16 @@ class _Refiner:
         self.saliency = SaliencySource(settings["saliency"]) if settings["saliency_guidance"] else None
 
     def __call__(self, task: RefineTask) -> RefineResult:
+        return self.finish(task, self.load(task))
+
+    def load(self, task: RefineTask) -> _Inputs | RefineResult:
         from wsseg.data import read_image
 
         cam_key = f"{task.image_id}.npz"
         try:
             image = read_image(task.image_path)
         except DataError as error:
-            return RefineResult(task.image_id, error.path, error.problem)
+            return RefineResult(task.image_id, str(error.path), error.problem)
         try:
             cams, labels = read_cam_file(self.cams.get_bytes(cam_key))
         except ValueError as error:
@@ -186,16 +269,20 @@ class _Refiner:
         if cams.shape[1:] != image.shape[:2]:
             return RefineResult(task.image_id, f"{self.cams.uri}/{cam_key}",
                                 f"CAMs are {cams.shape[1:]} but the image is {image.shape[:2]}")
-        saliency, origin = None, None
-        if self.saliency is not None:
-            try:
-                saliency, origin = self.saliency.saliency(task.image_id, image)
-            except DataError as error:
-                return RefineResult(task.image_id, error.path, error.problem)
-        mask = refine_image(image, cams, labels, self.refinement, saliency)
+        if self.saliency is None:
+            return _Inputs(image, cams, labels)
+        try:
+            return _Inputs(image, cams, labels, *self.saliency.saliency(task.image_id, image))
+        except DataError as error:
+            return RefineResult(task.image_id, str(error.path), error.problem)
+
+    def finish(self, task: RefineTask, inputs: _Inputs | RefineResult) -> RefineResult:
+        if isinstance(inputs, RefineResult):
+            return inputs
+        mask = refine_image(inputs.image, inputs.cams, inputs.labels, self.refinement, inputs.saliency)
         self.out.put_bytes(f"{task.image_id}.png", encode_mask_png(mask))
-        return RefineResult(task.image_id, task.image_path, None,
-                            int((mask == IGNORE_INDEX).sum()), int(mask.size), origin)
+        return RefineResult(task.image_id, str(task.image_path), None,
+                            int((mask == IGNORE_INDEX).sum()), int(mask.size), inputs.saliency_origin)
 
 
 _worker_refiner: _Refiner | None = None
@@ -218,12 +305,21 @@ def _results(tasks: list[RefineTask], cams, out, refinement: Refinement):
     settings = refinement.settings
     workers = min(settings["processes"] or available_cpus(), len(tasks))
     if workers <= 1:
-        yield from map(_Refiner(cams, out, refinement), tasks)
+        refiner = _Refiner(cams, out, refinement)
+        for task, inputs in read_ahead(refiner.load, tasks, settings.get("read_threads", 0)):
+            yield refiner.finish(task, _unless_unexpected(inputs))
     elif resolve_backend(settings["backend"]) == "torch":
         yield from _in_threads(_Refiner(cams, out, refinement), tasks, workers)
     else:
         with multiprocessing.Pool(workers, _start_worker, (cams.uri, out.uri, refinement)) as pool:
             yield from pool.imap_unordered(_refine_in_worker, tasks, chunksize=settings["chunk_size"])
+
+
+def _unless_unexpected(inputs):
+    """A read-ahead outcome; an error `load` does not turn into a skip (a store failure) stops the step here."""
+    if isinstance(inputs, Exception):
+        raise inputs
+    return inputs
 
 
 def _in_threads(refiner: _Refiner, tasks: list[RefineTask], threads: int):

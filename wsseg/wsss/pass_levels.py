@@ -11,8 +11,14 @@ chosen scale against the best of the scan) it chose 1.31 for plain CAMs (about 7
 walked maps then scaled each by its own maximum). With the walk's one maximum and β 12 it chose 1.16 for
 affinity's walked CAMs on both looks (masks 84.92 and 59.34).
 With `calibration`: the scale whose pseudo masks score best on the named pixel-labelled images instead.
+
+Neither grows with the dataset: the histograms are counts the CAMs' writer summed over its shards
+(`cam_statistics.json`, read back from the CAM files only where a store lacks it), and the scan and the calibration
+label a fixed number of images.
 """
 from __future__ import annotations
+
+import json
 
 import numpy as np
 from tqdm import tqdm
@@ -22,13 +28,16 @@ from wsseg.data import read_image, read_mask
 from wsseg.data.samples import Sample
 from wsseg.errors import ConfigError, DataError
 from wsseg.evaluation.metrics import ConfusionMatrix
+from wsseg.runtime.read_ahead import read_ahead
 from wsseg.wsss.pseudo_masks import read_cam_file
 from wsseg.wsss.refinement import Refinement, foreground_pass, refine_image
-from wsseg.wsss.thresholds import CALIBRATION_SCALES, CamHistograms, PassLevels, most_stable_scale
+from wsseg.wsss.thresholds import CALIBRATION_SCALES, CAM_STATISTICS, CamHistograms, PassLevels, most_stable_scale
 
 # Images the stability scan labels at every scale: enough for the mean change to settle, few enough to take
 # seconds on a CPU.
 STABILITY_SAMPLE = 60
+# CAM files read at once where a store has no summed histograms.
+CAM_READERS = 8
 
 
 def choose_levels(samples: list[Sample], train: list[Sample], cams, config: dict, num_classes: int) -> PassLevels:
@@ -37,7 +46,7 @@ def choose_levels(samples: list[Sample], train: list[Sample], cams, config: dict
     if settings["background"] == "constant":
         return PassLevels(dict.fromkeys(range(1, num_classes), settings["confident_fg_threshold"]),
                           dict.fromkeys(range(1, num_classes), settings["confident_bg_threshold"]), "config")
-    levels = _otsu_levels(samples, cams, num_classes)
+    levels = cam_histograms(samples, cams, num_classes).levels()
     refinement = Refinement(settings, levels, config["working_size"])
     if settings["calibration"]:
         return calibrate(levels, _calibration_samples(settings["calibration"], train, samples), cams, refinement,
@@ -81,14 +90,22 @@ def calibrate(levels: PassLevels, samples: list[Sample], cams, refinement: Refin
                        "scaled": levels.details})
 
 
-def _otsu_levels(samples: list[Sample], cams, num_classes: int) -> PassLevels:
+def cam_histograms(samples: list[Sample], cams, num_classes: int) -> CamHistograms:
+    """The histograms of the `samples`' CAMs: the ones the CAMs' writer summed, where they count these images,
+    else read from the CAM files."""
+    if cams.exists(CAM_STATISTICS):
+        stored = CamHistograms.from_json(json.loads(cams.get_bytes(CAM_STATISTICS)))
+        if stored.images == len(samples) and len(stored.counts) == num_classes:
+            return stored
     histograms = CamHistograms(num_classes)
-    for sample in tqdm(samples, desc="CAM histograms", unit="img"):
-        try:
-            histograms.add(*read_cam_file(cams.get_bytes(f"{sample.image_id}.npz")))
-        except ValueError:
+    read = read_ahead(lambda sample: read_cam_file(cams.get_bytes(f"{sample.image_id}.npz")), samples, CAM_READERS)
+    for _, outcome in tqdm(read, total=len(samples), desc="CAM histograms", unit="img"):
+        if isinstance(outcome, ValueError):
             continue  # the refining pass skips and counts the same file
-    return histograms.levels()
+        if isinstance(outcome, Exception):
+            raise outcome
+        histograms.add(*outcome)
+    return histograms
 
 
 def _readable(sample: Sample, cams) -> tuple | None:
