@@ -7,6 +7,11 @@ are scored on different splits on purpose: the papers report pseudo-mask quality
 The segmenter's scoring is `wsseg.evaluation.scoring`'s, which also gives an incremental step's old/new/all mIoU.
 Given the instance steps' outputs (`instances.enabled`), (d) VOC's instance mAP of the instance pseudo labels on
 train and of the instance model on val, each beside connected components (`wsseg.evaluation.instance_scoring`).
+
+Every figure comes from confusion counts, which add up: split into shards, each task scores its slice of train
+and val and keeps its counts (and the overlays of its first images) in `shards/<k>-of-<N>/scores.json`;
+`merge_evaluation` sums them, keeps the overlays of the first images of the whole split, and writes the metrics
+and reports, the same for any number of shards.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from wsseg.evaluation.scoring import (
     unless_error,
 )
 from wsseg.runtime.read_ahead import read_ahead
+from wsseg.runtime.shards import WHOLE, Shard, shard_records, write_shard_record
 from wsseg.steps.refine import THRESHOLDS
 from wsseg.wsss.pseudo_masks import CamThresholdSweep, decode_mask_png, read_cam_file
 from wsseg.wsss.self_training import relabelled_masks
@@ -51,45 +57,81 @@ def default_config(preset: str) -> dict:
     }
 
 
+SCORES = "scores.json"
+
+
 def evaluate(data_root, cams, pseudo_masks, segmenter, out, config: dict, classes: ClassList,
-             strict: bool = False, instance_labels=None, instances=None) -> dict:
-    """Score the stages whose stores are given and write metrics and report to `out`.
+             strict: bool = False, shard: Shard | None = None, instance_labels=None, instances=None) -> dict:
+    """Score the stages whose stores are given and write metrics and report to `out` (the headline figures); with
+    `shard`, score its slice and keep its counts (their summary).
 
     Without CAMs (the supervised upper bound) only the segmenter is scored.
     """
+    if instance_labels is not None and (cams is None or pseudo_masks is None):
+        raise ConfigError(f"evaluate: the instance labels in {instance_labels.uri} are scored beside the connected "
+                          "regions of the pseudo masks they were grouped from; give --cams and --pseudo-masks too")
+    counts = score_shard(data_root, cams, pseudo_masks, segmenter, out, config, classes, strict, shard or WHOLE)
+    if shard:
+        return counts
+    instance_figures = score_instances(data_root, cams, pseudo_masks, instance_labels, instances, config, classes,
+                                       strict)
+    return merge_evaluation(pseudo_masks, out, config, classes, WHOLE.count, instance_figures)
+
+
+def score_shard(data_root, cams, pseudo_masks, segmenter, out, config: dict, classes: ClassList, strict: bool,
+                shard: Shard) -> dict:
+    """Score `shard`'s slice of train (CAMs, pseudo masks) and val (the segmenter); keep the counts."""
     from wsseg.data import load_samples
 
     if pseudo_masks is not None and cams is None:
         raise ConfigError(f"evaluate: the pseudo masks in {pseudo_masks.uri} are scored in the pass over the "
                           "train images' CAMs; give the CAM store too (--cams, the store mine-cams wrote)")
-    if instance_labels is not None and (cams is None or pseudo_masks is None):
-        raise ConfigError(f"evaluate: the instance labels in {instance_labels.uri} are scored beside the connected "
-                          "regions of the pseudo masks they were grouped from; give --cams and --pseudo-masks too")
     settings = config["evaluate"]
     model = load_model(segmenter)
     relabelled = relabelled_masks(segmenter) if segmenter is not None and pseudo_masks is not None else None
     scores = TrainScores(len(classes), settings["cam_thresholds"], pseudo_masks is not None)
-    counts, overlays = {}, []
+    counts, overlays, matrix = {}, [], None
     if cams is not None:
         counts, overlays = _score_train(load_samples(data_root, "train", classes), cams,
-                                        MaskSources(pseudo_masks, relabelled), model, scores, out, settings, strict)
-    segmenter_summary, confusion_matrices = None, scores.confusion_matrices(classes.names)
+                                        MaskSources(pseudo_masks, relabelled), model, scores, out, settings, strict,
+                                        shard)
     if model is not None:
         val = load_samples(data_root, "val", classes)
-        matrix, counts["val_scored"], counts["val_skipped"] = segmenter_matrix(model, val, len(classes), settings,
-                                                                                strict)
+        matrix, counts["val_scored"], counts["val_skipped"] = segmenter_matrix(model, shard.take(val), len(classes),
+                                                                                settings, strict)
+        if cams is None:
+            positions = {sample.image_id: position for position, sample in enumerate(val)}
+            found = segmenter_overlays(shard.take(val), [("prediction", model)], settings, settings["overlays"])
+            store_overlays(out, found)
+            overlays = [(positions[overlay.image_id], overlay) for overlay in found]
+    write_shard_record(out, shard, SCORES, {
+        "counts": counts, "train": scores.to_json(), "segmenter": None if matrix is None else matrix.counts.tolist(),
+        "overlays": [{"position": position, "image_id": overlay.image_id, "panels": list(overlay.panels)}
+                     for position, overlay in overlays]})
+    return counts
+
+
+def merge_evaluation(pseudo_masks, out, config: dict, classes: ClassList, shards: int,
+                     instance_figures: dict | None = None) -> dict:
+    """The step's metrics and reports from its `shards` shards' counts and the instance figures
+    (`score_instances`, scored whole: an AP ranks every instance of the split); the headline figures."""
+    settings = config["evaluate"]
+    records = shard_records(out, shards, SCORES)
+    scores = TrainScores.merged([TrainScores.from_json(record["train"]) for record in records])
+    counts = {key: sum(record["counts"][key] for record in records) for key in records[0]["counts"]}
+    segmenter_summary, confusion_matrices = None, scores.confusion_matrices(classes.names)
+    if records[0]["segmenter"] is not None:
+        matrix = ConfusionMatrix(len(classes))
+        matrix.counts = sum(np.asarray(record["segmenter"], np.int64) for record in records)
         segmenter_summary = _segmenter_summary(matrix, classes, settings)
         confusion_matrices["segmenter"] = matrix.record(classes.names)
-        if cams is None:
-            overlays = segmenter_overlays(val, [("prediction", model)], settings, settings["overlays"])
-            store_overlays(out, overlays)
+    overlays = _first_overlays(out, records, settings["overlays"])
     metrics = scores.metrics(classes, segmenter_summary, settings["upper_bound_miou"], counts)
     # Beside the figures: the counts they came from, for the report's heat maps and later readers, and which
     # overlays the report shows.
     metrics["confusion_matrices"] = confusion_matrices
     metrics["overlays"] = [{"image_id": overlay.image_id, "panels": list(overlay.panels)} for overlay in overlays]
-    metrics["instances"] = _score_instances(data_root, cams, pseudo_masks, instance_labels, instances, config, classes,
-                                            strict)
+    metrics["instances"] = instance_figures or {"train": None, "val": None}
     metrics["headline"].update(instance_headline(metrics["instances"]))
     if metrics["pseudo_masks"] and pseudo_masks.exists(THRESHOLDS):
         metrics["pseudo_masks"]["thresholds"] = json.loads(pseudo_masks.get_bytes(THRESHOLDS))
@@ -99,8 +141,8 @@ def evaluate(data_root, cams, pseudo_masks, segmenter, out, config: dict, classe
     return metrics["headline"]
 
 
-def _score_instances(data_root, cams, pseudo_masks, instance_labels, instances, config: dict, classes: ClassList,
-                     strict: bool) -> dict:
+def score_instances(data_root, cams, pseudo_masks, instance_labels, instances, config: dict, classes: ClassList,
+                    strict: bool) -> dict:
     """The instance figures of the stores given: {"train": labels' figures, "val": the model's}, each None without.
     The config's `instances` section is read only then: a config for the semantic figures alone need not have it."""
     from wsseg.data import load_samples
@@ -118,6 +160,16 @@ def _score_instances(data_root, cams, pseudo_masks, instance_labels, instances, 
     return figures
 
 
+def _first_overlays(out, records: list[dict], count: int) -> list[Overlay]:
+    """The overlays of the split's first `count` images that have one: each shard drew its slice's first, so these
+    are those an unsharded step draws. The other shards' drawings are removed."""
+    drawn = sorted((entry for record in records for entry in record["overlays"]), key=lambda entry: entry["position"])
+    for entry in drawn[count:]:
+        out.delete(f"overlays/{entry['image_id']}.png")
+    return [Overlay(entry["image_id"], tuple(entry["panels"]), out.get_bytes(f"overlays/{entry['image_id']}.png"))
+            for entry in drawn[:count]]
+
+
 @dataclass(frozen=True)
 class MaskSources:
     """The pseudo masks scored on train: the pipeline's, and the ones a self-trained segmenter completed."""
@@ -126,11 +178,14 @@ class MaskSources:
     relabelled: object | None = None
 
 
-def _score_train(samples, cams, masks: MaskSources, model, scores, out, settings, strict):
-    """One pass over train: every CAM threshold and the pseudo masks; overlays of the first few images."""
+def _score_train(samples, cams, masks: MaskSources, model, scores, out, settings, strict, shard: Shard):
+    """One pass over `shard`'s slice of train: every CAM threshold and the pseudo masks; overlays of its first few
+    images, each with its position in the split."""
     from wsseg.data import read_image
 
     pseudo_masks = masks.pseudo_masks
+    positions = {sample.image_id: position for position, sample in enumerate(samples)}
+    samples = shard.take(samples)
 
     counts = dict.fromkeys(("train_scored", "train_skipped", "without_cam", "without_pseudo_mask",
                             "without_ground_truth"), 0)
@@ -143,7 +198,7 @@ def _score_train(samples, cams, masks: MaskSources, model, scores, out, settings
         else:
             scorable.append(sample)
             counts["without_pseudo_mask"] += pseudo_masks is not None and sample.image_id not in mask_ids
-    overlays: list[Overlay] = []
+    overlays: list[tuple[int, Overlay]] = []
     relabelled_ids = _ids(masks.relabelled, ".png") if masks.relabelled is not None else set()
     read = partial(_read_train_image, cams, masks, mask_ids, relabelled_ids)
     for sample, outcome in tqdm(read_ahead(read, scorable, settings["read_threads"]), total=len(scorable),
@@ -161,8 +216,8 @@ def _score_train(samples, cams, masks: MaskSources, model, scores, out, settings
         scores.add(ground_truth, cam_scores, labels, pseudo_mask, relabelled)
         counts["train_scored"] += 1
         if image is not None:
-            overlays.append(_overlay(out, sample.image_id, image, ground_truth, cam_scores, pseudo_mask, model,
-                                     settings))
+            overlays.append((positions[sample.image_id], _overlay(out, sample.image_id, image, ground_truth,
+                                                                  cam_scores, pseudo_mask, model, settings)))
     return counts, overlays
 
 
@@ -205,6 +260,37 @@ class TrainScores:
         self.pseudo_pixels += uncertain.size
         if relabelled is not None:
             self.relabelled.update(np.where(relabelled == IGNORE_INDEX, 0, relabelled), ground_truth)
+
+    def to_json(self) -> dict:
+        """The counts, which add up over shards (`merged`)."""
+        return {"thresholds": self.thresholds, "with_pseudo_masks": self.with_pseudo_masks,
+                "cam": [matrix.counts.tolist() for matrix in self.cam],
+                "pseudo_as_background": self.pseudo_as_background.counts.tolist(),
+                "pseudo_confident": self.pseudo_confident.counts.tolist(),
+                "relabelled": self.relabelled.counts.tolist(),
+                "uncertain_pixels": self.uncertain_pixels, "pseudo_pixels": self.pseudo_pixels}
+
+    @classmethod
+    def from_json(cls, data: dict) -> TrainScores:
+        scores = cls(len(data["pseudo_as_background"]), data["thresholds"], data["with_pseudo_masks"])
+        for matrix, counts in zip(scores.cam, data["cam"], strict=True):
+            matrix.counts = np.asarray(counts, np.int64)
+        for name in ("pseudo_as_background", "pseudo_confident", "relabelled"):
+            getattr(scores, name).counts = np.asarray(data[name], np.int64)
+        scores.uncertain_pixels, scores.pseudo_pixels = data["uncertain_pixels"], data["pseudo_pixels"]
+        return scores
+
+    @classmethod
+    def merged(cls, parts: list[TrainScores]) -> TrainScores:
+        total = cls(parts[0].pseudo_as_background.num_classes, parts[0].thresholds, parts[0].with_pseudo_masks)
+        for part in parts:
+            for matrix, counts in zip(total.cam, part.cam, strict=True):
+                matrix.counts += counts.counts
+            for name in ("pseudo_as_background", "pseudo_confident", "relabelled"):
+                getattr(total, name).counts += getattr(part, name).counts
+            total.uncertain_pixels += part.uncertain_pixels
+            total.pseudo_pixels += part.pseudo_pixels
+        return total
 
     def best_cam_threshold(self) -> int | None:
         """The index of the threshold whose CAMs score best (the lowest one on a tie), None before any score."""

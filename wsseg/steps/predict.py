@@ -10,6 +10,10 @@ each connected region of a class; each scored by its class's mean probability ov
 mask never depends on what else was in a batch); reading and decoding the next batch of images and writing the
 last one's outputs run beside it. An image whose outputs are all stored is skipped, so a re-run resumes; a
 corrupt image is skipped and counted, or stops the run with `strict`.
+
+Split into shards (`wsseg.runtime.shards`), each task labels its slice of the images and keeps its summary and
+its images' instances under `shards/<k>-of-<N>/`; `merge_predictions` sums the summaries and numbers the
+instances into one COCO document, reading N records rather than an instance file per image.
 """
 from __future__ import annotations
 
@@ -23,12 +27,14 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from wsseg.errors import DataError, StoreError
+from wsseg.runtime.shards import SHARD_SUMMARY, WHOLE, Shard, shard_records, summed, write_shard_record
 from wsseg.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 
 SUMMARY = "summary.json"
 INSTANCES = "instances.json"
+COUNTS = ("images", "predicted", "already_stored", "corrupt")
 # Output folder of each optional output, by its setting.
 EXTRAS = {"overlays": "overlays/{}.png", "areas": "areas/{}.json", "instances": "instances/{}.json"}
 MASK = "masks/{}.png"
@@ -42,8 +48,16 @@ def default_config(preset: str) -> dict:
 
 
 def predict_images(segmenter: ArtifactStore, images: str, out: ArtifactStore, config: dict, strict: bool = False,
-                   multi_scale: bool | None = None, flip: bool | None = None, device=None) -> dict:
-    """Label every image of `images` (see `wsseg.serving.image_sources`) into `out`; returns the run's summary."""
+                   multi_scale: bool | None = None, flip: bool | None = None, device=None,
+                   shard: Shard | None = None) -> dict:
+    """Label every image of `images` (see `wsseg.serving.image_sources`) into `out`; returns the run's summary.
+    With `shard`, label its slice only and return its summary (`merge_predictions` makes the run's)."""
+    summary = predict_shard(segmenter, images, out, config, strict, multi_scale, flip, device, shard or WHOLE)
+    return summary if shard else merge_predictions(out, config, WHOLE.count)
+
+
+def predict_shard(segmenter: ArtifactStore, images: str, out: ArtifactStore, config: dict, strict: bool,
+                  multi_scale: bool | None, flip: bool | None, device, shard: Shard) -> dict:
     from tqdm import tqdm
 
     from wsseg.segmenter.inference import load_segmenter
@@ -53,7 +67,7 @@ def predict_images(segmenter: ArtifactStore, images: str, out: ArtifactStore, co
     tta = dict(multi_scale=config["evaluate"]["multi_scale"] if multi_scale is None else multi_scale,
                flip=config["evaluate"]["flip"] if flip is None else flip)
     wanted = [MASK] + [pattern for name, pattern in EXTRAS.items() if settings[name]]
-    sources = list_images(images)
+    sources = shard.take(list_images(images))
     stored = set(out.list())
     pending = [image for image in sources if any(key.format(image.image_id) not in stored for key in wanted)]
     model = load_segmenter(segmenter, device)
@@ -80,10 +94,25 @@ def predict_images(segmenter: ArtifactStore, images: str, out: ArtifactStore, co
                    already_stored=len(sources) - len(pending), corrupt=len(corrupt), corrupt_ids=corrupt,
                    seconds=round(seconds, 1), segmenter=segmenter.uri, source=images, **tta)
     if settings["instances"]:
-        summary["instances"] = _gather_instances(out, sources, corrupt, class_names)
+        write_shard_record(out, shard, INSTANCES, _slice_instances(out, sources, corrupt, class_names))
+    write_shard_record(out, shard, SHARD_SUMMARY, summary)
+    log.info("predict %s: %d images labelled, %d already stored, %d corrupt -> %s", shard, summary["predicted"],
+             summary["already_stored"], len(corrupt), out.uri)
+    return summary
+
+
+def merge_predictions(out: ArtifactStore, config: dict, shards: int) -> dict:
+    """The run's `summary.json` (and, with instances, `instances.json`) from its `shards` shards' records."""
+    records = shard_records(out, shards)
+    corrupt = [image_id for record in records for image_id in record["corrupt_ids"]]
+    summary = dict(summed(records, COUNTS), corrupt_ids=corrupt,
+                   seconds=round(sum(record["seconds"] for record in records), 1), shards=shards,
+                   **{key: records[0][key] for key in ("segmenter", "source", "multi_scale", "flip")})
+    if config["predict"]["instances"]:
+        summary["instances"] = _gather_instances(out, shard_records(out, shards, INSTANCES))
     out.put_bytes(SUMMARY, json.dumps(summary, indent=2).encode())
     log.info("predict: %d images labelled, %d already stored, %d corrupt -> %s", summary["predicted"],
-             summary["already_stored"], len(corrupt), out.uri)
+             summary["already_stored"], summary["corrupt"], out.uri)
     return summary
 
 
@@ -169,10 +198,8 @@ def class_areas(labels: np.ndarray, class_names: list[str]) -> dict:
                         for index, count in enumerate(counts[:len(class_names)]) if count}}
 
 
-def _gather_instances(out: ArtifactStore, sources: list, corrupt: list[str], class_names: list[str]) -> int:
-    """One COCO document of every labelled image's instances (this run's and earlier ones'); their count."""
-    from wsseg.serving.instances import coco_document
-
+def _slice_instances(out: ArtifactStore, sources: list, corrupt: list[str], class_names: list[str]) -> dict:
+    """The instances of a shard's labelled images (this run's and earlier ones'), for the merge to number."""
     skipped = set(corrupt)
     images, annotations = [], {}
     for image in sources:
@@ -182,7 +209,16 @@ def _gather_instances(out: ArtifactStore, sources: list, corrupt: list[str], cla
         images.append(dict(image_id=image.image_id, file_name=record["file_name"], height=record["height"],
                            width=record["width"]))
         annotations[image.image_id] = record["annotations"]
-    document = coco_document(images, annotations, class_names)
+    return {"images": images, "annotations": annotations, "classes": class_names}
+
+
+def _gather_instances(out: ArtifactStore, parts: list[dict]) -> int:
+    """One COCO document of every labelled image's instances, numbered in the images' order; their count."""
+    from wsseg.serving.instances import coco_document
+
+    images = sorted((image for part in parts for image in part["images"]), key=lambda image: image["image_id"])
+    annotations = {image_id: found for part in parts for image_id, found in part["annotations"].items()}
+    document = coco_document(images, annotations, parts[0]["classes"])
     out.put_bytes(INSTANCES, json.dumps(document).encode())
     return len(document["annotations"])
 
