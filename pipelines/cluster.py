@@ -42,3 +42,16 @@ def retried(task: PipelineTask) -> PipelineTask:
 
 def light_step(task: PipelineTask) -> PipelineTask:
     return task.set_cpu_request("1").set_memory_request("2G")
+
+
+def set_resources(tasks: dict[str, list], s3_secret) -> None:
+    """Resources, retries and credentials of `tasks`, grouped by what they need: "light" (merges, plans, reports),
+    "gpu" (training, CAM mining, the random walk, inference) and "cpu" (the dense CRF)."""
+    for task in tasks["light"]:
+        light_step(task)
+    for task in tasks["gpu"]:
+        gpu_step(task)
+    for task in tasks["cpu"]:
+        cpu_step(task, cpu="16")
+    for task in (task for group in tasks.values() for task in group):
+        uncached(with_store_credentials(task, s3_secret))

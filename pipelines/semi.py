@@ -15,33 +15,43 @@ table to tell a skipped branch from a failed one, all to save one training in a 
 from kfp import dsl
 
 from components.evaluate import evaluate
+from components.merge_evaluation import merge_evaluation
 from components.open_run import open_run
 from components.open_semi_branch import open_semi_branch
+from components.plan_shards import plan_shards
 from components.train_segmenter import train_segmenter
-from pipelines.cluster import DEFAULT_S3_SECRET, gpu_step, light_step, uncached, with_store_credentials
+from pipelines.cluster import DEFAULT_S3_SECRET, set_resources
+from pipelines.sharding import fan_out
 from wsseg.semi.labelled import BRANCH_MODES
 
 
-@dsl.pipeline(name="semi", description="Segmenter on a labelled subset: alone, alone for as long as ClassMix, "
-                                       "with ClassMix on the other images, and on all labels (upper bound)")
-def semi(data: str, store_uri: str, config_yaml: str = "preset: gpu", run_name: str = "",
-         s3_endpoint: str = "", s3_secret: str = DEFAULT_S3_SECRET):
-    run = open_run(store_uri=store_uri, run_name=run_name, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                   config_yaml=config_yaml, s3_endpoint=s3_endpoint)
-    tasks = {"light": [run], "gpu": []}
-    segmenters = {}
-    for name in BRANCH_MODES:
-        branch = open_semi_branch(run_store=run.output, branch=name, config_yaml=config_yaml, s3_endpoint=s3_endpoint)
-        common = {"data": data, "run_store": branch.outputs["run_store"],
-                  "config_yaml": branch.outputs["config_yaml"], "s3_endpoint": s3_endpoint}
-        warm_start = {"init_segmenter": segmenters["baseline"].outputs["segmenter"]} if name != "baseline" else {}
-        segmenters[name] = train_segmenter(**common, **warm_start)
-        evaluation = evaluate(segmenter=segmenters[name].outputs["segmenter"], **common)
-        tasks["light"] += [branch, evaluation]
-        tasks["gpu"].append(segmenters[name])
-    for task in tasks["light"]:
-        light_step(task)
-    for task in tasks["gpu"]:
-        gpu_step(task)
-    for task in tasks["light"] + tasks["gpu"]:
-        uncached(with_store_credentials(task, s3_secret))
+def build_semi(parallelism: int = 0):
+    @dsl.pipeline(name="semi", description="Segmenter on a labelled subset: alone, alone for as long as ClassMix, "
+                                           "with ClassMix on the other images, and on all labels (upper bound)")
+    def semi(data: str, store_uri: str, config_yaml: str = "preset: gpu", run_name: str = "", shards: int = 0,
+             s3_endpoint: str = "", s3_secret: str = DEFAULT_S3_SECRET):
+        run = open_run(store_uri=store_uri, run_name=run_name, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                       config_yaml=config_yaml, s3_endpoint=s3_endpoint)
+        tasks = {"light": [run], "gpu": [], "cpu": []}
+        segmenters = {}
+        for name in BRANCH_MODES:
+            branch = open_semi_branch(run_store=run.output, branch=name, config_yaml=config_yaml,
+                                      s3_endpoint=s3_endpoint)
+            whole = {"data": data, "run_store": branch.outputs["run_store"],
+                     "config_yaml": branch.outputs["config_yaml"], "s3_endpoint": s3_endpoint}
+            warm_start = {"init_segmenter": segmenters["baseline"].outputs["segmenter"]} if name != "baseline" else {}
+            segmenters[name] = train_segmenter(**whole, **warm_start)
+            plan = plan_shards(run_store=branch.outputs["run_store"], config_yaml=branch.outputs["config_yaml"],
+                               shards=shards)
+            scoring, parts = fan_out(plan, evaluate, "scores", parallelism,
+                                     segmenter=segmenters[name].outputs["segmenter"], data=data,
+                                     s3_endpoint=s3_endpoint)
+            evaluation = merge_evaluation(parts=parts, **whole)
+            tasks["light"] += [branch, plan, evaluation]
+            tasks["gpu"] += [segmenters[name], scoring]
+        set_resources(tasks, s3_secret)
+
+    return semi
+
+
+semi = build_semi()

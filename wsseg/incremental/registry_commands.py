@@ -104,7 +104,6 @@ def _class_count(text: str) -> int:
 def _register_step_zero(args) -> int:
     from wsseg.classes import ClassList
     from wsseg.config import load_config
-    from wsseg.data.fetch import local_dataset
     from wsseg.errors import ConfigError
     from wsseg.steps.incremental_update import register_step_zero
 
@@ -113,7 +112,7 @@ def _register_step_zero(args) -> int:
     if args.classes >= len(names) - 1:
         raise ConfigError(f"--classes {args.classes}: the config's `classes` has {len(names) - 1} foreground "
                           "classes, and step 0 leaves some for later steps; give fewer")
-    held_out = local_dataset(args.data) if args.data else None
+    held_out = args.data or None
     record, decision = register_step_zero(ModelRegistry(open_store(args.registry), args.name),
                                           open_store(args.segmenter), ClassList(names[:1 + args.classes]), config,
                                           held_out, args.trained_on)

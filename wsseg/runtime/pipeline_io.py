@@ -2,11 +2,17 @@
 
 A KFP artifact produced by a wsseg step is a pointer: its file holds the URI of the store prefix where the
 step wrote its outputs. The outputs live in the run's store (not the KFP artifact folder) so that a retried
-pod finds what an earlier attempt finished and resumes, on the local backend and on S3 alike.
+pod finds what an earlier attempt finished and resumes, on the local backend and on S3 alike. The dataset is
+handed to the step as given (a local path or a store URI): the step reads what it needs from it, never a copy.
+
+A per-image step split into shards runs as several tasks (`SHARD_TASKS`): `plan_shards` names them, each shard
+task (`run_shard_task` with a shard) works on its slice, a reduce or merge task (`run_shard_task` with the number of
+shards) reads what they all kept; the merge that ends the step writes its `step.json`, the time of all its tasks.
 """
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -14,12 +20,12 @@ from pathlib import Path
 
 from wsseg.classes import ClassList
 from wsseg.config import dump_config, load_config_text
-from wsseg.data.fetch import local_dataset
 from wsseg.errors import WssegError
 from wsseg.kube.train_job import train_segmenter_as_job, wants_training_job
 from wsseg.runtime.run_config import keep_run_config
-from wsseg.runtime.step_clock import StepClock
-from wsseg.runtime.step_commands import STEPS
+from wsseg.runtime.shards import SHARDS_FOLDER, Shard, shard_count
+from wsseg.runtime.step_clock import STEP_RECORD, StepClock
+from wsseg.runtime.step_commands import MERGE_TASKS, SHARD_TASKS, STEPS
 from wsseg.store import ArtifactStore, open_store
 
 log = logging.getLogger(__name__)
@@ -57,7 +63,7 @@ def run_step(command: str, data: str, run_store_uri: str, config_yaml: str,
             summary = train_segmenter_as_job(data, stores, out, config)
         else:
             step = getattr(importlib.import_module(module), function)
-            summary = step(local_dataset(data), **stores, out=out, config=config,
+            summary = step(data, **stores, out=out, config=config,
                            classes=ClassList(config["classes"]), strict=config["strict"])
         clock.record(summary)
     # A step with nothing to do (propagate without affinity) hands its input on instead of an empty store.
@@ -66,18 +72,51 @@ def run_step(command: str, data: str, run_store_uri: str, config_yaml: str,
     return summary
 
 
-def run_predict(segmenter: str, images: str, run_store_uri: str, config_yaml: str, output,
-                s3_endpoint: str = "") -> dict:
-    """`wsseg predict` as a pipeline step: label `images` with the segmenter stored at `segmenter` into the run's
-    `predict/` prefix; publish `output`."""
-    from wsseg.steps.predict import predict_images
+def plan_shards(run_store_uri: str, config_yaml: str, shards: int = 0) -> list[dict]:
+    """The shard tasks' loop items: each names its shard and carries the run's store and config, so that a task
+    inside the loop takes nothing from a task outside it but artifacts (kfp.local 2.17 hands a loop's tasks the loop
+    item in place of an outer task's parameter). `shards` (a pipeline parameter) overrides the config's when > 0."""
+    count = shard_count(load_config_text(config_yaml), shards)
+    return [{"run_store": run_store_uri, "config_yaml": config_yaml, "shard": index, "shards": count}
+            for index in range(count)]
 
+
+def run_shard_task(task: str, data: str, run_store_uri: str, config_yaml: str, inputs: dict, output,
+                   shard: int | None = None, shards: int | None = None, s3_endpoint: str = "",
+                   extra: dict | None = None) -> dict:
+    """One task of a sharded step (`SHARD_TASKS[task]`): a shard (`shard` of `shards`) or a reduce over all of
+    them (`shards` alone); `extra` holds arguments of the task's own (predict's images); publish `output`."""
     use_endpoint(s3_endpoint)
+    module, function, input_names, folder = SHARD_TASKS[task]
     config = load_config_text(config_yaml)
-    out = open_store(run_store_uri).child("predict")
-    summary = predict_images(open_store(segmenter), images, out, config, strict=config["strict"])
-    publish(output, out, summary)
+    # A loop item's numbers reach a component as floats under kfp.local.
+    shards = int(shards) if shards is not None else None
+    part = Shard(int(shard), shards) if shard is not None else None
+    out = open_store(run_store_uri).child(folder)
+    context = dict(extra or {}, data_root=data, out=out, config=config, classes=ClassList(config["classes"]),
+                   strict=config["strict"], shard=part, shards=shards,
+                   **{name: store_of(inputs[name]) if inputs.get(name) is not None else None for name in input_names})
+    step = getattr(importlib.import_module(module), function)
+    with StepClock(out.child(part.folder if part else f"{SHARDS_FOLDER}/{task}"), task) as clock:
+        summary = step(**{name: context[name] for name in inspect.signature(step).parameters if name in context})
+        clock.record(summary)
+    if task in MERGE_TASKS:
+        record_step_time(out, task.removeprefix("merge-"), summary)
+    published = summary.pop(PUBLISHED_STORE, None)
+    publish(output, open_store(published) if published else out, summary)
     return summary
+
+
+def record_step_time(out: ArtifactStore, command: str, summary: dict) -> None:
+    """The step's `step.json`: the seconds of all its tasks (each shard's, the reduces', the merge's), summed as a
+    run's table adds its steps', and the traffic they moved."""
+    records = [json.loads(out.get_bytes(key)) for key in out.list(f"{SHARDS_FOLDER}/")
+               if key.endswith(f"/{STEP_RECORD}")]
+    traffic = {name: sum(record.get("store_traffic", {}).get(name, 0) for record in records)
+               for name in records[0].get("store_traffic", {})} if records else {}
+    out.put_bytes(STEP_RECORD, json.dumps({"command": command, "seconds": round(sum(r["seconds"] for r in records), 1),
+                                           "tasks": len(records), "store_traffic": traffic, "summary": summary},
+                                          indent=2, default=str).encode())
 
 
 def use_endpoint(s3_endpoint: str) -> None:
@@ -155,7 +194,7 @@ def run_incremental_update(data: str, run_store_uri: str, config_yaml: str, regi
     registry = ModelRegistry(open_store(registry_uri), config["registry"]["name"])
     out = open_store(run_store_uri).child("incremental-update").child(batch)
     with StepClock(out, "incremental-update") as clock:
-        result = incremental_update(local_dataset(data), registry, Inbox(open_store(inbox_uri)), batch, out, config,
+        result = incremental_update(data, registry, Inbox(open_store(inbox_uri)), batch, out, config,
                                     ClassList(config["classes"]), strict=config["strict"], holder=holder)
         clock.record(result)
     figures = headline(result)

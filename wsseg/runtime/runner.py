@@ -3,7 +3,8 @@
 `wsseg run incremental --registry URI --inbox URI` grows the registry's model by the inbox's oldest new batch
 (`pipelines/incremental.py`; `--data` is then the held-out set both models are scored on).
 
-Each task runs as a subprocess in this environment (`SubprocessRunner(use_venv=False)`). The run's outputs
+Each task runs as a subprocess in this environment (`SubprocessRunner(use_venv=False)`), one at a time: the shards
+of a per-image step (`--shards`, or the config's `shards`) run one after another. The run's outputs
 go to the store (`--store`, default: the `--out` folder); a run re-started with the same `--out` and
 `--run-name` resumes, since every step skips the outputs it finds finished; under other settings it is refused
 (`wsseg.runtime.run_config`). `wsseg ablation-table` prints an ablation run's table so far, while it runs or after it
@@ -54,6 +55,8 @@ def register(subparsers) -> None:
         sub.add_argument("--preset", help="cpu-tiny, cpu or gpu (default: the config's, else cpu)")
         sub.add_argument("--store", help="artifact store URI (default: the --out folder)")
         sub.add_argument("--run-name", help=f"name of the run inside the store (default: {name})")
+        sub.add_argument("--shards", type=int,
+                         help="tasks each per-image step is split into (default: the config's shards, 1)")
         if name == "ablation":
             sub.add_argument("--methods", default="cam", type=_methods,
                              help="comma-separated methods, e.g. cam,has,acol,mdc,mixup,aepsl,seam,sec,saliency; "
@@ -125,6 +128,8 @@ def _run_command(args) -> int:
     from wsseg.wsss.methods import over_seeds
 
     config = load_config(args.config, args.preset)
+    if args.shards is not None:
+        config["shards"] = args.shards
     if args.pipeline == "ablation":
         methods = over_seeds(args.methods, args.seeds) if args.seeds else args.methods
         table = run_ablation(args.data, args.out, config, methods, args.store, args.run_name)
@@ -147,11 +152,13 @@ def _run_command(args) -> int:
 
 def run_pipeline(name: str, data: str, out: str | Path, config: dict, store_uri: str | None = None,
                  run_name: str | None = None) -> dict:
-    """Run pipeline `name` under kfp.local and return the metrics its evaluate step stored."""
-    from pipelines import PIPELINES
+    """Run pipeline `name` (wsss or supervised) under kfp.local and return the metrics its evaluate step stored."""
+    from pipelines.supervised import build_supervised
+    from pipelines.wsss import build_wsss
     from wsseg.store import open_store
 
-    store_uri, run_name = _run_locally(PIPELINES[name], data, out, config, store_uri, run_name or name)
+    build = {"wsss": build_wsss, "supervised": build_supervised}[name]
+    store_uri, run_name = _run_locally(build(parallelism=1), data, out, config, store_uri, run_name or name)
     evaluation = open_store(store_uri).child(run_name).child("evaluate")
     log.info("%s finished; report: %s", name, evaluation.uri)
     return json.loads(evaluation.get_bytes("metrics.json"))
@@ -181,12 +188,12 @@ def run_semi(data: str, out: str | Path, config: dict, store_uri: str | None = N
              run_name: str | None = None) -> dict:
     """The semi pipeline under kfp.local; returns each branch's (baseline, continued, classmix, all_labels)
     evaluation headline."""
-    from pipelines.semi import semi
+    from pipelines.semi import build_semi
     from wsseg.semi.labelled import BRANCH_MODES
     from wsseg.store import open_store
 
     _check_semi(data, config)
-    store_uri, run_name = _run_locally(semi, data, out, config, store_uri, run_name or "semi")
+    store_uri, run_name = _run_locally(build_semi(parallelism=1), data, out, config, store_uri, run_name or "semi")
     run = open_store(store_uri).child(run_name)
     return {branch: json.loads(run.child(branch).child("evaluate").get_bytes("metrics.json"))["headline"]
             for branch in BRANCH_MODES}

@@ -24,6 +24,30 @@ STEPS = {
                                                       "instances")),
 }
 
+# The tasks of the per-image steps, split into shards (`wsseg.runtime.shards`): task -> (module, function, input
+# stores it takes by these names, the step's output folder). A function takes, by name, what it needs of
+# `shard` (its slice; a shard task) or `shards` (how many shards there are; a reduce before them or the merge
+# after them).
+SHARD_TASKS = {
+    "mine-cams": ("wsseg.steps.mine_cams", "mine_cams", ("classifier",), "mine-cams"),
+    "merge-mine-cams": ("wsseg.steps.mine_cams", "merge_mine_cams", (), "mine-cams"),
+    "refine-levels": ("wsseg.steps.refine", "choose_refine_levels", ("cams",), "refine"),
+    "refine": ("wsseg.steps.refine", "refine_with_crf", ("cams",), "refine"),
+    "merge-refine": ("wsseg.steps.refine", "merge_refine", (), "refine"),
+    "propagate": ("wsseg.steps.propagate", "propagate", ("cams", "masks", "affinity"), "propagate"),
+    "propagate-levels": ("wsseg.steps.propagate", "choose_propagate_levels", ("masks",), "propagate"),
+    "propagate-refine": ("wsseg.steps.propagate", "refine_walked", ("masks",), "propagate"),
+    "merge-propagate": ("wsseg.steps.propagate", "merge_propagate", ("masks",), "propagate"),
+    "evaluate": ("wsseg.steps.evaluate", "evaluate", ("cams", "pseudo_masks", "segmenter"), "evaluate"),
+    "merge-evaluate": ("wsseg.steps.evaluate", "merge_evaluation", ("pseudo_masks",), "evaluate"),
+    "evaluate-instances": ("wsseg.steps.evaluate", "add_instance_figures", ("cams", "pseudo_masks", "instance_labels",
+                                                                          "instances"), "evaluate"),
+    "predict": ("wsseg.steps.predict", "predict_images", (), "predict"),
+    "merge-predict": ("wsseg.steps.predict", "merge_predictions", (), "predict"),
+}
+# The task that ends each sharded step: it writes the step's summary and `step.json`.
+MERGE_TASKS = ("merge-mine-cams", "merge-refine", "merge-propagate", "merge-evaluate", "merge-predict")
+
 # Inputs a step cannot run without; the others are optional (see OPTIONAL_INPUTS).
 REQUIRED_INPUTS = {"mine-cams": ("classifier",), "refine": ("cams",), "train-affinity": ("classifier", "masks"),
                    "propagate": ("cams", "masks"), "train-irn": ("classifier", "masks"),
@@ -49,7 +73,8 @@ def register(subparsers, timed: bool = True) -> None:
     does; off where something else times the step (the pods of a distributed training job)."""
     for command, (module, function, inputs) in STEPS.items():
         parser = subparsers.add_parser(command, help=f"run the {command} step alone")
-        parser.add_argument("--data", required=True, help="dataset root (VOC folder or manifest file)")
+        parser.add_argument("--data", required=True,
+                            help="dataset root: a VOC folder or a manifest file, local or in a store (s3://...)")
         for name in inputs:
             required = name in REQUIRED_INPUTS.get(command, ())
             parser.add_argument(f"--{name.replace('_', '-')}", required=required, metavar="URI",
@@ -65,7 +90,6 @@ def _runner(command: str, module: str, function: str, inputs: tuple[str, ...], t
     def run(args) -> int:
         from wsseg.classes import ClassList
         from wsseg.config import load_config
-        from wsseg.data.fetch import local_dataset
         from wsseg.runtime.step_clock import StepClock
         from wsseg.runtime.torchrun import world_position
         from wsseg.store import open_store
@@ -76,7 +100,7 @@ def _runner(command: str, module: str, function: str, inputs: tuple[str, ...], t
         out = open_store(args.out)
 
         def run_step() -> dict:
-            return step(local_dataset(args.data), **stores, out=out, config=config,
+            return step(args.data, **stores, out=out, config=config,
                         classes=ClassList(config["classes"]), strict=args.strict or config["strict"])
 
         # Under torchrun rank 0 alone keeps the time, as it alone writes the checkpoint.

@@ -73,9 +73,11 @@ def evaluate(data_root, cams, pseudo_masks, segmenter, out, config: dict, classe
     counts = score_shard(data_root, cams, pseudo_masks, segmenter, out, config, classes, strict, shard or WHOLE)
     if shard:
         return counts
-    instance_figures = score_instances(data_root, cams, pseudo_masks, instance_labels, instances, config, classes,
-                                       strict)
-    return merge_evaluation(pseudo_masks, out, config, classes, WHOLE.count, instance_figures)
+    headline = merge_evaluation(pseudo_masks, out, config, classes, WHOLE.count)
+    if instance_labels is None and instances is None:
+        return headline
+    return add_instance_figures(data_root, cams, pseudo_masks, instance_labels, instances, out, config, classes,
+                                strict)
 
 
 def score_shard(data_root, cams, pseudo_masks, segmenter, out, config: dict, classes: ClassList, strict: bool,
@@ -111,10 +113,8 @@ def score_shard(data_root, cams, pseudo_masks, segmenter, out, config: dict, cla
     return counts
 
 
-def merge_evaluation(pseudo_masks, out, config: dict, classes: ClassList, shards: int,
-                     instance_figures: dict | None = None) -> dict:
-    """The step's metrics and reports from its `shards` shards' counts and the instance figures
-    (`score_instances`, scored whole: an AP ranks every instance of the split); the headline figures."""
+def merge_evaluation(pseudo_masks, out, config: dict, classes: ClassList, shards: int) -> dict:
+    """The step's metrics and reports from its `shards` shards' counts; the headline figures."""
     settings = config["evaluate"]
     records = shard_records(out, shards, SCORES)
     scores = TrainScores.merged([TrainScores.from_json(record["train"]) for record in records])
@@ -131,10 +131,27 @@ def merge_evaluation(pseudo_masks, out, config: dict, classes: ClassList, shards
     # overlays the report shows.
     metrics["confusion_matrices"] = confusion_matrices
     metrics["overlays"] = [{"image_id": overlay.image_id, "panels": list(overlay.panels)} for overlay in overlays]
-    metrics["instances"] = instance_figures or {"train": None, "val": None}
+    metrics["instances"] = {"train": None, "val": None}
     metrics["headline"].update(instance_headline(metrics["instances"]))
     if metrics["pseudo_masks"] and pseudo_masks.exists(THRESHOLDS):
         metrics["pseudo_masks"]["thresholds"] = json.loads(pseudo_masks.get_bytes(THRESHOLDS))
+    return _write_evaluation(out, metrics, overlays)
+
+
+def add_instance_figures(data_root, cams, pseudo_masks, instance_labels, instances, out, config: dict,
+                         classes: ClassList, strict: bool) -> dict:
+    """The merged evaluation in `out` with the instance figures of the stores given added; the headline figures.
+    Scored whole, after the merge: an AP ranks every instance of the split."""
+    metrics = json.loads(out.get_bytes("metrics.json"))
+    metrics["instances"] = score_instances(data_root, cams, pseudo_masks, instance_labels, instances, config,
+                                           classes, strict)
+    metrics["headline"].update(instance_headline(metrics["instances"]))
+    overlays = [Overlay(entry["image_id"], tuple(entry["panels"]), out.get_bytes(f"overlays/{entry['image_id']}.png"))
+                for entry in metrics["overlays"]]
+    return _write_evaluation(out, metrics, overlays)
+
+
+def _write_evaluation(out, metrics: dict, overlays: list[Overlay]) -> dict:
     out.put_bytes("metrics.json", json.dumps(metrics, indent=2).encode())
     out.put_bytes("report.md", render_markdown(metrics, overlays).encode())
     out.put_bytes("report.html", render_html(metrics, overlays).encode())

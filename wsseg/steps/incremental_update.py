@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import filecmp
 import json
 import logging
 import tempfile
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING
 from wsseg.classes import ClassList
 from wsseg.config import dump_config
 from wsseg.data import load_samples
+from wsseg.data.locations import read_location
 from wsseg.data.manifest import manifest_labels, write_manifest
 from wsseg.errors import ConfigError, DataError
 from wsseg.evaluation import charts
@@ -188,7 +188,7 @@ def merged_samples(batches: list[list[Sample]], names: list[str]) -> list[Sample
             known = merged.get(sample.image_id)
             if known is None:
                 merged[sample.image_id] = sample
-            elif filecmp.cmp(known.image_path, sample.image_path, shallow=False):
+            elif read_location(known.image_path) == read_location(sample.image_path):
                 labels = tuple(sorted({*known.labels, *sample.labels}))
                 merged[sample.image_id] = dataclasses.replace(known, labels=labels)
             else:
