@@ -60,17 +60,19 @@ def trained(tiny_voc, pseudo_masks, classes, tmp_path_factory):
     return out, train_segmenter(tiny_voc, pseudo_masks, out, tiny_config(), classes)
 
 
-def build_dataset(data_root, classes, mask_store, cache, strict=False, pipeline=None):
+def build_dataset(data_root, classes, mask_store, strict=False, pipeline=None):
     from mmseg.registry import DATASETS
     from mmseg.utils import register_all_modules
 
     import wsseg.segmenter.dataset  # noqa: F401
     from wsseg.segmenter.configs import metainfo
+    from wsseg.segmenter.store_files import STORE_BACKEND_ARGS
 
     register_all_modules()
-    pipeline = pipeline or [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations"), dict(type="PackSegInputs")]
+    pipeline = pipeline or [dict(type="LoadImageFromFile", backend_args=STORE_BACKEND_ARGS),
+                            dict(type="LoadAnnotations", backend_args=STORE_BACKEND_ARGS), dict(type="PackSegInputs")]
     return DATASETS.build(dict(type="WssegDataset", dataset_root=str(data_root), split="train",
-                               mask_store=mask_store, mask_cache=str(cache), strict=strict,
+                               mask_store=mask_store, strict=strict,
                                metainfo=metainfo(classes), pipeline=pipeline))
 
 
@@ -79,7 +81,7 @@ def test_dataset_reads_pseudo_masks_from_the_store_with_255_where_uncertain(
         backend, tiny_voc, classes, tmp_path, request):
     uri = request.getfixturevalue("s3_env") if backend == "s3" else str(tmp_path / "masks")
     written = write_pseudo_masks(open_store(uri), tiny_voc, classes)
-    dataset = build_dataset(tiny_voc, classes, uri, tmp_path / "cache")
+    dataset = build_dataset(tiny_voc, classes, uri)
     assert len(dataset) == len(written)
     for index in (0, len(dataset) - 1):
         item = dataset[index]
@@ -91,7 +93,7 @@ def test_dataset_reads_pseudo_masks_from_the_store_with_255_where_uncertain(
 
 
 def test_dataset_without_a_store_yields_the_ground_truth(tiny_voc, classes, tmp_path):
-    dataset = build_dataset(tiny_voc, classes, None, tmp_path / "cache")
+    dataset = build_dataset(tiny_voc, classes, None)
     sample = load_samples(tiny_voc, "train", classes)[0]
     labels = dataset[0]["data_samples"].gt_sem_seg.data[0].numpy()
     np.testing.assert_array_equal(labels, read_mask(sample.mask_path))
@@ -107,11 +109,11 @@ def test_dataset_skips_and_counts_missing_masks_and_corrupt_images_or_raises_whe
         masks.put_bytes(key, pseudo_masks.get_bytes(key))
     masks.delete(f"{samples[1].image_id}.png")
 
-    dataset = build_dataset(data_root, classes, masks.uri, tmp_path / "cache")
+    dataset = build_dataset(data_root, classes, masks.uri)
     assert sorted(dataset.skipped) == sorted([samples[0].image_id, samples[1].image_id])
     assert len(dataset) == len(samples) - 2
     with pytest.raises(DataError, match=samples[0].image_id):
-        build_dataset(data_root, classes, masks.uri, tmp_path / "cache2", strict=True)
+        build_dataset(data_root, classes, masks.uri, strict=True)
 
 
 def test_dataset_rejects_a_mask_of_the_wrong_size(tiny_voc, classes, tmp_path):
@@ -120,7 +122,7 @@ def test_dataset_rejects_a_mask_of_the_wrong_size(tiny_voc, classes, tmp_path):
     with masks.open_write(f"{sample.image_id}.png") as file:
         Image.fromarray(np.zeros((10, 10), np.uint8), mode="L").save(file, format="PNG")
     with pytest.raises(DataError, match="mask is 10x10"):
-        build_dataset(tiny_voc, classes, masks.uri, tmp_path / "cache", strict=True)
+        build_dataset(tiny_voc, classes, masks.uri, strict=True)
 
 
 def test_training_writes_checkpoint_config_and_metrics_to_the_store(trained):
@@ -284,9 +286,12 @@ def test_uncertain_pixels_as_background_relabels_pseudo_masks_band_as_background
     from wsseg.segmenter.configs import uncertain_as_background
 
     written = write_pseudo_masks(open_store(tmp_path / "masks"), tiny_voc, classes)
-    pipeline = uncertain_as_background([dict(type="LoadImageFromFile"), dict(type="LoadAnnotations"),
+    from wsseg.segmenter.store_files import STORE_BACKEND_ARGS
+
+    pipeline = uncertain_as_background([dict(type="LoadImageFromFile", backend_args=STORE_BACKEND_ARGS),
+                                        dict(type="LoadAnnotations", backend_args=STORE_BACKEND_ARGS),
                                         dict(type="PackSegInputs")])
-    dataset = build_dataset(tiny_voc, classes, str(tmp_path / "masks"), tmp_path / "cache", pipeline=pipeline)
+    dataset = build_dataset(tiny_voc, classes, str(tmp_path / "masks"), pipeline=pipeline)
     item = dataset[0]
     image_id = item["data_samples"].img_path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     labels = item["data_samples"].gt_sem_seg.data[0].numpy()

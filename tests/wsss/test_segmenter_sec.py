@@ -180,7 +180,7 @@ def test_sec_training_pipeline_packs_the_annotated_labels_not_the_masks(tiny_voc
         with masks.open_write(f"{sample.image_id}.png") as file:
             mask.save(file, format="PNG")
     dataset = DATASETS.build(dict(type="WssegDataset", dataset_root=str(tiny_voc), split="train",
-                                  mask_store=masks.uri, mask_cache=str(tmp_path / "cache"),
+                                  mask_store=masks.uri,
                                   metainfo=metainfo(classes), pipeline=sec_train_pipeline((32, 32), {})))
     labels = {str(sample.image_path): sample.labels for sample in samples}
     for index in range(len(dataset)):

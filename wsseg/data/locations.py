@@ -11,7 +11,7 @@ import os
 import posixpath
 import threading
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from wsseg.errors import DataError, StoreError
 
@@ -82,7 +82,7 @@ def location(text: str, base: Path | str) -> Location:
     if is_store_uri(text):
         return StoredFile(text)
     if text.startswith("file://"):
-        return Path(urlsplit(text).path)
+        return Path(unquote(urlsplit(text).path))
     if isinstance(base, str) and is_store_uri(base):
         relative = posixpath.normpath(text)
         if relative.startswith(("../", "/")) or relative == "..":

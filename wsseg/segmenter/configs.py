@@ -161,10 +161,10 @@ def _preset(preset: str) -> dict:
 
 def build_mmseg_config(settings: dict, classes: ClassList, datasets: dict, work_dir: str, out_uri: str, *,
                        distributed: bool, cuda: bool, seed: int) -> Config:
-    """The full mmseg config; `datasets` maps "train" (and "val" when validating) to dataset dicts, and
-    checkpoints go to `work_dir` and, for resuming, to the store at `out_uri`. "train" may be a list of dataset
-    dicts to concatenate (labelled images whose masks come from different stores); with ClassMix, "unlabelled" is
-    the dataset dict of the unlabelled images."""
+    """The full mmseg config; `datasets` maps "train" (and "val" when validating) to dataset dicts; checkpoints go
+    to the store at `out_uri` (`last.pth`, what a rerun resumes from), logs to `work_dir`. "train" may be a list of
+    dataset dicts to concatenate (labelled images whose masks come from different stores); with ClassMix,
+    "unlabelled" is the dataset dict of the unlabelled images."""
     mode = settings["mode"]
     if mode not in MODES:
         raise ConfigError(f"segmenter.mode is {mode!r}; choose one of {', '.join(MODES)}")
@@ -192,7 +192,7 @@ def build_mmseg_config(settings: dict, classes: ClassList, datasets: dict, work_
             logger=dict(type="LoggerHook", interval=settings["log_interval"], log_metric_by_epoch=False),
             param_scheduler=dict(type="ParamSchedulerHook"),
             checkpoint=dict(type="StoreCheckpointHook", store_uri=out_uri, by_epoch=False,
-                            interval=settings["checkpoint_interval"], max_keep_ckpts=1, save_last=True),
+                            interval=settings["checkpoint_interval"], save_last=True),
             sampler_seed=dict(type="DistSamplerSeedHook")),
         custom_hooks=[dict(type="RandomStateHook")],
         log_processor=dict(by_epoch=False),

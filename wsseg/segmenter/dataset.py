@@ -1,18 +1,17 @@
 """An mmseg dataset over one split of a wsseg dataset, with masks from an artifact store or the ground truth.
 
-Pseudo masks (`<image_id>.png`, values 0..K and 255 = uncertain) are fetched from the store once, when the
-data list is built, and written to a local cache folder; mmseg's stock `LoadAnnotations` then reads them
-like any segmentation map. Fetching once rather than in a loading transform means one request per mask
-instead of one per mask per epoch (which on S3 would dominate a CPU-sized run), keeps mmseg's pipelines,
-TTA and visualisation working unchanged, and lets every image and mask be decoded and checked up front, so
-that a corrupt file is skipped and counted here instead of killing a dataloader worker mid-training.
+Images and masks (the dataset's, or pseudo masks `<image_id>.png`, values 0..K and 255 = uncertain, in a store)
+stay where they are: a data info names each by its path or URI, and mmcv's `LoadImageFromFile` and mmseg's
+`LoadAnnotations` read it through wsseg's mmengine file backend (`wsseg.segmenter.store_files`) when a batch
+needs it, so a training pod's disk never holds the dataset. That is a request per image and mask per epoch; the
+DataLoader's workers overlap them with training. Every image and mask is still read and checked once, up front
+(`CHECK_THREADS` at a time), so that a corrupt file is skipped and counted here instead of killing a dataloader
+worker mid-training.
 """
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
-from pathlib import Path
+from functools import partial
 
 import numpy as np
 import torch
@@ -21,11 +20,16 @@ from mmseg.registry import DATASETS
 
 from wsseg.classes import IGNORE_INDEX, ClassList
 from wsseg.data import Sample, load_samples, read_image, read_mask
+from wsseg.data.locations import Location, location
 from wsseg.errors import DataError
-from wsseg.store import ArtifactStore, StoreNotFound, open_store
+from wsseg.runtime.read_ahead import read_ahead
+from wsseg.segmenter import store_files  # noqa: F401  (registers the file backend the data infos are read with)
+from wsseg.store import ArtifactStore, open_store
 
 log = logging.getLogger(__name__)
 
+# Images (and masks) read and checked at once when the data list is built.
+CHECK_THREADS = 8
 # The data-info key of a sample's image-level labels (foreground class indices from the dataset's
 # annotations, never from its mask): what SEC's expand loss needs, packed only by pipelines that ask for it.
 IMAGE_LABELS = "image_labels"
@@ -44,8 +48,8 @@ class WssegDataset(BaseSegDataset):
     """The images of `split` of the dataset at `dataset_root` (VOC folder or manifest).
 
     Masks come from the store at `mask_store` (a URI; reopened here, so S3 works in any process that has the
-    credentials in its environment), cached under `mask_cache`, or from the dataset's own ground truth when
-    `mask_store` is None. Class names come from `metainfo["classes"]`. Images whose image or mask is
+    credentials in its environment), read from it when a batch needs them, or from the dataset's own ground truth
+    when `mask_store` is None. Class names come from `metainfo["classes"]`. Images whose image or mask is
     unreadable or inconsistent are left out and listed in `skipped` (image id -> problem); with `strict` the
     first one raises `DataError`. Each data info holds the sample's image-level labels under `IMAGE_LABELS`.
     `image_ids` keeps those images of the split alone (semi-supervised training's subsets); `without_masks` reads
@@ -55,14 +59,11 @@ class WssegDataset(BaseSegDataset):
     """
 
     def __init__(self, dataset_root: str, split: str = "train", mask_store: str | None = None,
-                 mask_cache: str | None = None, strict: bool = False, image_ids: list[str] | None = None,
+                 strict: bool = False, image_ids: list[str] | None = None,
                  without_masks: bool = False, annotation_classes: list[str] | None = None, **kwargs):
-        if mask_store and not mask_cache:
-            raise ValueError("a mask_store needs a mask_cache folder to fetch the masks into")
         self.dataset_root = str(dataset_root)
         self.split = split
         self.mask_store = mask_store
-        self.mask_cache = mask_cache
         self.strict = strict
         self.image_ids = None if image_ids is None else set(image_ids)
         self.without_masks = without_masks
@@ -74,18 +75,20 @@ class WssegDataset(BaseSegDataset):
     def load_data_list(self) -> list[dict]:
         classes = ClassList(self.annotation_classes or self.metainfo["classes"])
         store = open_store(self.mask_store) if self.mask_store else None
+        samples = [sample for sample in load_samples(self.dataset_root, self.split, classes)
+                   if self.image_ids is None or sample.image_id in self.image_ids]
         data_list = []
-        for sample in load_samples(self.dataset_root, self.split, classes):
-            if self.image_ids is not None and sample.image_id not in self.image_ids:
-                continue
-            try:
-                mask_path = self._checked_mask_path(sample, store, len(classes))
-            except DataError as error:
+        stored = set(store.list()) if store else set()
+        check = partial(self._checked_mask_path, store=store, stored=stored, num_classes=len(classes))
+        for sample, mask_path in read_ahead(check, samples, CHECK_THREADS):
+            if isinstance(mask_path, DataError):
                 if self.strict:
-                    raise
-                log.warning("skipping %s: %s", sample.image_id, error)
-                self.skipped[sample.image_id] = str(error)
+                    raise mask_path
+                log.warning("skipping %s: %s", sample.image_id, mask_path)
+                self.skipped[sample.image_id] = str(mask_path)
                 continue
+            if isinstance(mask_path, Exception):
+                raise mask_path
             data_list.append({"img_path": str(sample.image_path), "seg_map_path": mask_path,
                               "label_map": self.label_map, "reduce_zero_label": False, "seg_fields": [],
                               IMAGE_LABELS: sample.labels})
@@ -95,25 +98,24 @@ class WssegDataset(BaseSegDataset):
                                                f"{f' (masks from {store.uri})' if store else ''}")
         return data_list
 
-    def _checked_mask_path(self, sample: Sample, store: ArtifactStore | None, num_classes: int) -> str | None:
+    def _checked_mask_path(self, sample: Sample, store: ArtifactStore | None, stored: set[str],
+                           num_classes: int) -> str | None:
         image = read_image(sample.image_path)
         if self.without_masks:
             return None
-        mask_path = self._fetch_mask(sample.image_id, store) if store else sample.mask_path
+        mask_path = _pseudo_mask(sample.image_id, store, stored) if store else sample.mask_path
         if mask_path is None:
             raise DataError(sample.image_path, "no ground-truth mask for this image")
         check_mask(read_mask(mask_path), image.shape[:2], num_classes, mask_path)
         return str(mask_path)
 
-    def _fetch_mask(self, image_id: str, store: ArtifactStore) -> Path:
-        key = f"{image_id}.png"
-        try:
-            data = store.get_bytes(key)
-        except StoreNotFound:
-            raise DataError(f"{store.uri}/{key}", "no pseudo mask for this image") from None
-        path = Path(self.mask_cache, key)
-        _write_atomically(path, data)
-        return path
+
+def _pseudo_mask(image_id: str, store: ArtifactStore, stored: set[str]) -> Location:
+    """Where the store keeps the image's pseudo mask (`stored`: its keys); `DataError` when it has none."""
+    key = f"{image_id}.png"
+    if key not in stored:
+        raise DataError(f"{store.uri}/{key}", "no pseudo mask for this image")
+    return location(f"{store.uri}/{key}", "")
 
 
 def check_mask(mask: np.ndarray, image_size: tuple[int, int], num_classes: int, path) -> None:
@@ -126,12 +128,3 @@ def check_mask(mask: np.ndarray, image_size: tuple[int, int], num_classes: int, 
     if stray.size:
         raise DataError(path, f"mask holds values {stray.tolist()} outside the {num_classes} classes "
                               f"and the ignore value {IGNORE_INDEX}")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    # Ranks on one node may share a cache folder; a reader must never see a half-written mask.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=".part")
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
-    os.replace(temporary, path)

@@ -1,37 +1,34 @@
 """mmengine hooks the segmenter's training adds."""
 from __future__ import annotations
 
-from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from mmseg.registry import HOOKS
 
 from wsseg.runtime.random_states import random_states, set_random_states
-from wsseg.store import open_store
+from wsseg.segmenter.store_files import STORE_BACKEND_ARGS, checkpoint_folder
 
 RESUME_KEY = "last.pth"
 
 
 @HOOKS.register_module()
 class StoreCheckpointHook(CheckpointHook):
-    """mmengine's `CheckpointHook`, plus a copy of every checkpoint in the step's store as `last.pth`.
+    """mmengine's `CheckpointHook`, writing every checkpoint straight into the step's store as `last.pth`
+    (through `wsseg.segmenter.store_files`), each replacing the one before in one atomic write.
 
-    The local work dir dies with the pod (a retried KFP task starts on a fresh one), so the store copy is
-    what a re-run resumes from. `start_iter` records the iteration training started at (0 unless resumed).
+    The local work dir dies with the pod (a retried KFP task starts on a fresh one), so the store's is what a
+    re-run resumes from, and the pod's disk never holds a checkpoint. `start_iter` records the iteration training
+    started at (0 unless resumed).
     """
 
     def __init__(self, store_uri: str, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(filename_tmpl=RESUME_KEY, backend_args=STORE_BACKEND_ARGS, **kwargs)
         self.store_uri = store_uri
         self.start_iter = 0
 
     def before_train(self, runner) -> None:
         super().before_train(runner)
+        self.out_dir = checkpoint_folder(self.store_uri)
         self.start_iter = runner.iter
-
-    def _save_checkpoint_with_step(self, runner, step, meta) -> None:
-        super()._save_checkpoint_with_step(runner, step, meta)
-        if is_main_process():
-            open_store(self.store_uri).put_file(RESUME_KEY, self.last_ckpt)
 
 
 @HOOKS.register_module()

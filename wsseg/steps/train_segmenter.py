@@ -21,6 +21,7 @@ the step's model, trains on those.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import tempfile
@@ -95,7 +96,7 @@ def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, 
         if settings["mode"] == "wilson":
             classes, datasets = _wilson_datasets(data_root, masks, classes, settings["wilson"], strict)
         else:
-            datasets = _datasets(data_root, masks, classes, settings, Path(work_dir, "masks"), strict)
+            datasets = _datasets(data_root, masks, classes, settings, strict)
         if split:
             datasets.update(_semi_datasets(datasets["train"], split, masks, config))
         mmseg_config = configs.build_mmseg_config(settings, classes, datasets, work_dir, out.uri,
@@ -116,7 +117,7 @@ def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, 
         if self_training:
             metrics["self_training"] = self_training
         if rank == 0:
-            _publish(out, _final_checkpoint(runner, work_dir), mmseg_config, metrics)
+            _publish(out, mmseg_config, metrics)
         barrier()
     log.info("train-segmenter: %d iterations in %.0f s (%.1f images/s), val mIoU %s -> %s",
              metrics["iterations"], seconds, metrics["images_per_s"], metrics.get("val_miou"), out.uri)
@@ -212,13 +213,11 @@ def _wilson_datasets(data_root, masks: ArtifactStore | None, classes: ClassList,
     return seen, dict(train=train)
 
 
-def _datasets(data_root, masks: ArtifactStore | None, classes: ClassList, settings: dict, mask_cache: Path,
-              strict: bool) -> dict:
+def _datasets(data_root, masks: ArtifactStore | None, classes: ClassList, settings: dict, strict: bool) -> dict:
     """Dataset dicts for training (pseudo masks, or ground truth) and, where val has masks, validation."""
     common = dict(type="WssegDataset", dataset_root=str(data_root), metainfo=configs.metainfo(classes),
                   strict=strict)
-    datasets = dict(train=dict(common, split="train", mask_store=masks.uri if masks else None,
-                               mask_cache=str(mask_cache)))
+    datasets = dict(train=dict(common, split="train", mask_store=masks.uri if masks else None))
     if settings["validate"] and _has_val_masks(data_root, classes):
         datasets["val"] = dict(common, split="val", test_mode=True)
     return datasets
@@ -317,20 +316,14 @@ def _skipped_images(dataset) -> int:
     return sum(len(part.skipped) for part in parts)
 
 
-def _final_checkpoint(runner: Runner, work_dir: str) -> Path:
-    """The checkpoint of the last iteration: saved by this run, or, when it had nothing left to train, the
-    one it resumed from."""
-    hook = _checkpoint_hook(runner)
-    return Path(hook.last_ckpt) if runner.iter > hook.start_iter else Path(work_dir, RESUME_COPY)
-
-
 def _checkpoint_hook(runner: Runner) -> StoreCheckpointHook:
     return next(hook for hook in runner.hooks if isinstance(hook, StoreCheckpointHook))
 
 
-def _publish(out: ArtifactStore, checkpoint: Path, mmseg_config, metrics: dict) -> None:
-    """Weights and meta only: the optimizer state is for resuming, and `last.pth` keeps it."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+def _publish(out: ArtifactStore, mmseg_config, metrics: dict) -> None:
+    """Weights and meta only, from the last iteration's `last.pth` (saved by this run, or, when it had nothing left
+    to train, the one it resumed from): the optimizer state is for resuming, and `last.pth` keeps it."""
+    state = torch.load(io.BytesIO(out.get_bytes(RESUME_KEY)), map_location="cpu", weights_only=False)
     with out.open_write(CHECKPOINT) as file:
         torch.save(dict(meta=state["meta"], state_dict=state["state_dict"]), file)
     out.put_bytes(MMSEG_CONFIG, mmseg_config.pretty_text.encode())
