@@ -32,7 +32,7 @@ def test_spec_runs_one_torchrun_per_node_with_a_gpu_per_process():
         assert container["resources"]["requests"]["nvidia.com/gpu"] == "4"
         assert "--nnodes=3" in container["command"] and "--nproc_per_node=4" in container["command"]
         assert "--node_rank=$(RANK)" in container["command"]
-        assert container["args"] == ["-m", "wsseg.segmenter.distributed", *TRAIN_ARGS]
+        assert container["args"] == ["-m", "wsseg.runtime.distributed", *TRAIN_ARGS]
         assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
     volume = replicas["Master"]["template"]["spec"]["volumes"][0]
     assert volume["emptyDir"]["medium"] == "Memory"

@@ -1,7 +1,8 @@
-"""A train-segmenter step whose config asks for several GPUs trains through a PyTorchJob.
+"""A training step whose config asks for several GPUs (train-segmenter, train-classifier) trains through a
+PyTorchJob.
 
 The Kubernetes API is the loopback imitation of fixtures_kubernetes (no cluster runs here). The operator's
-pod is played by running the job container's own arguments through `wsseg.segmenter.distributed` in this
+pod is played by running the job container's own arguments through `wsseg.runtime.distributed` in this
 process, so the job really trains from the URIs (data, the segmenter to start from) and the config the launching
 step put into the spec.
 """
@@ -15,8 +16,8 @@ from kfp.dsl import Model
 from tests.fixtures_kubernetes import NAMESPACE
 from wsseg.config import load_config_text
 from wsseg.kube.train_job import job_name
+from wsseg.runtime import distributed
 from wsseg.runtime.pipeline_io import run_step
-from wsseg.segmenter import distributed
 from wsseg.store import open_store
 
 SUCCEEDED = {"conditions": [{"type": "Succeeded", "status": "True", "message": "done"}]}
@@ -33,7 +34,7 @@ segmenter:
 def run_pod(job: dict) -> None:
     container = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
     module_flag, module, *train_args = container["args"]
-    assert (module_flag, module) == ("-m", "wsseg.segmenter.distributed")
+    assert (module_flag, module) == ("-m", "wsseg.runtime.distributed")
     assert distributed.main(train_args) == 0
 
 
@@ -67,8 +68,31 @@ def test_a_step_asking_for_two_gpus_launches_a_pytorchjob_that_trains(kubernetes
     assert json.loads((tmp_path / "segmenter").read_text()) == {"store": out.uri}
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kubernetes_api", [([SUCCEEDED],)], indirect=True)
+def test_a_classifier_asking_for_two_gpus_launches_a_pytorchjob_that_trains(kubernetes_api, kubeconfig, s3_env,
+                                                                              tiny_voc, tmp_path):
+    kubernetes_api.on_create = run_pod
+    classifier = Model(name="classifier", uri=str(tmp_path / "classifier"), metadata={})
+    config = CONFIG.replace("segmenter:", "classifier:")
+
+    summary = run_step("train-classifier", str(tiny_voc), s3_env, config, {}, classifier)
+
+    out = open_store(s3_env).child("train-classifier")
+    [job] = kubernetes_api.created
+    assert job["metadata"]["name"] == job_name(out.uri, "classifier")
+    container = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    assert container["args"][2] == "train-classifier" and "--nproc_per_node=2" in container["command"]
+    assert summary == json.loads(out.get_bytes("metrics.json"))
+    assert out.exists("checkpoint.pth")
+
+
 def test_one_gpu_trains_in_the_step_itself_without_kubernetes():
     from wsseg.kube.train_job import wants_training_job
 
-    assert not wants_training_job(load_config_text("preset: gpu"))
-    assert wants_training_job(load_config_text("preset: gpu\nsegmenter: {launch: {nodes: 2}}"))
+    assert not wants_training_job(load_config_text("preset: gpu"), "train-segmenter")
+    assert wants_training_job(load_config_text("preset: gpu\nsegmenter: {launch: {nodes: 2}}"), "train-segmenter")
+    assert wants_training_job(load_config_text("preset: gpu\nclassifier: {launch: {gpus_per_node: 4}}"),
+                              "train-classifier")
+    assert not wants_training_job(load_config_text("preset: gpu\nclassifier: {launch: {gpus_per_node: 4}}"),
+                                  "train-segmenter")

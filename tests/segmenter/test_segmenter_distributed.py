@@ -15,8 +15,8 @@ def test_two_ranks_train_together_and_only_rank_0_writes_the_checkpoint(tiny_voc
     out, logs = tmp_path / "out", tmp_path / "logs"
     # `--redirects 3` gives each rank its own stdout/stderr files under `--log-dir`.
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "--log-dir", str(logs), "--redirects", "3", "-m", "wsseg.segmenter.distributed",
-               "--data", str(tiny_voc), "--out", str(out), "--preset", "cpu-tiny"]
+               "--log-dir", str(logs), "--redirects", "3", "-m", "wsseg.runtime.distributed",
+               "train-segmenter", "--data", str(tiny_voc), "--out", str(out), "--preset", "cpu-tiny"]
     # One thread per rank: two ranks on a shared 2-core box would otherwise spin against each other.
     result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))

@@ -1,4 +1,6 @@
 """The CAM classifier (mmseg-registered) and the train-classifier step on a small synthetic VOC set."""
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -172,3 +174,26 @@ def _remove_objects(xml_path):
     for element in tree.getroot().findall("object"):
         tree.getroot().remove(element)
     tree.write(xml_path)
+
+
+@pytest.mark.slow
+def test_two_ranks_each_train_on_half_the_images_and_only_rank_0_writes(tiny_voc, tmp_path):
+    """Data-parallel classifier training under torchrun, two CPU processes (gloo) standing in for two GPUs, as the
+    pods of a PyTorchJob run it (`wsseg.runtime.distributed`)."""
+    out, logs = tmp_path / "out", tmp_path / "logs"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "--log-dir", str(logs), "--redirects", "3", "-m", "wsseg.runtime.distributed",
+               "train-classifier", "--data", str(tiny_voc), "--out", str(out), "--preset", "cpu-tiny"]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-4000:] + "".join(path.read_text()[-2000:]
+                                                                  for path in logs.rglob("stderr.log"))
+    summaries = [json.loads(path.read_text().strip().splitlines()[-1]) for path in logs.rglob("stdout.log")]
+    assert sorted(summary["rank"] for summary in summaries) == [0, 1]
+    train_images = load_samples(tiny_voc, "train", ClassList())
+    # A DistributedSampler hands each rank half of every epoch's images.
+    assert all(summary["images_per_epoch"] == len(train_images) // 2 for summary in summaries)
+    store = open_store(out)
+    assert {"checkpoint.pth", "last.pth", "metrics.json", "config.yaml"} <= set(store.list())
+    state = torch.load(store.open_read("checkpoint.pth"), map_location="cpu", weights_only=True)
+    assert not any(key.startswith("module.") for key in state["state_dict"])

@@ -1,4 +1,4 @@
-"""Segmenter training past one node: a Kubeflow Training Operator `PyTorchJob`, launched and waited on.
+"""Training past one node: a Kubeflow Training Operator `PyTorchJob`, launched and waited on.
 
 Each replica (pod) runs `torchrun` with one process per GPU; the operator gives every pod `MASTER_ADDR`,
 `MASTER_PORT`, `WORLD_SIZE` (pods) and `RANK` (the pod's index, Master = 0), which the command passes to
@@ -38,9 +38,10 @@ def default_image() -> str:
 def pytorchjob_spec(name: str, train_args: list[str], *, nodes: int = 1, gpus_per_node: int = 1,
                     image: str | None = None, env: dict[str, str] | None = None,
                     credentials_secret: str = CREDENTIALS_SECRET, shm_size: str = "16Gi") -> dict:
-    """A PyTorchJob training the segmenter on `nodes` pods of `gpus_per_node` GPUs each.
+    """A PyTorchJob training on `nodes` pods of `gpus_per_node` GPUs each.
 
-    `train_args` are `wsseg train-segmenter`'s flags (`--data`, `--masks`, `--out`, `--preset`...); `env`
+    `train_args` are the training step's name and its flags (`train-segmenter --data ... --masks ... --out ...`,
+    as `wsseg.runtime.distributed` takes them); `env`
     holds plain settings such as `AWS_ENDPOINT_URL`. Credentials come only from `credentials_secret`.
     """
     if nodes < 1 or gpus_per_node < 1:
@@ -109,7 +110,7 @@ def _container(train_args: list[str], nodes: int, gpus_per_node: int, image: str
         "name": "pytorch",  # the operator finds the training container by this name
         "image": image,
         "command": torchrun,
-        "args": ["-m", "wsseg.segmenter.distributed", *train_args],
+        "args": ["-m", "wsseg.runtime.distributed", *train_args],
         "env": [{"name": key, "value": value} for key, value in env.items()] + secret_env,
         "resources": {"requests": gpus, "limits": gpus},
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],

@@ -21,7 +21,7 @@ from pathlib import Path
 from wsseg.classes import ClassList
 from wsseg.config import dump_config, load_config_text
 from wsseg.errors import WssegError
-from wsseg.kube.train_job import train_segmenter_as_job, wants_training_job
+from wsseg.kube.train_job import train_as_job, wants_training_job
 from wsseg.runtime.run_config import keep_run_config
 from wsseg.runtime.shards import SHARDS_FOLDER, Shard, shard_count
 from wsseg.runtime.step_clock import STEP_RECORD, StepClock
@@ -59,8 +59,8 @@ def run_step(command: str, data: str, run_store_uri: str, config_yaml: str,
     stores = {name: store_of(inputs[name]) if inputs.get(name) is not None else None for name in input_names}
     out = open_store(run_store_uri).child(command)
     with StepClock(out, command) as clock:
-        if command == "train-segmenter" and wants_training_job(config):
-            summary = train_segmenter_as_job(data, stores, out, config)
+        if wants_training_job(config, command):
+            summary = train_as_job(command, data, stores, out, config)
         else:
             step = getattr(importlib.import_module(module), function)
             summary = step(data, **stores, out=out, config=config,

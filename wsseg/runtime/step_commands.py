@@ -68,10 +68,11 @@ OPTIONAL_INPUTS = {
 }
 
 
-def register(subparsers, timed: bool = True) -> None:
-    """One subcommand per step. `timed`: the step keeps its time in its output (`step.json`) as a pipeline step
-    does; off where something else times the step (the pods of a distributed training job)."""
-    for command, (module, function, inputs) in STEPS.items():
+def register(subparsers, timed: bool = True, commands: tuple[str, ...] = tuple(STEPS)) -> None:
+    """One subcommand per step of `commands`. `timed`: the step keeps its time in its output (`step.json`) as a
+    pipeline step does; off where something else times the step (the pods of a distributed training job)."""
+    for command in commands:
+        module, function, inputs = STEPS[command]
         parser = subparsers.add_parser(command, help=f"run the {command} step alone")
         parser.add_argument("--data", required=True,
                             help="dataset root: a VOC folder or a manifest file, local or in a store (s3://...)")

@@ -71,5 +71,8 @@ def checkpoint_folder(store_uri: str) -> str:
 
 
 register_backend(STORE_BACKEND, StoreFiles, force=True, prefixes="s3")
-# mmengine's deprecated FileClient, which its checkpoint saving still consults, keeps a registry of its own.
+# mmengine's deprecated FileClient, which its checkpoint saving still consults, keeps a registry of its own; its
+# register_backend (0.10.7) drops the instances of an overridden prefix's backend but forgets to map the prefix to
+# the new one, so the mapping is set here as register_backend means to.
 FileClient.register_backend(STORE_BACKEND, StoreFiles, force=True, prefixes="s3")
+FileClient._prefix_to_backends["s3"] = StoreFiles

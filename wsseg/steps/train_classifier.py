@@ -13,6 +13,7 @@ import torch
 from wsseg.classes import ClassList
 from wsseg.data import dataset_splits, load_samples
 from wsseg.errors import DataError
+from wsseg.kube.train_job import default_launch
 from wsseg.store import ArtifactStore
 from wsseg.wsss.adversarial_erasing import train_erasing_rounds
 from wsseg.wsss.batch_augment import HIDE_AND_SEEK_PATCHES_AT_224
@@ -45,7 +46,9 @@ def default_config(preset: str) -> dict:
               # Classifiers trained alike from seeds seed, seed + 1, ...; mining averages their maps. Five by
               # default, the `ensemble` method: on the three held-out looks its segmenters beat plain CAM's
               # (docs/RESULTS.md §17); the tests' tiny preset trains one.
-              "ensemble_members": 1 if preset == "cpu-tiny" else 5}
+              "ensemble_members": 1 if preset == "cpu-tiny" else 5,
+              # More than one GPU in all: the step trains as a PyTorchJob (wsseg.kube.train_job), data-parallel.
+              "launch": default_launch()}
     if preset == "gpu":
         backbone.update(depth=50)
     elif preset in ("cpu", "cpu-tiny"):

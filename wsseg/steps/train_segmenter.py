@@ -41,10 +41,10 @@ from wsseg.data import dataset_splits, load_samples
 from wsseg.errors import ConfigError
 from wsseg.incremental.wilson import seen_classes, step_image_ids
 from wsseg.kube.train_job import default_launch
+from wsseg.runtime.distributed import join_process_group
 from wsseg.runtime.torchrun import world_position
 from wsseg.runtime.weights import local_weights
 from wsseg.segmenter import configs
-from wsseg.segmenter.distributed import join_process_group
 from wsseg.segmenter.hooks import RESUME_KEY, StoreCheckpointHook
 from wsseg.segmenter.models import is_config_file, pretrained_weights
 from wsseg.semi.labelled import SemiSplit, check_semi_settings, split_train
@@ -74,7 +74,8 @@ def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, 
     settings = config["segmenter"]
     rank, world_size = world_position()
     cuda = torch.cuda.is_available()
-    if world_size > 1:
+    # On GPU mmengine's Runner joins the group (and sets the rank's device) itself.
+    if world_size > 1 and not cuda:
         join_process_group(cuda)
     finished = _finished_run(out, settings["iterations"])
     if finished:

@@ -1,9 +1,12 @@
 """One CAM classifier: built from `classifier.model`, trained into a store, loaded back, scored on val.
 
 `train_model` writes `last.pth` after every epoch (model, optimizer, schedule, epoch), so a killed run resumes
-where it stopped; then `checkpoint.pth`, `metrics.json` (val mAP and F1) and `config.yaml`. The train-classifier
-step (`wsseg.steps.train_classifier`) trains one, one per member of an ensemble (`ensemble`) or one per round of
-adversarial erasing (`adversarial_erasing`); mining and affinity load them back with `load_classifier`.
+where it stopped; then `checkpoint.pth`, `metrics.json` (val mAP and F1) and `config.yaml`. Under torchrun
+(WORLD_SIZE > 1, `wsseg.runtime.distributed`) the same function trains data-parallel: each rank reads its share of
+every epoch's images (a `DistributedSampler`), gradients are averaged across ranks, and rank 0 alone writes.
+The train-classifier step (`wsseg.steps.train_classifier`) trains one, one per member of an ensemble (`ensemble`)
+or one per round of adversarial erasing (`adversarial_erasing`); mining and affinity load them back with
+`load_classifier`.
 """
 from __future__ import annotations
 
@@ -14,11 +17,14 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
 from wsseg.classes import ClassList
 from wsseg.config import dump_config
 from wsseg.errors import ConfigError
+from wsseg.runtime.distributed import join_process_group
+from wsseg.runtime.torchrun import world_position
 from wsseg.runtime.weights import local_weights
 from wsseg.store import ArtifactStore
 from wsseg.wsss.batch_augment import BatchAugment
@@ -44,39 +50,69 @@ def train_model(train: list, val: list, out: ArtifactStore, config: dict, classe
     """Train one classifier into `out` (resuming from its `last.pth`); `erased` holds masks of the pixels to hide
     from every training image (adversarial erasing)."""
     settings = config["classifier"]
+    rank, world_size = world_position()
+    if world_size > 1:
+        join_process_group(device.type == "cuda")
+        device = torch.device("cuda", torch.cuda.current_device()) if device.type == "cuda" else device
     model = build_classifier(settings["model"], classes)
     model.pretrained = local_weights(model.pretrained, "classifier.model.pretrained")
     model.init_weights()
     model.to(device)
     images = ClassifierImages(train, len(classes) - 1, settings, augment=True, working_size=config["working_size"],
                               erased=erased)
-    loader = DataLoader(images, batch_size=settings["batch_size"], shuffle=True, num_workers=settings["num_workers"])
+    sampler = DistributedSampler(images, seed=config.get("seed", 0)) if world_size > 1 else None
+    loader = DataLoader(images, batch_size=settings["batch_size"], shuffle=sampler is None, sampler=sampler,
+                        num_workers=settings["num_workers"])
     optimizer = build_optimizer(model, settings["optimizer"], settings["head_lr_multiplier"])
     schedule = poly_schedule(optimizer, settings["epochs"] * len(loader))
     first_epoch = resume_training(out, RESUME, model, optimizer, schedule, "classifier")
-    augment = BatchAugment(settings, images.fill)
-
-    def loss_of(model, images, targets):
-        return sum(model.loss(*augment(images, targets)).values())
+    trained = _data_parallel(_ClassifierLoss(model, BatchAugment(settings, images.fill)), device, world_size)
 
     started = time.perf_counter()
     loss = None
     for epoch in range(first_epoch, settings["epochs"]):
-        loss = train_epoch(model, loader, loss_of, optimizer, schedule, device, settings["precision"],
-                           f"classifier epoch {epoch + 1}")
-        save_progress(out, RESUME, model, optimizer, schedule, epoch + 1)
+        if sampler is not None:
+            sampler.set_epoch(epoch)  # each epoch its own shuffle, the same on every rank
+        loss = train_epoch(trained, loader, lambda loss_of, images, targets: loss_of(images, targets), optimizer,
+                           schedule, device, settings["precision"], f"classifier epoch {epoch + 1}")
+        if rank == 0:
+            save_progress(out, RESUME, model, optimizer, schedule, epoch + 1)
     seconds = time.perf_counter() - started
 
-    metrics = evaluate_classifier(model, val, classes, settings, device)
-    save_to_store(out, CHECKPOINT, {"state_dict": model.state_dict(), "model": settings["model"],
-                                    "classes": list(classes.names)})
-    out.put_bytes("metrics.json", json.dumps(metrics, indent=2).encode())
-    out.put_bytes("config.yaml", dump_config(config).encode())
-    trained_images = len(train) * (settings["epochs"] - first_epoch)
+    metrics = evaluate_classifier(model, val, classes, settings, device) if rank == 0 else {"map": None, "f1": None}
+    if rank == 0:
+        save_to_store(out, CHECKPOINT, {"state_dict": model.state_dict(), "model": settings["model"],
+                                        "classes": list(classes.names)})
+        out.put_bytes("metrics.json", json.dumps(metrics, indent=2).encode())
+        out.put_bytes("config.yaml", dump_config(config).encode())
+    per_epoch = len(train) if sampler is None else len(sampler)
+    trained_images = per_epoch * (settings["epochs"] - first_epoch)
     return dict(train_images=len(train), val_images=len(val), resumed_from_epoch=first_epoch,
                 epochs=settings["epochs"], loss=loss and round(loss, 4), seconds=round(seconds, 1),
                 images_per_second=round(trained_images / seconds, 1) if seconds else None,
-                val_map=metrics["map"], val_f1=metrics["f1"])
+                val_map=metrics["map"], val_f1=metrics["f1"], rank=rank, world_size=world_size,
+                images_per_epoch=per_epoch)
+
+
+class _ClassifierLoss(torch.nn.Module):
+    """The classifier and its batch augmentation as one module whose forward is the batch's total loss: what
+    DistributedDataParallel wraps, as it averages the gradients of a forward it runs."""
+
+    def __init__(self, model: torch.nn.Module, augment: BatchAugment):
+        super().__init__()
+        self.model, self.augment = model, augment
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return sum(self.model.loss(*self.augment(images, targets)).values())
+
+
+def _data_parallel(module: torch.nn.Module, device, world_size: int) -> torch.nn.Module:
+    if world_size == 1:
+        return module
+    if device.type == "cuda":
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return DistributedDataParallel(module, device_ids=[device.index])
+    return DistributedDataParallel(module)
 
 
 def build_classifier(model_config: dict, classes: ClassList) -> torch.nn.Module:

@@ -21,12 +21,15 @@ from wsseg.data.images import working_scale
 from wsseg.data.samples import Sample
 from wsseg.errors import ConfigError, DataError
 from wsseg.runtime.random_states import random_states, set_random_states
+from wsseg.runtime.read_ahead import read_ahead
 from wsseg.store import ArtifactStore
 from wsseg.wsss.classifiers.cam_classifier import IMAGENET_MEAN
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("bf16", "fp32")
+# Images decoded at once by the check before training.
+CHECK_THREADS = 8
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -66,23 +69,22 @@ def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: flo
 
 def split_usable(samples: list[Sample], strict: bool) -> tuple[list[Sample], dict]:
     """The samples a classifier can learn from, and counts of those left out: images without a foreground label
-    teach nothing about any class, and corrupt images are found here, by decoding each once, so that workers
-    never meet them mid-epoch. `strict` raises `DataError` on the first corrupt image instead."""
-    usable, unlabelled, corrupt = [], 0, 0
-    for sample in samples:
-        if not sample.labels:
-            unlabelled += 1
-            continue
-        try:
-            read_image(sample.image_path)
-        except DataError as error:
+    teach nothing about any class, and corrupt images are found here, by decoding each once (`CHECK_THREADS` at a
+    time, from wherever the dataset is), so that workers never meet them mid-epoch. `strict` raises `DataError` on
+    the first corrupt image instead."""
+    usable, corrupt = [], 0
+    labelled = [sample for sample in samples if sample.labels]
+    for sample, outcome in read_ahead(lambda sample: read_image(sample.image_path).shape, labelled, CHECK_THREADS):
+        if isinstance(outcome, DataError):
             if strict:
-                raise
-            log.warning("skipping corrupt image %s: %s", sample.image_id, error.problem)
+                raise outcome
+            log.warning("skipping corrupt image %s: %s", sample.image_id, outcome.problem)
             corrupt += 1
             continue
+        if isinstance(outcome, Exception):
+            raise outcome
         usable.append(sample)
-    return usable, {"skipped_unlabelled": unlabelled, "skipped_corrupt": corrupt}
+    return usable, {"skipped_unlabelled": len(samples) - len(labelled), "skipped_corrupt": corrupt}
 
 
 class ClassifierImages(Dataset):
@@ -189,7 +191,7 @@ def train_epoch(model, loader, loss_of, optimizer, schedule, device, precision: 
     """One pass over `loader`; `loss_of(model, inputs, targets)` is the batch's total loss. Returns the mean loss."""
     model.train()
     total, seen = 0.0, 0
-    with tqdm(total=len(loader.dataset), desc=description, unit="img", leave=False) as progress:
+    with tqdm(total=len(loader.sampler), desc=description, unit="img", leave=False) as progress:
         for inputs, targets in loader:
             with autocast(device, precision):
                 loss = loss_of(model, inputs.to(device), targets.to(device))
