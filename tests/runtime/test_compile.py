@@ -130,3 +130,50 @@ def test_the_other_semi_trainings_start_from_the_baseline_segmenter(compiled):
         init_segmenter = trainings[branch][1]["inputs"]["artifacts"]["init_segmenter"]["taskOutputArtifact"]
         assert init_segmenter == {"producerTask": trainings["baseline"][0], "outputArtifactKey": "segmenter"}
     assert "artifacts" not in trainings["baseline"][1]["inputs"]
+
+
+# The per-image steps each pipeline must split into shards, and what each shard task asks of the cluster.
+SHARDED_STEPS = {
+    "wsss": {"mine-cams": "gpu", "refine": "cpu", "propagate": "gpu", "propagate-refine": "cpu", "evaluate": "gpu"},
+    "ablation": {"mine-cams": "gpu", "refine": "cpu", "propagate": "gpu", "propagate-refine": "cpu",
+                 "evaluate": "gpu"},
+    "predict": {"predict": "gpu"},
+}
+
+
+def shard_loops(documents) -> dict[str, list[str]]:
+    """Per loop over plan-shards' items (a ParallelFor over the shards, at any depth): the tasks it runs."""
+    spec = documents[0]
+    dags = [spec["root"]["dag"], *(component["dag"] for component in spec["components"].values() if "dag" in component)]
+    loops = {}
+    for dag in dags:
+        for task in dag["tasks"].values():
+            items = task.get("parameterIterator", {}).get("items", {}).get("inputParameter", "")
+            if "plan-shards" in items:
+                loop = spec["components"][task["componentRef"]["name"]]
+                loops[task["taskInfo"]["name"]] = list(loop["dag"]["tasks"].values())
+    return loops
+
+
+def component_name(task: dict) -> str:
+    return task["componentRef"]["name"].removeprefix("comp-").rstrip("-0123456789")
+
+
+@pytest.mark.parametrize("pipeline", sorted(SHARDED_STEPS))
+def test_per_image_steps_fan_out_over_the_shards_with_their_resources(compiled, pipeline):
+    documents = compiled[pipeline][1]
+    executors_ = executors(documents)
+    components = documents[0]["components"]
+    sharded = {}
+    for tasks in shard_loops(documents).values():
+        for task in tasks:
+            sharded[component_name(task)] = components[task["componentRef"]["name"]]["executorLabel"]
+    assert set(SHARDED_STEPS[pipeline]) <= set(sharded), f"{pipeline}: not under a ParallelFor over the shards"
+    for step, kind in SHARDED_STEPS[pipeline].items():
+        resources = executors_[sharded[step]]["container"]["resources"]
+        if kind == "gpu":
+            accelerator = resources.get("accelerator", {})
+            assert accelerator.get("resourceType") == "nvidia.com/gpu", (pipeline, step)
+            assert int(accelerator["resourceCount"]) == 1, (pipeline, step)
+        else:
+            assert "accelerator" not in resources and float(resources["resourceCpuRequest"]) >= 4, (pipeline, step)
