@@ -166,3 +166,25 @@ def test_a_file_that_is_no_image_is_named_as_such_without_pythons_buffer_object(
 
     assert caught.value.path == str(text)
     assert "BytesIO" not in str(caught.value) and " object at 0x" not in str(caught.value)
+
+
+def test_a_shard_of_a_folder_in_a_store_reads_the_annotations_of_its_slice_alone(tiny_voc, s3_env):
+    from wsseg.runtime.shards import Shard
+    from wsseg.store import open_store
+    from wsseg.store.traffic import since, traffic
+
+    stored = open_store(s3_env).child("data")
+    for path in tiny_voc.rglob("*"):
+        if path.is_file():
+            stored.put_file(str(path.relative_to(tiny_voc)), path)
+    train_ids = (tiny_voc / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    shard = Shard(1, 3)
+    before = traffic()
+    samples = load_samples(stored.uri, "train", keep=shard.holds)
+    read = since(before)
+    slice_ids = [image_id for image_id in train_ids if shard.holds(image_id)]
+    assert 0 < len(slice_ids) < len(train_ids)
+    assert [sample.image_id for sample in samples] == slice_ids
+    assert samples == [sample for sample in load_samples(stored.uri, "train") if shard.holds(sample.image_id)]
+    # The split's list, then one annotation per image of the slice; images and masks are only listed.
+    assert read["gets"] == 1 + len(slice_ids)

@@ -2,6 +2,7 @@
 (`s3://bucket/prefix` for a VOC folder, `s3://bucket/.../train.csv` for a manifest)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from wsseg.classes import ClassList
@@ -12,22 +13,28 @@ from wsseg.data.voc import is_voc_root, scan_stored_voc, scan_voc, stored_voc_sp
 from wsseg.errors import DataError
 
 
-def load_samples(root: str | Path, split: str = "train", classes: ClassList | None = None) -> list[Sample]:
-    """The samples of `split`; raises `DataError` at the first problem (`check_dataset` lists them all)."""
-    samples, problems = scan_samples(root, split, classes or ClassList())
+def load_samples(root: str | Path, split: str = "train", classes: ClassList | None = None,
+                 keep: Callable[[str], bool] | None = None) -> list[Sample]:
+    """The samples of `split` (those whose id `keep` accepts, in their order: a shard's slice); raises `DataError` at
+    the first problem (`check_dataset` lists them all)."""
+    samples, problems = scan_samples(root, split, classes or ClassList(), keep)
     if problems:
         raise problems[0].to_error()
     return samples
 
 
-def scan_samples(root: str | Path, split: str, classes: ClassList) -> tuple[list[Sample], list[Problem]]:
+def scan_samples(root: str | Path, split: str, classes: ClassList,
+                 keep: Callable[[str], bool] | None = None) -> tuple[list[Sample], list[Problem]]:
+    """A VOC folder's images that `keep` refuses are never looked at (a shard of a stored folder reads its slice's
+    annotations only); a manifest is one file, read whole, its rows then filtered."""
     if is_store_uri(root):
-        return _scan_stored(str(root), split, classes)
-    root = Path(root)
-    if is_manifest(root):
-        return scan_manifest(root, split, classes)
-    _require_voc_root(root)
-    return scan_voc(root, split, classes)
+        samples, problems = _scan_stored(str(root), split, classes, keep)
+    elif is_manifest(Path(root)):
+        samples, problems = scan_manifest(Path(root), split, classes)
+    else:
+        _require_voc_root(Path(root))
+        samples, problems = scan_voc(Path(root), split, classes, keep)
+    return [sample for sample in samples if keep is None or keep(sample.image_id)], problems
 
 
 def dataset_splits(root: str | Path) -> list[str]:
@@ -50,10 +57,11 @@ def _require_voc_root(root: Path) -> None:
                               f"ImageSets/Segmentation/) or a manifest file ({', '.join(MANIFEST_SUFFIXES)})")
 
 
-def _scan_stored(uri: str, split: str, classes: ClassList) -> tuple[list[Sample], list[Problem]]:
+def _scan_stored(uri: str, split: str, classes: ClassList,
+                 keep: Callable[[str], bool] | None) -> tuple[list[Sample], list[Problem]]:
     if _names_manifest(uri):
         return scan_manifest(StoredFile(uri), split, classes)
-    return scan_stored_voc(uri, split, classes)
+    return scan_stored_voc(uri, split, classes, keep=keep)
 
 
 def _names_manifest(uri: str) -> bool:

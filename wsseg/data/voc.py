@@ -6,6 +6,7 @@ them); pixel ground truth, where present, from the palette PNGs in `Segmentation
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -71,11 +72,13 @@ def parse_annotation_bytes(data: bytes, xml_path) -> tuple[ObjectAnnotation, ...
     return tuple(objects)
 
 
-def scan_voc(root: Path, split: str, classes: ClassList) -> tuple[list[Sample], list[Problem]]:
-    """Every readable sample of `split`, and a problem for each missing file or unknown class name."""
+def scan_voc(root: Path, split: str, classes: ClassList,
+             keep: Callable[[str], bool] | None = None) -> tuple[list[Sample], list[Problem]]:
+    """Every readable sample of `split` (whose id `keep` accepts), and a problem for each missing file or unknown
+    class name."""
     list_path = split_file(root, split)
     samples, problems = [], []
-    for image_id in read_split_ids(list_path):
+    for image_id in _kept(read_split_ids(list_path), keep):
         image_path = root / "JPEGImages" / f"{image_id}.jpg"
         if not image_path.is_file():
             problems.append(Problem(str(list_path), f"names image {image_id!r} but {image_path} does not exist"))
@@ -95,11 +98,11 @@ def scan_voc(root: Path, split: str, classes: ClassList) -> tuple[list[Sample], 
     return samples, problems
 
 
-def scan_stored_voc(uri: str, split: str, classes: ClassList,
-                    threads: int = ANNOTATION_READERS) -> tuple[list[Sample], list[Problem]]:
+def scan_stored_voc(uri: str, split: str, classes: ClassList, threads: int = ANNOTATION_READERS,
+                    keep: Callable[[str], bool] | None = None) -> tuple[list[Sample], list[Problem]]:
     """`scan_voc` of a VOC folder in a store (`s3://bucket/prefix`): which images and masks exist comes from
-    listing the prefix (a request per thousand keys, not one per file), and the annotations are read `threads`
-    at a time; images and masks stay in the store as `StoredFile`s."""
+    listing the prefix (a request per thousand keys, not one per file), and the annotations (of the images `keep`
+    accepts) are read `threads` at a time; images and masks stay in the store as `StoredFile`s."""
     from wsseg.data.locations import StoredFile
     from wsseg.runtime.read_ahead import read_ahead
     from wsseg.store import StoreNotFound, open_store
@@ -112,7 +115,7 @@ def scan_stored_voc(uri: str, split: str, classes: ClassList,
                              + " or ".join(f"{folder}/{split}.txt" for folder in SPLIT_FOLDERS))
     images, masks = set(store.list("JPEGImages/")), set(store.list("SegmentationClass/"))
     samples, problems, present = [], [], []
-    for image_id in split_ids(store.get_bytes(list_key).decode()):
+    for image_id in _kept(split_ids(store.get_bytes(list_key).decode()), keep):
         if f"JPEGImages/{image_id}.jpg" in images:
             present.append(image_id)
         else:
@@ -138,6 +141,10 @@ def scan_stored_voc(uri: str, split: str, classes: ClassList,
         samples.append(Sample(image_id, StoredFile(f"{store.uri}/JPEGImages/{image_id}.jpg"), labels,
                               StoredFile(f"{store.uri}/{mask_key}") if mask_key in masks else None, objects))
     return samples, problems
+
+
+def _kept(image_ids: list[str], keep: Callable[[str], bool] | None) -> list[str]:
+    return image_ids if keep is None else [image_id for image_id in image_ids if keep(image_id)]
 
 
 def stored_voc_splits(uri: str) -> list[str]:

@@ -87,7 +87,7 @@ def mine_shard(data_root, classifier: ArtifactStore, out: ArtifactStore, config:
     device = pick_device(settings["device"])
     members = [[(CAM_METHODS[settings["method"]](_for_device(model, device)), contributes)
                 for model, contributes in localizers] for localizers in load_localizers(classifier, classes, device)]
-    samples = shard.take(load_samples(data_root, split, classes))
+    samples = load_samples(data_root, split, classes, keep=shard.holds)
     mined = {key.removesuffix(".npz") for key in out.list() if key.endswith(".npz")}
     counts = Counter(images=0, existing=0, skipped_unlabelled=0, skipped_corrupt=0)
     to_mine = _unmined(samples, mined, counts)

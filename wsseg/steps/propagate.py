@@ -66,7 +66,8 @@ def walk_shard(data_root, cams: ArtifactStore, affinity: ArtifactStore, out: Art
     walked = out.child(WALKED)
     done = {key[:-4] for key in walked.list() if key.endswith(".npz") and "/" not in key}
     with_cams = {key[:-4] for key in cams.list() if key.endswith(".npz") and "/" not in key}
-    slice_with_cams = [s for s in shard.take(load_samples(data_root, "train", classes)) if s.image_id in with_cams]
+    slice_with_cams = [s for s in load_samples(data_root, "train", classes, keep=shard.holds)
+                       if s.image_id in with_cams]
     histograms = histograms_of_stored(walked, [s for s in slice_with_cams if s.image_id in done], len(classes),
                                       READ_THREADS)
     samples = [s for s in slice_with_cams if s.image_id not in done]

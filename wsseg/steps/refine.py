@@ -163,7 +163,7 @@ def _train_with_cams(data_root, cams, classes: ClassList, shard: Shard = WHOLE) 
     from wsseg.data import load_samples
 
     with_cams = _ids_with_suffix(cams.list(), ".npz")
-    train = shard.take(load_samples(data_root, "train", classes))
+    train = load_samples(data_root, "train", classes, keep=shard.holds)
     return train, [sample for sample in train if sample.image_id in with_cams]
 
 
