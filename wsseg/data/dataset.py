@@ -9,7 +9,16 @@ from wsseg.classes import ClassList
 from wsseg.data.locations import StoredFile, is_store_uri
 from wsseg.data.manifest import MANIFEST_SUFFIXES, is_manifest, manifest_splits, scan_manifest
 from wsseg.data.samples import Problem, Sample
-from wsseg.data.voc import is_voc_root, scan_stored_voc, scan_voc, stored_voc_splits, voc_splits
+from wsseg.data.voc import (
+    is_voc_root,
+    read_split_ids,
+    scan_stored_voc,
+    scan_voc,
+    split_file,
+    stored_split_ids,
+    stored_voc_splits,
+    voc_splits,
+)
 from wsseg.errors import DataError
 
 
@@ -35,6 +44,19 @@ def scan_samples(root: str | Path, split: str, classes: ClassList,
         _require_voc_root(Path(root))
         samples, problems = scan_voc(Path(root), split, classes, keep)
     return [sample for sample in samples if keep is None or keep(sample.image_id)], problems
+
+
+def split_positions(root: str | Path, split: str, classes: ClassList) -> dict[str, int]:
+    """Each image id of `split` by its place in the split's order, read from the split's list alone where the
+    dataset is a VOC folder (a manifest is one file, read whole): where a shard's images stand among all."""
+    if is_store_uri(root) and not _names_manifest(str(root)):
+        image_ids = stored_split_ids(str(root), split)
+    elif is_store_uri(root) or is_manifest(Path(root)):
+        image_ids = [sample.image_id for sample in load_samples(root, split, classes)]
+    else:
+        _require_voc_root(Path(root))
+        image_ids = read_split_ids(split_file(Path(root), split))
+    return {image_id: position for position, image_id in enumerate(image_ids)}
 
 
 def dataset_splits(root: str | Path) -> list[str]:

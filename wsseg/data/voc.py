@@ -108,11 +108,7 @@ def scan_stored_voc(uri: str, split: str, classes: ClassList, threads: int = ANN
     from wsseg.store import StoreNotFound, open_store
 
     store = open_store(uri)
-    list_key = next((f"{folder}/{split}.txt" for folder in SPLIT_FOLDERS if store.exists(f"{folder}/{split}.txt")),
-                    None)
-    if list_key is None:
-        raise DataError(uri, f"no list for split {split!r}: expected "
-                             + " or ".join(f"{folder}/{split}.txt" for folder in SPLIT_FOLDERS))
+    list_key = _stored_split_key(store, split)
     images, masks = set(store.list("JPEGImages/")), set(store.list("SegmentationClass/"))
     samples, problems, present = [], [], []
     for image_id in _kept(split_ids(store.get_bytes(list_key).decode()), keep):
@@ -141,6 +137,23 @@ def scan_stored_voc(uri: str, split: str, classes: ClassList, threads: int = ANN
         samples.append(Sample(image_id, StoredFile(f"{store.uri}/JPEGImages/{image_id}.jpg"), labels,
                               StoredFile(f"{store.uri}/{mask_key}") if mask_key in masks else None, objects))
     return samples, problems
+
+
+def stored_split_ids(uri: str, split: str) -> list[str]:
+    """The ids a stored VOC folder's list of `split` names, in its order."""
+    from wsseg.store import open_store
+
+    store = open_store(uri)
+    return split_ids(store.get_bytes(_stored_split_key(store, split)).decode())
+
+
+def _stored_split_key(store, split: str) -> str:
+    list_key = next((f"{folder}/{split}.txt" for folder in SPLIT_FOLDERS if store.exists(f"{folder}/{split}.txt")),
+                    None)
+    if list_key is None:
+        raise DataError(store.uri, f"no list for split {split!r}: expected "
+                                   + " or ".join(f"{folder}/{split}.txt" for folder in SPLIT_FOLDERS))
+    return list_key
 
 
 def _kept(image_ids: list[str], keep: Callable[[str], bool] | None) -> list[str]:

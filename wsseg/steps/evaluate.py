@@ -84,6 +84,7 @@ def score_shard(data_root, cams, pseudo_masks, segmenter, out, config: dict, cla
                 shard: Shard) -> dict:
     """Score `shard`'s slice of train (CAMs, pseudo masks) and val (the segmenter); keep the counts."""
     from wsseg.data import load_samples
+    from wsseg.data.dataset import split_positions
 
     if pseudo_masks is not None and cams is None:
         raise ConfigError(f"evaluate: the pseudo masks in {pseudo_masks.uri} are scored in the pass over the "
@@ -94,16 +95,16 @@ def score_shard(data_root, cams, pseudo_masks, segmenter, out, config: dict, cla
     scores = TrainScores(len(classes), settings["cam_thresholds"], pseudo_masks is not None)
     counts, overlays, matrix = {}, [], None
     if cams is not None:
-        counts, overlays = _score_train(load_samples(data_root, "train", classes), cams,
-                                        MaskSources(pseudo_masks, relabelled), model, scores, out, settings, strict,
-                                        shard)
+        counts, overlays = _score_train(load_samples(data_root, "train", classes, keep=shard.holds),
+                                        split_positions(data_root, "train", classes), cams,
+                                        MaskSources(pseudo_masks, relabelled), model, scores, out, settings, strict)
     if model is not None:
-        val = load_samples(data_root, "val", classes)
-        matrix, counts["val_scored"], counts["val_skipped"] = segmenter_matrix(model, shard.take(val), len(classes),
-                                                                                settings, strict)
+        val = load_samples(data_root, "val", classes, keep=shard.holds)
+        matrix, counts["val_scored"], counts["val_skipped"] = segmenter_matrix(model, val, len(classes), settings,
+                                                                                strict)
         if cams is None:
-            positions = {sample.image_id: position for position, sample in enumerate(val)}
-            found = segmenter_overlays(shard.take(val), [("prediction", model)], settings, settings["overlays"])
+            positions = split_positions(data_root, "val", classes)
+            found = segmenter_overlays(val, [("prediction", model)], settings, settings["overlays"])
             store_overlays(out, found)
             overlays = [(positions[overlay.image_id], overlay) for overlay in found]
     write_shard_record(out, shard, SCORES, {
@@ -195,14 +196,13 @@ class MaskSources:
     relabelled: object | None = None
 
 
-def _score_train(samples, cams, masks: MaskSources, model, scores, out, settings, strict, shard: Shard):
-    """One pass over `shard`'s slice of train: every CAM threshold and the pseudo masks; overlays of its first few
-    images, each with its position in the split."""
+def _score_train(samples, positions: dict[str, int], cams, masks: MaskSources, model, scores, out, settings,
+                 strict):
+    """One pass over a shard's slice of train (`samples`): every CAM threshold and the pseudo masks; overlays of its
+    first few images, each with its position in the split (`positions`)."""
     from wsseg.data import read_image
 
     pseudo_masks = masks.pseudo_masks
-    positions = {sample.image_id: position for position, sample in enumerate(samples)}
-    samples = shard.take(samples)
 
     counts = dict.fromkeys(("train_scored", "train_skipped", "without_cam", "without_pseudo_mask",
                             "without_ground_truth"), 0)
