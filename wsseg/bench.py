@@ -6,7 +6,8 @@ Runs the real steps on a synthetic set on whatever device is here (the `gpu` pre
 `side_by_side` then puts each fast path beside its reference on the same images, at VOC's 500x375 as well:
 the PyTorch CRF beside pydensecrf on every core (images/s, and the mIoU of the pseudo masks each makes from the
 same CAMs), batched mining with its reader and writers beside mining one image at a time in line, and on a GPU
-the preset's bf16 segmenter training beside the same training in fp32.
+the preset's bf16 segmenter training beside the same training in fp32. `shard_scaling` (`wsseg.bench_shards`): two
+shards of mine-cams and of refine, a core each, at once, beside one process doing both shards' images.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from wsseg.bench_shards import shard_scaling
 from wsseg.classes import IGNORE_INDEX, ClassList
 from wsseg.config import load_config
 from wsseg.data import load_samples, make_synthetic_voc, read_image, read_mask
@@ -48,7 +50,8 @@ from wsseg.wsss.thresholds import PassLevels
 VOC_SIZE = (500, 375)
 
 
-def run_bench(images: int, size: int, preset: str, segmenter_iterations: int, voc_images: int) -> dict:
+def run_bench(images: int, size: int, preset: str, segmenter_iterations: int, voc_images: int,
+              scaling_images: int) -> dict:
     config = load_config(preset=preset)
     config["classifier"]["epochs"] = 1
     config["segmenter"]["iterations"] = segmenter_iterations
@@ -80,9 +83,12 @@ def run_bench(images: int, size: int, preset: str, segmenter_iterations: int, vo
                            f"{VOC_SIZE[0]}x{VOC_SIZE[1]}": _mining_side_by_side(voc, store, config, classes)},
             "segmentation_training": _training_side_by_side(training, data, store, config, classes),
         }
+        scaling_data = make_synthetic_voc(Path(work, "scaling"), train=scaling_images, val=0, seed=2, size=size)
+        scaling = dict(shard_scaling(scaling_data, store.child("classifier").uri, config, Path(work, "shards")),
+                       images=scaling_images)
     return {"device": _device_name(), "preset": preset, "image_size": size, "images": images,
             "cpu_cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "steps": steps, "side_by_side": side_by_side}
+            "steps": steps, "side_by_side": side_by_side, "shard_scaling": scaling}
 
 
 def _voc_sized_copy(source: Path, out: Path) -> Path:
@@ -211,10 +217,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=None, help="image side (default: 512 on GPU, 128 on CPU)")
     parser.add_argument("--segmenter-iterations", type=int, default=None)
     parser.add_argument("--voc-images", type=int, default=16, help="500x375 images for the side-by-side figures")
+    parser.add_argument("--scaling-images", type=int, default=256,
+                        help="images of the two-shard scaling figures (enough that start-up is small beside them)")
     args = parser.parse_args(argv)
     gpu = torch.cuda.is_available()
     result = run_bench(args.images, args.size or (512 if gpu else 128), "gpu" if gpu else "cpu",
-                       args.segmenter_iterations or (100 if gpu else 20), args.voc_images)
+                       args.segmenter_iterations or (100 if gpu else 20), args.voc_images, args.scaling_images)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
