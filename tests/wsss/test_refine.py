@@ -212,3 +212,19 @@ def test_worker_count_follows_the_cgroup_cpu_limit(tmp_path, monkeypatch, cpu_ma
     monkeypatch.setattr(refine, "CGROUP_CPU_MAX", str(tmp_path / "cpu.max"))
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
     assert refine.available_cpus() == (expected or 8)
+
+
+def test_the_traffic_of_refines_worker_processes_counts_in_the_tasks(synthetic, s3_env):
+    from wsseg.store.traffic import since, traffic
+
+    root, local_cams = synthetic
+    cams = open_store(s3_env).child("cams")
+    for key in local_cams.list():
+        cams.put_bytes(key, local_cams.get_bytes(key))
+    cam_bytes = sum(len(local_cams.get_bytes(key)) for key in local_cams.list())
+    before = traffic()
+    summary = refine_with_crf(root, cams, open_store(s3_env).child("masks"), crf_config(processes=2), ClassList())
+    moved = since(before)
+    # Each image's CAM file is read and its mask written by a worker; the task's count holds them.
+    assert moved["puts"] >= summary["images"] == 4
+    assert moved["bytes_read"] >= cam_bytes

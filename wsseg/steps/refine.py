@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from wsseg.data.samples import Sample
 from wsseg.errors import ConfigError, DataError, WssegError
 from wsseg.runtime.read_ahead import read_ahead
 from wsseg.runtime.shards import SHARD_SUMMARY, WHOLE, Shard, shard_records, summed, write_shard_record
+from wsseg.store import traffic
 from wsseg.wsss.crf import resolve_backend
 from wsseg.wsss.pass_levels import choose_levels
 from wsseg.wsss.pseudo_masks import (
@@ -229,6 +230,9 @@ class RefineResult:
     uncertain_pixels: int = 0
     pixels: int = 0
     saliency_origin: str | None = None  # where the saliency map came from, with saliency guidance
+    # What a worker process moved through S3 for this image, added to the task's own count in the parent (each
+    # process counts its own traffic, and a shard's step.json reports the parent's).
+    traffic: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -298,7 +302,8 @@ def _start_worker(cams_uri: str, out_uri: str, refinement: Refinement) -> None:
 
 
 def _refine_in_worker(task: RefineTask) -> RefineResult:
-    return _worker_refiner(task)
+    before = traffic.traffic()
+    return replace(_worker_refiner(task), traffic=traffic.since(before))
 
 
 def _results(tasks: list[RefineTask], cams, out, refinement: Refinement):
@@ -312,7 +317,9 @@ def _results(tasks: list[RefineTask], cams, out, refinement: Refinement):
         yield from _in_threads(_Refiner(cams, out, refinement), tasks, workers)
     else:
         with multiprocessing.Pool(workers, _start_worker, (cams.uri, out.uri, refinement)) as pool:
-            yield from pool.imap_unordered(_refine_in_worker, tasks, chunksize=settings["chunk_size"])
+            for result in pool.imap_unordered(_refine_in_worker, tasks, chunksize=settings["chunk_size"]):
+                traffic.count(**result.traffic)
+                yield result
 
 
 def _unless_unexpected(inputs):
