@@ -82,13 +82,19 @@ def _secure_override(default: bool) -> bool:
     raise StoreError(f"WSSEG_S3_SECURE={value!r} should be 0 or 1")
 
 
+KEPT_CONNECTIONS = 32
+
+
 def connect(endpoint: S3Endpoint, options: S3Options) -> Minio:
     """A minio client for `endpoint` with credentials from the environment and a bounded retry budget."""
     access_key = os.environ.get("AWS_ACCESS_KEY_ID")
     secret_key = os.environ.get("AWS_SECRET_ACCESS_KEY")
     if not access_key or not secret_key:
         raise StoreAuthError(f"no credentials for {endpoint.url}: set {CREDENTIAL_VARIABLES}")
+    # One connection kept per thread that reads ahead (read_ahead, the annotation readers): urllib3's default of one
+    # closed the others after each request, a new TCP (and TLS) connection per GET when a step streams its images.
     http = urllib3.PoolManager(
+        maxsize=KEPT_CONNECTIONS,
         timeout=urllib3.Timeout(connect=options.connect_timeout_s, read=options.read_timeout_s),
         retries=urllib3.Retry(
             total=options.retries, backoff_factor=options.backoff_s, status_forcelist=RETRIED_STATUSES
