@@ -142,6 +142,6 @@ def test_overlap_step_zero_sets_later_classes_to_background_in_masks_train_segme
     with Image.open(first.mask_path) as written, Image.open(originals[first.image_id].mask_path) as source:
         assert written.mode == source.mode == "P" and written.getpalette() == source.getpalette()
 
-    dataset = build_dataset(manifest, old_classes, None, tmp_path / "cache", strict=True)
+    dataset = build_dataset(manifest, old_classes, None, strict=True)
     assert len(dataset) == len(step_zero)
     np.testing.assert_array_equal(dataset[0]["data_samples"].gt_sem_seg.data[0].numpy(), read_mask(first.mask_path))

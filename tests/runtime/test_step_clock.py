@@ -27,7 +27,9 @@ def test_a_finished_step_records_its_seconds_and_leaves_no_attempt_behind(tmp_pa
     with StepClock(out, "refine", beat_seconds=HOUR, now=clock_reading(10.0, 25.5)) as clock:
         clock.record({"images": 3})
     record = json.loads(out.get_bytes(STEP_RECORD))
-    assert record == {"command": "refine", "seconds": 15.5, "summary": {"images": 3}}
+    # A local store moves nothing through S3: the step's traffic is all zeros.
+    no_traffic = dict.fromkeys(("gets", "bytes_read", "puts", "bytes_written", "heads", "lists"), 0)
+    assert record == {"command": "refine", "seconds": 15.5, "summary": {"images": 3}, "store_traffic": no_traffic}
     assert not out.exists(ATTEMPT_RECORD)
 
 

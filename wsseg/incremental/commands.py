@@ -28,7 +28,6 @@ def register(subparsers) -> None:
 def _incremental_update(args) -> int:
     from wsseg.classes import ClassList
     from wsseg.config import load_config
-    from wsseg.data.fetch import local_dataset
     from wsseg.incremental.inbox import Inbox, default_holder
     from wsseg.incremental.registry import ModelRegistry
     from wsseg.steps.incremental_update import incremental_update
@@ -45,7 +44,7 @@ def _incremental_update(args) -> int:
         print(json.dumps({"batch": None, "outcome": f"no new batch in {inbox.uri} that no other run holds"}))
         return 0
     registry = ModelRegistry(open_store(args.registry), args.name or config["registry"]["name"])
-    result = incremental_update(local_dataset(args.data), registry, inbox, batch, open_store(args.out).child(batch),
+    result = incremental_update(args.data, registry, inbox, batch, open_store(args.out).child(batch),
                                 config, ClassList(config["classes"]), strict=args.strict or config["strict"],
                                 holder=holder)
     print(json.dumps({key: result[key] for key in ("batch", "version", "parent", "promoted", "reasons")}))
