@@ -26,7 +26,8 @@ class Sample:
     labels: tuple[int, ...]
     mask_path: Location | None = None
     objects: tuple[ObjectAnnotation, ...] = ()
-    object_mask_path: Path | None = None  # VOC's SegmentationObject PNG: instance numbers, where the dataset has one
+    # VOC's SegmentationObject PNG: instance numbers, where the dataset has one
+    object_mask_path: Location | None = None
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,7 @@ def scan_stored_voc(uri: str, split: str, classes: ClassList, threads: int = ANN
     store = open_store(uri)
     list_key = _stored_split_key(store, split)
     images, masks = set(store.list("JPEGImages/")), set(store.list("SegmentationClass/"))
+    object_masks = set(store.list("SegmentationObject/"))
     samples, problems, present = [], [], []
     for image_id in _kept(split_ids(store.get_bytes(list_key).decode()), keep):
         if f"JPEGImages/{image_id}.jpg" in images:
@@ -133,9 +134,11 @@ def scan_stored_voc(uri: str, split: str, classes: ClassList, threads: int = ANN
             raise objects
         labels, unknown = class_indices((obj.name for obj in objects), classes)
         problems.extend(Problem(f"{store.uri}/Annotations/{image_id}.xml", message) for message in unknown)
-        mask_key = f"SegmentationClass/{image_id}.png"
+        mask_key, object_mask_key = f"SegmentationClass/{image_id}.png", f"SegmentationObject/{image_id}.png"
         samples.append(Sample(image_id, StoredFile(f"{store.uri}/JPEGImages/{image_id}.jpg"), labels,
-                              StoredFile(f"{store.uri}/{mask_key}") if mask_key in masks else None, objects))
+                              StoredFile(f"{store.uri}/{mask_key}") if mask_key in masks else None, objects,
+                              StoredFile(f"{store.uri}/{object_mask_key}") if object_mask_key in object_masks
+                              else None))
     return samples, problems
 
 
