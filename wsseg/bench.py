@@ -178,8 +178,7 @@ def _training_side_by_side(training: dict, data: Path, store, config: dict, clas
 
 def _choose_levels(data: Path, cams, masks, config: dict, classes: ClassList) -> None:
     """The refine step's threshold selection (Otsu and the stability scan), written where refine will find it."""
-    samples = load_samples(data, "train", classes)
-    levels = choose_levels(samples, samples, cams, config, len(classes))
+    levels = choose_levels(data, cams, config, classes)
     masks.put_bytes(THRESHOLDS, json.dumps(levels.to_json()).encode())
 
 

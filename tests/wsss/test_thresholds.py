@@ -188,3 +188,28 @@ def test_the_stability_scan_raises_the_cut_for_cams_that_spill_past_their_object
     plain, halo = (json.loads(open_store(tmp_path / name).get_bytes(THRESHOLDS)) for name in ("plain", "halo"))
     assert halo["details"]["scale"] > plain["details"]["scale"]
     assert accuracy(root, spilled_masks) > 0.9 and accuracy(root, plain_masks) > 0.95
+
+
+def test_the_levels_reduce_reads_the_annotations_of_its_scanned_images_alone(synthetic, tmp_path, s3_env,  # noqa: F811
+                                                                              monkeypatch):
+    from wsseg.steps.refine import choose_refine_levels
+    from wsseg.store.traffic import since, traffic
+    from wsseg.wsss import pass_levels
+
+    root, cams = synthetic
+    stored = open_store(s3_env).child("data")
+    for path in root.rglob("*"):
+        if path.is_file():
+            stored.put_file(str(path.relative_to(root)), path)
+    train_ids = (root / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    monkeypatch.setattr(pass_levels, "STABILITY_SAMPLE", 2)
+    local = choose_refine_levels(root, cams, open_store(tmp_path / "local"), crf_config(), ClassList())
+    before = traffic()
+    streamed = choose_refine_levels(stored.uri, cams, open_store(tmp_path / "streamed"), crf_config(), ClassList())
+    read = since(before)
+    # The split's list (for the ids, then for the scanned slice) and the annotation and image of each scanned image:
+    # not every train image's annotation.
+    assert len(train_ids) > 2 and read["gets"] == 2 + 2 * 2
+    assert local == streamed
+    chosen = [open_store(tmp_path / name).get_bytes(THRESHOLDS) for name in ("local", "streamed")]
+    assert chosen[0] == chosen[1]

@@ -99,9 +99,8 @@ def choose_refine_levels(data_root, cams, out, config: dict, classes: ClassList,
     """The reduce before the shards: the passes' levels, from the histograms the CAMs' writer summed
     (`cam_statistics.json`) and a fixed-size sample of images, kept in `out/thresholds.json`."""
     _check_settings(config["crf"])
-    train, samples = _train_with_cams(data_root, cams, classes)
-    levels = _pass_levels(samples, train, cams, out, config, classes)
-    return {"thresholds": levels.source if levels else config["crf"]["background"], "images": len(samples)}
+    levels = _pass_levels(data_root, cams, out, config, classes)
+    return {"thresholds": levels.source if levels else config["crf"]["background"]}
 
 
 def refine_shard(data_root, cams, out, config: dict, classes: ClassList, strict: bool, shard: Shard) -> dict:
@@ -187,8 +186,7 @@ def _tally(results, total: int, strict: bool) -> dict:
     return tally
 
 
-def _pass_levels(samples: list[Sample], train: list[Sample], cams, out, config: dict,
-                 classes: ClassList) -> PassLevels | None:
+def _pass_levels(data_root, cams, out, config: dict, classes: ClassList) -> PassLevels | None:
     """The passes' levels: those of an earlier attempt at this step (a resumed step keeps its masks consistent),
     else chosen now, and stored in `thresholds.json`."""
     settings = config["crf"]
@@ -196,7 +194,7 @@ def _pass_levels(samples: list[Sample], train: list[Sample], cams, out, config: 
         return None
     if out.exists(THRESHOLDS):
         return PassLevels.from_json(json.loads(out.get_bytes(THRESHOLDS)))
-    levels = choose_levels(samples, train, cams, config, len(classes))
+    levels = choose_levels(data_root, cams, config, classes)
     out.put_bytes(THRESHOLDS, json.dumps(levels.to_json(), indent=2).encode())
     log.info("refine: pass levels from %s: %s", levels.source, levels.details)
     return levels

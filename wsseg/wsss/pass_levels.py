@@ -14,7 +14,8 @@ With `calibration`: the scale whose pseudo masks score best on the named pixel-l
 
 Neither grows with the dataset: the histograms are counts the CAMs' writer summed over its shards
 (`cam_statistics.json`, read back from the CAM files only where a store lacks it), and the scan and the calibration
-label a fixed number of images.
+label a fixed number of images, whose annotations alone are read (the split's list of ids and the CAM store's
+listing name the others).
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ import json
 import numpy as np
 from tqdm import tqdm
 
-from wsseg.classes import IGNORE_INDEX
-from wsseg.data import read_image, read_mask
+from wsseg.classes import IGNORE_INDEX, ClassList
+from wsseg.data import load_samples, read_image, read_mask
+from wsseg.data.dataset import split_positions
 from wsseg.data.samples import Sample
 from wsseg.errors import ConfigError, DataError
 from wsseg.evaluation.metrics import ConfusionMatrix
@@ -40,18 +42,22 @@ STABILITY_SAMPLE = 60
 CAM_READERS = 8
 
 
-def choose_levels(samples: list[Sample], train: list[Sample], cams, config: dict, num_classes: int) -> PassLevels:
-    """The passes' levels for the `samples` (train images with CAMs) of a run."""
-    settings = config["crf"]
+def choose_levels(data_root, cams, config: dict, classes: ClassList) -> PassLevels:
+    """The passes' levels for the train images of `data_root` with CAMs in `cams`."""
+    settings, num_classes = config["crf"], len(classes)
     if settings["background"] == "constant":
         return PassLevels(dict.fromkeys(range(1, num_classes), settings["confident_fg_threshold"]),
                           dict.fromkeys(range(1, num_classes), settings["confident_bg_threshold"]), "config")
-    levels = cam_histograms(samples, cams, num_classes).levels()
+    with_cams = {key.removesuffix(".npz") for key in cams.list() if key.endswith(".npz")}
+    train_ids = list(split_positions(data_root, "train", classes))
+    mined = [image_id for image_id in train_ids if image_id in with_cams]
+    levels = cam_histograms(mined, cams, num_classes).levels()
     refinement = Refinement(settings, levels, config["working_size"])
     if settings["calibration"]:
-        return calibrate(levels, _calibration_samples(settings["calibration"], train, samples), cams, refinement,
-                         num_classes)
-    return stabilised(levels, _evenly_spaced(samples, STABILITY_SAMPLE), cams, refinement)
+        return calibrate(levels, _calibration_samples(settings["calibration"], data_root, classes, set(mined)), cams,
+                         refinement, num_classes)
+    scanned = set(_evenly_spaced(mined, STABILITY_SAMPLE))
+    return stabilised(levels, load_samples(data_root, "train", classes, keep=scanned.__contains__), cams, refinement)
 
 
 def stabilised(levels: PassLevels, samples: list[Sample], cams, refinement: Refinement) -> PassLevels:
@@ -90,16 +96,16 @@ def calibrate(levels: PassLevels, samples: list[Sample], cams, refinement: Refin
                        "scaled": levels.details})
 
 
-def cam_histograms(samples: list[Sample], cams, num_classes: int) -> CamHistograms:
-    """The histograms of the `samples`' CAMs: the ones the CAMs' writer summed, where they count these images,
+def cam_histograms(image_ids: list[str], cams, num_classes: int) -> CamHistograms:
+    """The histograms of the CAMs of `image_ids`: the ones the CAMs' writer summed, where they count these images,
     else read from the CAM files."""
     if cams.exists(CAM_STATISTICS):
         stored = CamHistograms.from_json(json.loads(cams.get_bytes(CAM_STATISTICS)))
-        if stored.images == len(samples) and len(stored.counts) == num_classes:
+        if stored.images == len(image_ids) and len(stored.counts) == num_classes:
             return stored
     histograms = CamHistograms(num_classes)
-    read = read_ahead(lambda sample: read_cam_file(cams.get_bytes(f"{sample.image_id}.npz")), samples, CAM_READERS)
-    for _, outcome in tqdm(read, total=len(samples), desc="CAM histograms", unit="img"):
+    read = read_ahead(lambda image_id: read_cam_file(cams.get_bytes(f"{image_id}.npz")), image_ids, CAM_READERS)
+    for _, outcome in tqdm(read, total=len(image_ids), desc="CAM histograms", unit="img"):
         if isinstance(outcome, ValueError):
             continue  # the refining pass skips and counts the same file
         if isinstance(outcome, Exception):
@@ -116,19 +122,20 @@ def _readable(sample: Sample, cams) -> tuple | None:
         return None
 
 
-def _evenly_spaced(samples: list[Sample], count: int) -> list[Sample]:
-    if len(samples) <= count:
-        return list(samples)
-    return [samples[round(i * (len(samples) - 1) / (count - 1))] for i in range(count)]
+def _evenly_spaced(image_ids: list[str], count: int) -> list[str]:
+    if len(image_ids) <= count:
+        return list(image_ids)
+    return [image_ids[round(i * (len(image_ids) - 1) / (count - 1))] for i in range(count)]
 
 
-def _calibration_samples(image_ids: list[str], train: list[Sample], with_cams: list[Sample]) -> list[Sample]:
-    by_id = {sample.image_id: sample for sample in train}
+def _calibration_samples(image_ids: list[str], data_root, classes: ClassList, mined: set[str]) -> list[Sample]:
+    """The train samples `image_ids` names (their annotations alone read) that have CAMs, in that order."""
+    by_id = {sample.image_id: sample
+             for sample in load_samples(data_root, "train", classes, keep=set(image_ids).__contains__)}
     unknown = [image_id for image_id in image_ids if image_id not in by_id]
     if unknown:
         raise ConfigError(f"crf.calibration names images that are not in the train split: {', '.join(unknown)}")
     unlabelled = [image_id for image_id in image_ids if by_id[image_id].mask_path is None]
     if unlabelled:
         raise ConfigError(f"crf.calibration names images without a pixel-label mask: {', '.join(unlabelled)}")
-    mined = {sample.image_id for sample in with_cams}
     return [by_id[image_id] for image_id in image_ids if image_id in mined]
