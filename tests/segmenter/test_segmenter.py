@@ -60,20 +60,21 @@ def trained(tiny_voc, pseudo_masks, classes, tmp_path_factory):
     return out, train_segmenter(tiny_voc, pseudo_masks, out, tiny_config(), classes)
 
 
-def build_dataset(data_root, classes, mask_store, strict=False, pipeline=None):
+def build_dataset(data_root, classes, mask_store, strict=False, pipeline=None, **options):
     from mmseg.registry import DATASETS
     from mmseg.utils import register_all_modules
 
     import wsseg.segmenter.dataset  # noqa: F401
-    from wsseg.segmenter.configs import metainfo
+    from wsseg.segmenter.configs import after_loading_masks, metainfo
     from wsseg.segmenter.store_files import STORE_BACKEND_ARGS
 
     register_all_modules()
-    pipeline = pipeline or [dict(type="LoadImageFromFile", backend_args=STORE_BACKEND_ARGS),
-                            dict(type="LoadAnnotations", backend_args=STORE_BACKEND_ARGS), dict(type="PackSegInputs")]
+    pipeline = pipeline or after_loading_masks([dict(type="LoadImageFromFile", backend_args=STORE_BACKEND_ARGS),
+                                                dict(type="LoadAnnotations", backend_args=STORE_BACKEND_ARGS),
+                                                dict(type="PackSegInputs")], "CheckMask")
     return DATASETS.build(dict(type="WssegDataset", dataset_root=str(data_root), split="train",
                                mask_store=mask_store, strict=strict,
-                               metainfo=metainfo(classes), pipeline=pipeline))
+                               metainfo=metainfo(classes), pipeline=pipeline, **options))
 
 
 @pytest.mark.parametrize("backend", ["local", "s3"])
@@ -99,7 +100,7 @@ def test_dataset_without_a_store_yields_the_ground_truth(tiny_voc, classes, tmp_
     np.testing.assert_array_equal(labels, read_mask(sample.mask_path))
 
 
-def test_dataset_skips_and_counts_missing_masks_and_corrupt_images_or_raises_when_strict(
+def test_dataset_skips_and_records_missing_masks_and_corrupt_images_or_raises_when_strict(
         tiny_voc, classes, pseudo_masks, tmp_path):
     data_root = shutil.copytree(tiny_voc, tmp_path / "voc")
     samples = load_samples(data_root, "train", classes)
@@ -108,21 +109,60 @@ def test_dataset_skips_and_counts_missing_masks_and_corrupt_images_or_raises_whe
     for key in pseudo_masks.list():
         masks.put_bytes(key, pseudo_masks.get_bytes(key))
     masks.delete(f"{samples[1].image_id}.png")
+    skips = open_store(tmp_path / "skipped")
 
-    dataset = build_dataset(data_root, classes, masks.uri)
+    dataset = build_dataset(data_root, classes, masks.uri, skip_store=skips.uri)
+    # The missing mask is known from the listing; the corrupt image when a batch fetches it, which then gets another.
+    assert list(dataset.skipped) == [samples[1].image_id] and len(dataset) == len(samples) - 1
+    fetched = [dataset[index]["data_samples"].img_path for index in range(len(dataset))]
+    assert str(samples[0].image_path) not in fetched and len(fetched) == len(dataset)
     assert sorted(dataset.skipped) == sorted([samples[0].image_id, samples[1].image_id])
-    assert len(dataset) == len(samples) - 2
-    with pytest.raises(DataError, match=samples[0].image_id):
+    assert sorted(skips.list()) == sorted(f"{sample.image_id}.txt" for sample in samples[:2])
+    with pytest.raises(DataError, match=f"{samples[1].image_id}.png: no pseudo mask"):
         build_dataset(data_root, classes, masks.uri, strict=True)
+    masks.put_bytes(f"{samples[1].image_id}.png", pseudo_masks.get_bytes(f"{samples[1].image_id}.png"))
+    strict = build_dataset(data_root, classes, masks.uri, strict=True)
+    with pytest.raises(DataError, match=samples[0].image_id):
+        for index in range(len(strict)):
+            strict[index]
 
 
-def test_dataset_rejects_a_mask_of_the_wrong_size(tiny_voc, classes, tmp_path):
+def test_a_validation_set_checks_every_pair_before_scoring(tiny_voc, classes, tmp_path):
+    data_root = shutil.copytree(tiny_voc, tmp_path / "voc")
+    samples = load_samples(data_root, "train", classes)
+    samples[0].image_path.write_bytes(samples[0].image_path.read_bytes()[:100])
+    dataset = build_dataset(data_root, classes, None, test_mode=True)
+    assert list(dataset.skipped) == [samples[0].image_id] and len(dataset) == len(samples) - 1
+    with pytest.raises(DataError, match=samples[0].image_id):
+        build_dataset(data_root, classes, None, strict=True, test_mode=True)
+
+
+def test_dataset_rejects_a_mask_of_the_wrong_size_when_a_batch_fetches_it(tiny_voc, classes, pseudo_masks,
+                                                                          tmp_path):
     sample = load_samples(tiny_voc, "train", classes)[0]
     masks = open_store(tmp_path / "masks")
+    for key in pseudo_masks.list():
+        masks.put_bytes(key, pseudo_masks.get_bytes(key))
     with masks.open_write(f"{sample.image_id}.png") as file:
         Image.fromarray(np.zeros((10, 10), np.uint8), mode="L").save(file, format="PNG")
+    dataset = build_dataset(tiny_voc, classes, masks.uri, strict=True)
     with pytest.raises(DataError, match="mask is 10x10"):
-        build_dataset(tiny_voc, classes, masks.uri, strict=True)
+        dataset[0]
+
+
+def test_building_a_training_set_in_a_store_reads_no_image(tiny_voc, classes, pseudo_masks, s3_env):
+    from wsseg.store.traffic import since, traffic
+
+    stored = open_store(s3_env).child("data")
+    for path in tiny_voc.rglob("*"):
+        if path.is_file():
+            stored.put_file(str(path.relative_to(tiny_voc)), path)
+    train_ids = (tiny_voc / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    before = traffic()
+    dataset = build_dataset(stored.uri, classes, pseudo_masks.uri)
+    read = since(before)
+    # The split's list and each image's annotation: no image, no mask, until a batch fetches one.
+    assert len(dataset) == len(train_ids) and read["gets"] == 1 + len(train_ids)
 
 
 def test_training_writes_checkpoint_config_and_metrics_to_the_store(trained):
@@ -283,14 +323,14 @@ def test_a_mode_with_its_own_segmentor_writes_a_model_that_loads_alone_and_predi
 
 
 def test_uncertain_pixels_as_background_relabels_pseudo_masks_band_as_background(tiny_voc, classes, tmp_path):
-    from wsseg.segmenter.configs import uncertain_as_background
+    from wsseg.segmenter.configs import after_loading_masks
 
     written = write_pseudo_masks(open_store(tmp_path / "masks"), tiny_voc, classes)
     from wsseg.segmenter.store_files import STORE_BACKEND_ARGS
 
-    pipeline = uncertain_as_background([dict(type="LoadImageFromFile", backend_args=STORE_BACKEND_ARGS),
-                                        dict(type="LoadAnnotations", backend_args=STORE_BACKEND_ARGS),
-                                        dict(type="PackSegInputs")])
+    pipeline = after_loading_masks([dict(type="LoadImageFromFile", backend_args=STORE_BACKEND_ARGS),
+                                    dict(type="LoadAnnotations", backend_args=STORE_BACKEND_ARGS),
+                                    dict(type="PackSegInputs")], "CheckMask", "UncertainAsBackground")
     dataset = build_dataset(tiny_voc, classes, str(tmp_path / "masks"), pipeline=pipeline)
     item = dataset[0]
     image_id = item["data_samples"].img_path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
@@ -313,7 +353,9 @@ def test_only_pseudo_masks_are_relabelled_never_a_ground_truths_void(uncertain, 
     assert "UncertainAsBackground" not in ground_truth
     assert ("UncertainAsBackground" in pseudo) == (uncertain == "background")
     if uncertain == "background":
-        assert pseudo.index("UncertainAsBackground") == pseudo.index("LoadAnnotations") + 1
+        assert pseudo.index("LoadAnnotations") < pseudo.index("UncertainAsBackground") < pseudo.index("RandomCrop")
+    for pipeline in (ground_truth, pseudo):
+        assert pipeline.index("CheckMask") == pipeline.index("LoadAnnotations") + 1
 
 
 @pytest.mark.parametrize(("settings", "named"), [(dict(uncertain_pixels="bg"), "choose one of ignored, background"),

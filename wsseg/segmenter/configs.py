@@ -261,8 +261,9 @@ def _train_dataloader(datasets: dict, crop: tuple[int, int], settings: dict) -> 
     training = MODE_TRAIN_PIPELINES.get(mode, train_pipeline)(crop, settings["photometric"])
     relabelling = checked_uncertain_pixels(settings) == "background"
     # Only pseudo masks have uncertain pixels; a ground truth's 255 is VOC's void outline, not background.
-    labelled = [dict(part, pipeline=uncertain_as_background(training) if relabelling and part.get("mask_store")
-                     else training) for part in _listed(datasets["train"])]
+    labelled = [dict(part, pipeline=after_loading_masks(training, *(("CheckMask", "UncertainAsBackground")
+                     if relabelling and part.get("mask_store") else ("CheckMask",))))
+                for part in _listed(datasets["train"])]
     if mode != "classmix":
         dataset = labelled[0] if len(labelled) == 1 else dict(type="ConcatDataset", datasets=labelled)
         return _dataloader(dataset, settings, train=True)
@@ -284,15 +285,16 @@ def checked_uncertain_pixels(settings: dict) -> str:
     return uncertain
 
 
-def uncertain_as_background(pipeline: list[dict]) -> list[dict]:
-    """`pipeline` with the masks' uncertain pixels relabelled background as soon as they are loaded."""
+def after_loading_masks(pipeline: list[dict], *transforms: str) -> list[dict]:
+    """`pipeline` with `transforms` (`wsseg.segmenter.transforms`) applied to the masks as soon as they are loaded:
+    `CheckMask`, and `UncertainAsBackground` to relabel the masks' uncertain pixels."""
     import_modules_from_strings(TRANSFORMS_MODULE)
-    relabelled = []
+    extended = []
     for step in pipeline:
-        relabelled.append(step)
+        extended.append(step)
         if step["type"] == "LoadAnnotations":
-            relabelled.append(dict(type="UncertainAsBackground"))
-    return relabelled
+            extended.extend(dict(type=name) for name in transforms)
+    return extended
 
 
 def train_pipeline(crop: tuple[int, int], photometric: dict) -> list[dict]:

@@ -4,9 +4,13 @@ Images and masks (the dataset's, or pseudo masks `<image_id>.png`, values 0..K a
 stay where they are: a data info names each by its path or URI, and mmcv's `LoadImageFromFile` and mmseg's
 `LoadAnnotations` read it through wsseg's mmengine file backend (`wsseg.segmenter.store_files`) when a batch
 needs it, so a training pod's disk never holds the dataset. That is a request per image and mask per epoch; the
-DataLoader's workers overlap them with training. Every image and mask is still read and checked once, up front
-(`CHECK_THREADS` at a time), so that a corrupt file is skipped and counted here instead of killing a dataloader
-worker mid-training.
+DataLoader's workers overlap them with training.
+
+Building the data list reads no image: a pseudo mask's absence is known from the store's listing, and an image or
+mask that cannot be read, or a mask that does not fit its image, is found when a batch fetches it. Training then
+skips it (mmengine's dataset fetches another image in its place), logs it and records it in `skip_store`, where
+every DataLoader worker and rank can write; `strict` raises instead. A validation set (`test_mode`) cannot leave
+an image out once scoring has begun, so it checks every pair up front (`CHECK_THREADS` at a time).
 """
 from __future__ import annotations
 
@@ -55,12 +59,14 @@ class WssegDataset(BaseSegDataset):
     `image_ids` keeps those images of the split alone (semi-supervised training's subsets); `without_masks` reads
     no mask at all (its unlabelled images, loaded by a pipeline without `LoadAnnotations`). `annotation_classes`
     names the classes the annotations use where the metainfo keeps only the first of them (an incremental step's
-    seen classes, whose images may show later ones).
+    seen classes, whose images may show later ones). `skip_store` (a URI) records each image left out as
+    `<image_id>.txt`, its problem.
     """
 
     def __init__(self, dataset_root: str, split: str = "train", mask_store: str | None = None,
                  strict: bool = False, image_ids: list[str] | None = None,
-                 without_masks: bool = False, annotation_classes: list[str] | None = None, **kwargs):
+                 without_masks: bool = False, annotation_classes: list[str] | None = None,
+                 skip_store: str | None = None, **kwargs):
         self.dataset_root = str(dataset_root)
         self.split = split
         self.mask_store = mask_store
@@ -68,6 +74,7 @@ class WssegDataset(BaseSegDataset):
         self.image_ids = None if image_ids is None else set(image_ids)
         self.without_masks = without_masks
         self.annotation_classes = annotation_classes
+        self.skip_store = skip_store
         self.skipped: dict[str, str] = {}
         super().__init__(img_suffix="", seg_map_suffix=".png", reduce_zero_label=False,
                          ignore_index=IGNORE_INDEX, **kwargs)
@@ -77,37 +84,78 @@ class WssegDataset(BaseSegDataset):
         store = open_store(self.mask_store) if self.mask_store else None
         samples = [sample for sample in load_samples(self.dataset_root, self.split, classes)
                    if self.image_ids is None or sample.image_id in self.image_ids]
-        data_list = []
         stored = set(store.list()) if store else set()
-        check = partial(self._checked_mask_path, store=store, stored=stored, num_classes=len(classes))
-        for sample, mask_path in read_ahead(check, samples, CHECK_THREADS):
+        locate = partial(self._mask_path, store=store, stored=stored)
+        if self.test_mode:
+            locate = partial(self._checked_mask_path, locate=locate, num_classes=len(classes))
+        data_list = []
+        for sample, mask_path in read_ahead(locate, samples, CHECK_THREADS):
             if isinstance(mask_path, DataError):
-                if self.strict:
-                    raise mask_path
-                log.warning("skipping %s: %s", sample.image_id, mask_path)
-                self.skipped[sample.image_id] = str(mask_path)
+                self._skip(sample.image_id, mask_path)
                 continue
             if isinstance(mask_path, Exception):
                 raise mask_path
-            data_list.append({"img_path": str(sample.image_path), "seg_map_path": mask_path,
-                              "label_map": self.label_map, "reduce_zero_label": False, "seg_fields": [],
-                              IMAGE_LABELS: sample.labels})
+            data_list.append({"image_id": sample.image_id, "img_path": str(sample.image_path),
+                              "seg_map_path": mask_path, "label_map": self.label_map, "reduce_zero_label": False,
+                              "seg_fields": [], IMAGE_LABELS: sample.labels, "num_classes": len(classes)})
         if not data_list:
             raise DataError(self.dataset_root, f"no usable image{'' if self.without_masks else ' with a mask'} "
                                                f"in split {self.split!r}"
                                                f"{f' (masks from {store.uri})' if store else ''}")
         return data_list
 
-    def _checked_mask_path(self, sample: Sample, store: ArtifactStore | None, stored: set[str],
-                           num_classes: int) -> str | None:
-        image = read_image(sample.image_path)
+    def prepare_data(self, idx: int):
+        """The pipeline's output for image `idx`, or None (mmengine then fetches another) where its image or mask
+        is unusable: skipped and recorded, or raised with `strict`."""
+        info = self.get_data_info(idx)
+        try:
+            return super().prepare_data(idx)
+        except DataError as problem:
+            self._skip(info["image_id"], problem)
+        except Exception:
+            # mmcv's loaders fail on a corrupt file without naming it: read the pair again to say what is wrong.
+            problem = _pair_problem(info)
+            if problem is None:
+                raise
+            self._skip(info["image_id"], problem)
+        return None
+
+    def _skip(self, image_id: str, problem: DataError) -> None:
+        if self.strict:
+            raise problem
+        log.warning("skipping %s: %s", image_id, problem)
+        self.skipped[image_id] = str(problem)
+        if self.skip_store:
+            open_store(self.skip_store).put_bytes(f"{image_id}.txt", str(problem).encode())
+
+    def _mask_path(self, sample: Sample, store: ArtifactStore | None, stored: set[str]) -> str | None:
         if self.without_masks:
             return None
         mask_path = _pseudo_mask(sample.image_id, store, stored) if store else sample.mask_path
         if mask_path is None:
             raise DataError(sample.image_path, "no ground-truth mask for this image")
-        check_mask(read_mask(mask_path), image.shape[:2], num_classes, mask_path)
         return str(mask_path)
+
+    def _checked_mask_path(self, sample: Sample, locate, num_classes: int) -> str | None:
+        mask_path = locate(sample)
+        problem = _pair_problem({"img_path": str(sample.image_path), "seg_map_path": mask_path,
+                                 "num_classes": num_classes})
+        if problem:
+            raise problem
+        return mask_path
+
+
+def _pair_problem(info: dict) -> DataError | None:
+    """What makes a data info's image or mask unusable (unreadable, or a mask that does not fit its image), or None
+    when both are fine."""
+    try:
+        image = read_image(location(info["img_path"], ""))
+        if info["seg_map_path"] is not None:
+            check_mask(read_mask(location(info["seg_map_path"], "")), image.shape[:2], info["num_classes"],
+                       info["seg_map_path"])
+    except DataError as problem:
+        return problem
+    return None
 
 
 def _pseudo_mask(image_id: str, store: ArtifactStore, stored: set[str]) -> Location:

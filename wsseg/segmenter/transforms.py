@@ -1,4 +1,4 @@
-"""A data transform of the segmenter's training input, registered with mmseg's TRANSFORMS so that configs name it."""
+"""Data transforms of the segmenter's training input, registered with mmseg's TRANSFORMS so that configs name them."""
 from __future__ import annotations
 
 import numpy as np
@@ -21,4 +21,17 @@ class UncertainAsBackground(BaseTransform):
     def transform(self, results: dict) -> dict:
         mask = results["gt_seg_map"]
         results["gt_seg_map"] = np.where(mask == IGNORE_INDEX, 0, mask).astype(mask.dtype)
+        return results
+
+
+@TRANSFORMS.register_module()
+class CheckMask(BaseTransform):
+    """Raise `DataError` naming the mask unless it covers its image and holds only class indices (the data info's
+    `num_classes`) or the ignore value: right after `LoadAnnotations`, before a resize would stretch a mask of
+    another size over the image without a word. `WssegDataset` skips the image on that error."""
+
+    def transform(self, results: dict) -> dict:
+        from wsseg.segmenter.dataset import check_mask
+
+        check_mask(results["gt_seg_map"], results["img"].shape[:2], results["num_classes"], results["seg_map_path"])
         return results

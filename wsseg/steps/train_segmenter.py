@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mmengine.dataset import ConcatDataset
 from mmengine.dist import barrier
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import Runner
@@ -56,6 +55,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pth"
 MMSEG_CONFIG = "mmseg_config.py"
 METRICS = "metrics.json"
+# The train images left out, one `<image_id>.txt` each (its problem), written by whichever process met them.
+SKIPPED = "skipped"
 RESUME_COPY = "resume.pth"
 # mmengine 0.10.7 resumes with torch.load's default weights_only=True (torch >= 2.6), which refuses the
 # message hub its checkpoints carry (loss histories, pickled with their bound methods). These are exactly the
@@ -100,6 +101,7 @@ def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, 
             datasets = _datasets(data_root, masks, classes, settings, strict)
         if split:
             datasets.update(_semi_datasets(datasets["train"], split, masks, config))
+        _record_skips(datasets, out.child(SKIPPED).uri)
         mmseg_config = configs.build_mmseg_config(settings, classes, datasets, work_dir, out.uri,
                                                   distributed=world_size > 1, cuda=cuda,
                                                   seed=config.get("seed", 0))
@@ -110,7 +112,8 @@ def train_segmenter(data_root, masks: ArtifactStore | None, out: ArtifactStore, 
         seconds = _train(runner)
         scores = runner.val() if "val" in datasets else {}
         metrics = _metrics(runner, settings, seconds, scores, world_size,
-                           supervised=masks is None and settings["mode"] != "wilson")
+                           supervised=masks is None and settings["mode"] != "wilson",
+                           skipped=len(out.child(SKIPPED).list()))
         if split:
             metrics.update(labelled_images=len(split.labelled), unlabelled_images=len(split.unlabelled))
         if init_segmenter:
@@ -297,24 +300,30 @@ def _train(runner: Runner) -> float:
     return time.perf_counter() - started
 
 
+def _record_skips(datasets: dict, skip_store: str) -> None:
+    """Have the training datasets record each image they leave out in `skip_store`: a DataLoader worker or another
+    rank meets a corrupt file in its own copy of the dataset, where this process cannot count it."""
+    for name in ("train", "unlabelled"):
+        for part in _listed_parts(datasets.get(name)):
+            part["skip_store"] = skip_store
+
+
+def _listed_parts(parts) -> list[dict]:
+    return [] if parts is None else parts if isinstance(parts, list) else [parts]
+
+
 def _metrics(runner: Runner, settings: dict, seconds: float, scores: dict, world_size: int,
-             supervised: bool) -> dict:
+             supervised: bool, skipped: int) -> dict:
     start_iter = _checkpoint_hook(runner).start_iter
     # Mean time of this run's iterations, as mmengine's IterTimerHook measured them.
     step_seconds = runner.message_hub.get_scalar("train/time").mean() if runner.iter > start_iter else 0.0
     metrics = dict(
         iterations=runner.iter, resumed_from_iteration=start_iter, training_time_s=round(seconds, 1),
         images_per_s=round(settings["batch_size"] * world_size / step_seconds, 2) if step_seconds else 0.0,
-        world_size=world_size, supervised=supervised,
-        skipped_images=_skipped_images(runner.train_dataloader.dataset))
+        world_size=world_size, supervised=supervised, skipped_images=skipped)
     if scores:
         metrics.update(val_miou=round(scores["mIoU"], 2), val_pixel_accuracy=round(scores["aAcc"], 2))
     return metrics
-
-
-def _skipped_images(dataset) -> int:
-    parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
-    return sum(len(part.skipped) for part in parts)
 
 
 def _checkpoint_hook(runner: Runner) -> StoreCheckpointHook:
