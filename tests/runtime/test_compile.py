@@ -94,15 +94,15 @@ def test_the_wsss_instance_steps_run_behind_the_configs_setting(compiled):
     tasks = {task["taskInfo"]["name"]: task for task in pipeline["root"]["dag"]["tasks"].values()}
     # The semantic evaluation's merge runs either way; the instance steps add their figures to it.
     assert {"wants-instances", "merge-evaluation"} <= set(tasks)
-    (branch,) = [task for name, task in tasks.items() if name.startswith("condition")]
+    branch = tasks["instances"]
     condition = branch["triggerPolicy"]["condition"]
     assert "wants-instances-Output" in condition and condition.endswith("== true")
     inside = pipeline["components"][branch["componentRef"]["name"]]["dag"]["tasks"]
     assert set(inside) == {"train-irn", "group-instances", "train-instance-heads", "evaluate-instances"}
     assert set(inside["evaluate-instances"]["inputs"]["artifacts"]) == {"semantic", "cams", "pseudo_masks",
                                                                         "instance_labels", "instances"}
-    semantic = inside["evaluate-instances"]["inputs"]["artifacts"]["semantic"]["taskOutputArtifact"]
-    assert semantic["producerTask"] == "merge-evaluation"
+    channel = inside["evaluate-instances"]["inputs"]["artifacts"]["semantic"]["componentInputArtifact"]
+    assert branch["inputs"]["artifacts"][channel]["taskOutputArtifact"]["producerTask"] == "merge-evaluation"
 
 
 def test_the_incremental_pipeline_updates_only_when_the_inbox_has_a_batch(compiled):
