@@ -1,5 +1,7 @@
-"""Shards, end to end: `wsseg run wsss` on the demo's synthetic set (300 train, 100 val images of 128 px, the
-cpu-tiny preset) once in one shard, once in three with one shard killed mid-way and the run started again.
+"""Shards, end to end: `wsseg run wsss` on a synthetic set of the demo's kind (the demo's 128 px shapes, cpu-tiny
+preset; 120 train and 40 val images, where the demo has 300 and 100, to keep `make test` short: docs/RESULTS.md
+§19.1 has the demo set itself) once in one shard, once in three with one shard killed mid-way and the run started
+again.
 
 Each run goes through kfp.local with the components a cluster runs, as separate processes; the kill is a SIGKILL
 to the whole run while the refine task of shard 2 of 3 has stored some of its masks, as a node loss would leave it.
@@ -22,6 +24,7 @@ pytestmark = pytest.mark.slow
 
 KILLED_SHARD = 1
 SHARDS = 3
+TRAIN_IMAGES = 120
 
 
 def wsss_command(data: Path, out: Path, shards: int) -> list[str]:
@@ -40,7 +43,7 @@ def shard_record(step: Path, index: int, count: int = SHARDS) -> dict:
 
 @pytest.fixture(scope="module")
 def demo_set(tmp_path_factory) -> Path:
-    return make_synthetic_voc(tmp_path_factory.mktemp("demo") / "data", train=300, val=100, seed=0, size=128)
+    return make_synthetic_voc(tmp_path_factory.mktemp("demo") / "data", train=TRAIN_IMAGES, val=40, seed=0, size=128)
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +60,12 @@ def one_shard(demo_set, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def three_shards_killed_and_resumed(demo_set, train_ids, tmp_path_factory) -> dict:
+    return killed_and_resumed(demo_set, train_ids, tmp_path_factory.mktemp("three-shards"))
+
+
+def killed_and_resumed(demo_set: Path, train_ids: list[str], out: Path) -> dict:
     """The run in three shards, killed while shard 2's refine task is half way, then started again: its store,
     and the per-image outputs (with their modification times) that were stored when it was killed."""
-    out = tmp_path_factory.mktemp("three-shards")
     run = out / "store" / "wsss"
     killed_slice = {image_id for image_id in train_ids if shard_index(image_id, SHARDS) == KILLED_SHARD}
     process = subprocess.Popen(wsss_command(demo_set, out, SHARDS), start_new_session=True,
@@ -83,7 +89,7 @@ def three_shards_killed_and_resumed(demo_set, train_ids, tmp_path_factory) -> di
 def test_pseudo_masks_and_metrics_are_the_same_in_one_shard_and_in_three(one_shard, three_shards_killed_and_resumed):
     three = three_shards_killed_and_resumed["run"]
     masks_one, masks_three = per_image_files(one_shard / "refine", ".png"), per_image_files(three / "refine", ".png")
-    assert len(masks_one) == 300 and masks_one.keys() == masks_three.keys()
+    assert len(masks_one) == TRAIN_IMAGES and masks_one.keys() == masks_three.keys()
     differing = [image_id for image_id in masks_one
                  if masks_one[image_id].read_bytes() != masks_three[image_id].read_bytes()]
     assert not differing, f"pseudo masks differ between 1 and 3 shards: {differing[:5]}"
