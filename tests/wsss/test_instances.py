@@ -123,7 +123,7 @@ def test_a_boundary_line_splits_touching_objects_that_one_centroid_keeps_togethe
     assert instances.classes == (CLASS, CLASS)
     ious = sorted(iou(instances.ids == number, ids == object_id) for number in (1, 2) for object_id in (1, 2))
     assert max(ious[:2]) < 0.1 and min(ious[2:]) > 0.8, "each instance one square, but for the wall's own cells"
-    uncut = group_instances(scores, [CLASS], extent, one_centroid, boundary, dict(GROUPING, boundary_threshold=1.0))
+    uncut = group_instances(scores, [CLASS], extent, one_centroid, boundary, dict(GROUPING, boundary_threshold=None))
     assert len(uncut.classes) == 1
 
 

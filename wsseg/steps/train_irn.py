@@ -53,10 +53,11 @@ def default_config(preset: str) -> dict:
         # IRN's grouping constants: 300 centroid refinement steps (any number >= 100), converging regions where
         # |D| < 2.5 cells, walks of radius 5 over affinities raised to β 10, fragments under 1 % of the image
         # scored 0. IRN walks 256 steps on VOC's grids; walk_reach keeps that share of the grid (as affinity's).
-        # Not IRN's: clusters cut where B >= 0.3 (the shapes look's train pseudo labels, 100 images: mAP@0.5 74.7
-        # uncut, 75.4 at 0.5, 76.2 at 0.3, 76.0 at 0.2; docs/METHODS.md §1.20).
+        # boundary_threshold (not IRN's) cuts the clusters where B is at least that. It stays off: the one value tried
+        # (0.3) was chosen on the shapes look's instance labels, which a method from image labels may not have, and on
+        # held-out herds it moved val mAP@0.5 by -0.2 (docs/RESULTS.md §18).
         "grouping": {"centroid_iterations": 300, "centroid_threshold": 2.5, "walk_radius": 5, "beta": 10.0,
-                     "walk_reach": 0.6, "min_fragment": 0.01, "boundary_threshold": 0.3},
+                     "walk_reach": 0.6, "min_fragment": 0.01, "boundary_threshold": None},
         # The instance model: the same branches on the trained segmenter, learned from the instance pseudo labels.
         "heads": copy.deepcopy(branches),
         "device": "auto", "precision": "bf16",

@@ -2,8 +2,9 @@
 
 1. Centroids: every pixel follows the displacement field (bilinearly, `centroid_iterations` times) to the point
    its instance converges on; the regions where the field is weak (|D| < `centroid_threshold` cells) are the
-   converging points, and pixels whose walk ends in the same one form one class-agnostic cluster. Each cluster is
-   then cut along the boundary map: its 4-connected parts where B < `boundary_threshold` are clusters of their own.
+   converging points, and pixels whose walk ends in the same one form one class-agnostic cluster. With a
+   `boundary_threshold` (not IRN's; off by default), each cluster is then cut along the boundary map: its
+   4-connected parts where B < `boundary_threshold` are clusters of their own.
 2. Seeds: each class score map times each cluster's mask, and times 1 − B, as IRN damps seeds on boundaries,
    where the extent is that class.
 3. Propagation: the seeds random-walk over the boundary map's affinities (`wsseg.wsss.random_walk`, the walk
@@ -32,7 +33,8 @@ def group_instances(scores: torch.Tensor, labels, extent: np.ndarray, displaceme
     """Instances of `extent` ((H, W) classes, 0 background, 255 unknown) from (L, h, w) `scores` of the classes
     `labels` (L,), a (2, h, w) displacement field in cells of that grid and (h, w) boundary probabilities."""
     clusters = centroid_clusters(displacement, settings["centroid_iterations"], settings["centroid_threshold"])
-    members = cut_along_boundaries(clusters, boundary, settings["boundary_threshold"])
+    threshold = settings["boundary_threshold"]
+    members = (cluster_masks(clusters) if threshold is None else cut_along_boundaries(clusters, boundary, threshold))
     grid = cv2.resize(extent, tuple(boundary.shape)[::-1], interpolation=cv2.INTER_NEAREST)
     where_class = torch.from_numpy(grid[None] == np.asarray(labels).reshape(-1, 1, 1)).float()
     seeds = (scores.float()[:, None] * where_class[:, None] * members[None] * (1 - boundary.float())).flatten(0, 1)
@@ -53,6 +55,11 @@ def centroid_clusters(displacement: torch.Tensor, iterations: int, threshold: fl
     landed = regions[points[0].numpy(), points[1].numpy()]
     _, clusters = np.unique(landed, return_inverse=True)
     return torch.from_numpy(clusters.reshape(landed.shape)).long()
+
+
+def cluster_masks(clusters: torch.Tensor) -> torch.Tensor:
+    """(K, h, w) masks of the clusters numbered 0..K-1 in (h, w) `clusters`."""
+    return (torch.arange(int(clusters.max()) + 1)[:, None, None] == clusters[None]).float()
 
 
 def cut_along_boundaries(clusters: torch.Tensor, boundary: torch.Tensor, threshold: float) -> torch.Tensor:
