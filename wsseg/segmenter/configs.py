@@ -33,7 +33,7 @@ from mmengine.utils import import_modules_from_strings
 from wsseg.classes import ClassList, voc_palette
 from wsseg.errors import ConfigError
 from wsseg.segmenter.dataset import IMAGE_LABELS
-from wsseg.segmenter.models import IMAGENET, model_config
+from wsseg.segmenter.models import IMAGENET, listed, model_config
 from wsseg.wsss.crf import REFERENCE_SIDE
 
 # mmseg's schedule for an ImageNet-initialised backbone.
@@ -263,7 +263,7 @@ def _train_dataloader(datasets: dict, crop: tuple[int, int], settings: dict) -> 
     # Only pseudo masks have uncertain pixels; a ground truth's 255 is VOC's void outline, not background.
     labelled = [dict(part, pipeline=after_loading_masks(training, *(("CheckMask", "UncertainAsBackground")
                      if relabelling and part.get("mask_store") else ("CheckMask",))))
-                for part in _listed(datasets["train"])]
+                for part in listed(datasets["train"])]
     if mode != "classmix":
         dataset = labelled[0] if len(labelled) == 1 else dict(type="ConcatDataset", datasets=labelled)
         return _dataloader(dataset, settings, train=True)
@@ -378,10 +378,6 @@ def _dataloader(dataset: dict, settings: dict, train: bool) -> dict:
                 persistent_workers=workers > 0,
                 sampler=dict(type="InfiniteSampler" if train else "DefaultSampler", shuffle=train),
                 dataset=dataset)
-
-
-def _listed(datasets: dict | list[dict]) -> list[dict]:
-    return datasets if isinstance(datasets, list) else [datasets]
 
 
 def learning_rate(settings: dict) -> float:

@@ -164,7 +164,7 @@ def user_model(settings: dict, num_classes: int, crop: tuple[int, int], norm: st
     model = _to_dict(model)
     for head in _heads(model):
         head.update(num_classes=num_classes, ignore_index=IGNORE_INDEX)
-        for loss in _listed(head.get("loss_decode")):
+        for loss in listed(head.get("loss_decode")):
             if loss.get("type") == "CrossEntropyLoss":
                 loss["avg_non_ignore"] = True
     model["data_preprocessor"] = _data_preprocessor(crop)
@@ -200,7 +200,7 @@ def _with_loss(model: dict, loss: str) -> dict:
         raise ConfigError(f"segmenter.loss is {loss!r}; choose cross_entropy (softmax over classes) or "
                           "binary_cross_entropy (a sigmoid per class: WILSON's step 0, whose scores it reads)")
     for head in _heads(model):
-        for head_loss in _listed(head.get("loss_decode")):
+        for head_loss in listed(head.get("loss_decode")):
             if head_loss.get("type") == "CrossEntropyLoss":
                 head_loss["use_sigmoid"] = loss == "binary_cross_entropy"
     return model
@@ -208,10 +208,12 @@ def _with_loss(model: dict, loss: str) -> dict:
 
 def _heads(model: dict) -> list[dict]:
     """Every decode and auxiliary head: each is one dict, or a list of them (cascades, several auxiliaries)."""
-    return [head for key in ("decode_head", "auxiliary_head") for head in _listed(model.get(key))]
+    return [head for key in ("decode_head", "auxiliary_head") for head in listed(model.get(key))]
 
 
-def _listed(value) -> list:
+def listed(value) -> list:
+    """A config entry that is one dict or a list of them (heads, losses, datasets to concatenate) as a list; [] for
+    none."""
     return value if isinstance(value, list) else [value] if value else []
 
 

@@ -147,8 +147,7 @@ def add_instance_figures(data_root, cams, pseudo_masks, instance_labels, instanc
     metrics["instances"] = score_instances(data_root, cams, pseudo_masks, instance_labels, instances, config,
                                            classes, strict)
     metrics["headline"].update(instance_headline(metrics["instances"]))
-    overlays = [Overlay(entry["image_id"], tuple(entry["panels"]), out.get_bytes(f"overlays/{entry['image_id']}.png"))
-                for entry in metrics["overlays"]]
+    overlays = [_stored_overlay(out, entry) for entry in metrics["overlays"]]
     return _write_evaluation(out, metrics, overlays)
 
 
@@ -184,8 +183,12 @@ def _first_overlays(out, records: list[dict], count: int) -> list[Overlay]:
     drawn = sorted((entry for record in records for entry in record["overlays"]), key=lambda entry: entry["position"])
     for entry in drawn[count:]:
         out.delete(f"overlays/{entry['image_id']}.png")
-    return [Overlay(entry["image_id"], tuple(entry["panels"]), out.get_bytes(f"overlays/{entry['image_id']}.png"))
-            for entry in drawn[:count]]
+    return [_stored_overlay(out, entry) for entry in drawn[:count]]
+
+
+def _stored_overlay(out, entry: dict) -> Overlay:
+    """The overlay `entry` (its image id and panels, as metrics.json lists them) names, read from `out`."""
+    return Overlay(entry["image_id"], tuple(entry["panels"]), out.get_bytes(f"overlays/{entry['image_id']}.png"))
 
 
 @dataclass(frozen=True)

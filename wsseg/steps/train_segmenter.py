@@ -45,7 +45,7 @@ from wsseg.runtime.torchrun import world_position
 from wsseg.runtime.weights import local_weights
 from wsseg.segmenter import configs
 from wsseg.segmenter.hooks import RESUME_KEY, StoreCheckpointHook
-from wsseg.segmenter.models import is_config_file, pretrained_weights
+from wsseg.segmenter.models import is_config_file, listed, pretrained_weights
 from wsseg.semi.labelled import SemiSplit, check_semi_settings, split_train
 from wsseg.store import ArtifactStore, open_store
 from wsseg.wsss.self_training import FIRST_ROUND, RELABELLED, relabel_band
@@ -304,12 +304,8 @@ def _record_skips(datasets: dict, skip_store: str) -> None:
     """Have the training datasets record each image they leave out in `skip_store`: a DataLoader worker or another
     rank meets a corrupt file in its own copy of the dataset, where this process cannot count it."""
     for name in ("train", "unlabelled"):
-        for part in _listed_parts(datasets.get(name)):
+        for part in listed(datasets.get(name)):
             part["skip_store"] = skip_store
-
-
-def _listed_parts(parts) -> list[dict]:
-    return [] if parts is None else parts if isinstance(parts, list) else [parts]
 
 
 def _metrics(runner: Runner, settings: dict, seconds: float, scores: dict, world_size: int,
