@@ -157,7 +157,7 @@ def test_report_holds_the_figures_of_metrics_json_and_the_overlays(tmp_path):
 
 
 def test_masks_a_self_trained_segmenter_completed_are_scored_beside_the_pipelines_pseudo_masks():
-    from wsseg.steps.evaluate import TrainScores
+    from wsseg.evaluation.train_scores import TrainScores
 
     scores = TrainScores(len(CLASSES), [0.5], with_pseudo_masks=True)
     truth = np.array(TRUTH)
